@@ -1,0 +1,151 @@
+"""The state file: where an interrupted run resumes.
+
+One JSON document, replaced atomically at least once a second while jobs
+finish and on exit.  It names an *anchor* job - normally the first job not yet
+finished - by position and value, plus the ranges of positions from the anchor
+on that are already resolved, so a resumed run calls ``get_jobs(last=value)``,
+numbers the jobs it yields from the anchor's position, and skips the resolved
+ones.  Because the master never holds more than ``--size`` jobs, those ranges
+span at most ``--size`` positions: the file's size does not grow with the run.
+
+The value is pickled (base64) since jobs are arbitrary picklable objects; the
+file is the master's own, written with mode 0600, never anything received
+from the network.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import pickle
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from taskmaster.errors import UsageError
+from taskmaster.fileio import write_atomically
+
+FORMAT = "taskmaster-state"
+VERSION = 1
+
+
+@dataclass
+class State:
+    target: str
+    kwargs: dict[str, str]
+    position: int = 0
+    has_anchor: bool = False
+    anchor: Any = None
+    resolved: list[list[int]] = field(default_factory=list)
+    finished: int = 0
+    failed: int = 0
+    complete: bool = False
+    total: int | None = None
+
+    def matches(self, target: str, kwargs: dict[str, str]) -> bool:
+        return self.target == target and self.kwargs == kwargs
+
+
+def default_path(target: str, kwargs: dict[str, str], directory: str = ".") -> str:
+    """A state file name derived from the target and its arguments.
+
+    Different arguments give a different file, so two runs of one module
+    with other arguments never share (or refuse) each other's state.
+    """
+    identity = json.dumps([target, sorted(kwargs.items())])
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(target.replace(":", ".")))[-60:]
+    return os.path.join(directory, f"taskmaster-{stem}-{digest}.state")
+
+
+def save(path: str, state: State) -> None:
+    doc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "target": state.target,
+        "kwargs": state.kwargs,
+        "position": state.position,
+        "anchor": base64.b64encode(pickle.dumps(state.anchor, protocol=4)).decode() if state.has_anchor else None,
+        "anchor_repr": _short_repr(state.anchor) if state.has_anchor else None,
+        "resolved": state.resolved,
+        "finished": state.finished,
+        "failed": state.failed,
+        "complete": state.complete,
+        "total": state.total,
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    write_atomically(path, json.dumps(doc, indent=1).encode() + b"\n")
+
+
+def load(path: str, target: str, kwargs: dict[str, str]) -> State | None:
+    """Read the state for this target and arguments; None when there is none.
+
+    Raises UsageError, without touching the file, when it is unreadable,
+    corrupt, or written for another target or other arguments.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UsageError(
+            f"cannot read state file {path}: {exc.strerror}; fix its permissions, "
+            "or pass --state-file with another path"
+        ) from None
+    try:
+        doc = json.loads(raw)
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise ValueError("not a taskmaster state file")
+        if doc.get("version") != VERSION:
+            raise ValueError(f"unsupported version {doc.get('version')!r}")
+        state = State(
+            target=_typed(doc, "target", str),
+            kwargs=_typed(doc, "kwargs", dict),
+            position=_typed(doc, "position", int),
+            resolved=_typed(doc, "resolved", list),
+            finished=_typed(doc, "finished", int),
+            failed=_typed(doc, "failed", int),
+            complete=_typed(doc, "complete", bool),
+            total=doc.get("total"),
+        )
+        for pair in state.resolved:
+            if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, int) for x in pair)):
+                raise ValueError("bad 'resolved' ranges")
+        if doc.get("anchor") is not None:
+            state.anchor = pickle.loads(base64.b64decode(doc["anchor"], validate=True))
+            state.has_anchor = True
+    except Exception as exc:  # any damage to the file: one message, no traceback
+        raise UsageError(
+            f"state file {path} is corrupt ({type(exc).__name__}: {exc}); move it away, "
+            "or run with --reset to start from the beginning"
+        ) from None
+    if not state.matches(target, kwargs):
+        raise UsageError(
+            f"state file {path} belongs to target {state.target} with arguments {_args(state.kwargs)}, "
+            f"not to {target} with {_args(kwargs)}; pass --state-file with another path, "
+            "or --reset to discard it"
+        )
+    return state
+
+
+def _typed(doc: dict, key: str, kind: type) -> Any:
+    value = doc.get(key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"field {key!r} is missing or not {kind.__name__}")
+    return value
+
+
+def _args(kwargs: dict[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(kwargs.items())) or "(none)"
+
+
+def _short_repr(value: Any, limit: int = 200) -> str:
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

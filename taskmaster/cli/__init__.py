@@ -1,0 +1,1 @@
+"""The commands: tm-master, tm-slave, tm-spawn and tm-run."""

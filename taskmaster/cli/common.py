@@ -1,0 +1,196 @@
+"""Command-line parsing shared by the four commands.
+
+Options are declared once, in tables, so that ``tm-run`` and ``tm-spawn`` can
+accept the master's and the slaves' options and pass each on to the process
+it belongs to.  Nothing here imports gevent or zmq: the commands monkey-patch
+first, then import the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from taskmaster import __version__
+from taskmaster.errors import UsageError
+
+DEFAULT_ADDRESS = "tcp://127.0.0.1:3050"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
+    return value
+
+
+_TCP = re.compile(r"^tcp://(\*|[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})$")
+
+
+def address(text: str) -> str:
+    """A ZeroMQ endpoint we can bind or connect: tcp://HOST:PORT or ipc://PATH."""
+    match = _TCP.match(text)
+    if match and 1 <= int(match.group(2)) <= 65535:
+        return text
+    if text.startswith("ipc://") and len(text) > len("ipc://"):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"{text!r} is not an address: use tcp://HOST:PORT (e.g. tcp://127.0.0.1:3050) or ipc:///path/to/socket"
+    )
+
+
+@dataclass(frozen=True)
+class Option:
+    flag: str
+    kind: Callable[[str], Any] | None  # None: a switch
+    default: Any
+    help: str
+    metavar: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+COMMON_OPTIONS = [
+    Option("--log-level", str, "info", "log verbosity: debug, info, warning or error (default: info)", "LEVEL"),
+    Option("--no-progress", None, False, "no progress bar or periodic progress lines"),
+    Option("--no-monkey-patch", None, False, "do not apply gevent's monkey patching before loading the module"),
+]
+
+MASTER_OPTIONS = [
+    Option("--size", positive_int, 10000, "most jobs held at once, buffered or in flight (default: 10000)", "N"),
+    Option("--state-file", str, None, "checkpoint file (default: derived from the target and arguments, in .)",
+           "PATH"),
+    Option("--failures-file", str, None, "where jobs failed for good are recorded (default: beside the state file)",
+           "PATH"),
+    Option("--reset", None, False, "discard the saved state and start from the beginning"),
+    Option("--retry-failed", None, False, "run exactly the jobs in the failures file again"),
+    Option("--lease-timeout", positive_float, 30.0,
+           "seconds a slave may stay silent before its jobs go to others (default: 30)", "SECONDS"),
+    Option("--max-retries", non_negative_int, 3, "retries of a job whose handler raised (default: 3)", "N"),
+]
+
+SLAVE_OPTIONS = [
+    Option("--concurrency", positive_int, 10, "greenlets running jobs at once in each slave (default: 10)", "N"),
+    Option("--timeout", positive_int, 2500, "milliseconds to wait for the master's answer (default: 2500)", "MS"),
+    Option("--retries", positive_int, 3, "tries before giving up on the master (default: 3)", "N"),
+    Option("--job-timeout", positive_float, None, "fail a job that runs longer than this (default: no limit)",
+           "SECONDS"),
+]
+
+# Options that the master and the slaves both take, under the same name.
+SHARED_OPTIONS = [
+    Option("--grace", positive_float, 10.0,
+           "on SIGINT/SIGTERM, seconds to wait for the jobs in flight before stopping (default: 10)", "SECONDS"),
+]
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def new_parser(prog: str, description: str) -> Parser:
+    parser = Parser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def add_options(parser: argparse.ArgumentParser, options: Sequence[Option], title: str | None = None) -> None:
+    group = parser.add_argument_group(title) if title else parser
+    for opt in options:
+        if opt.kind is None:
+            group.add_argument(opt.flag, action="store_true", default=opt.default, help=opt.help)
+        else:
+            group.add_argument(opt.flag, type=opt.kind, default=opt.default, help=opt.help, metavar=opt.metavar)
+
+
+def add_address(parser: argparse.ArgumentParser, default: str | None = DEFAULT_ADDRESS) -> None:
+    parser.add_argument(
+        "--address",
+        type=address,
+        default=default,
+        help=f"ZeroMQ endpoint of the master (default: {default or 'a private ipc:// socket'})",
+        metavar="ADDR",
+    )
+
+
+def to_argv(args: argparse.Namespace, options: Sequence[Option]) -> list[str]:
+    """The command-line flags that reproduce the non-default values of `options`."""
+    argv: list[str] = []
+    for opt in options:
+        value = getattr(args, opt.dest)
+        if value == opt.default:
+            continue
+        argv += [opt.flag] if opt.kind is None else [opt.flag, str(value)]
+    return argv
+
+
+def check_log_level(parser: argparse.ArgumentParser, level: str) -> None:
+    if level.lower() not in LOG_LEVELS:
+        parser.error(f"--log-level {level!r} is not one of {', '.join(LOG_LEVELS)}")
+
+
+def setup_logging(level: str, role: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {role}: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+def monkey_patch(skip: bool) -> None:
+    """gevent's monkey patching, before the user's module is imported.
+
+    So that ordinary blocking libraries (socket, time.sleep, urllib...) used
+    by get_jobs or handle_job cooperate with the greenlets.
+    """
+    if not skip:
+        from gevent import monkey
+
+        monkey.patch_all()
+
+
+def run_command(prog: str, main: Callable[[], int]) -> NoReturn:
+    """Run a command's body: UsageError becomes one line and exit code 2."""
+    try:
+        code = main()
+    except UsageError as exc:
+        sys.stderr.write(f"{prog}: error: {exc}\n")
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        code = 130
+    sys.stdout.flush()
+    sys.exit(code)

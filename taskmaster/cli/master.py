@@ -1,0 +1,68 @@
+"""tm-master: serve the jobs of get_jobs to slaves, with a checkpoint."""
+
+from __future__ import annotations
+
+import sys
+
+from taskmaster.cli import common
+
+DESCRIPTION = """\
+Pull jobs from TARGET's get_jobs into a bounded buffer and serve them to
+slaves (tm-slave, tm-spawn); checkpoint progress so that running the same
+command again resumes an interrupted run.
+
+TARGET is package.module, package.module:function, path/to/file.py or
+path/to/file.py:function; the function defaults to get_jobs.  Each
+key=value is passed to it as a keyword argument (a string).
+"""
+
+
+def build_parser(prog: str = "tm-master") -> common.Parser:
+    parser = common.new_parser(prog, DESCRIPTION)
+    parser.add_argument("target", metavar="TARGET", help="where get_jobs lives")
+    parser.add_argument("kwargs", nargs="*", metavar="key=value", help="keyword arguments for get_jobs")
+    common.add_address(parser)
+    common.add_options(parser, common.MASTER_OPTIONS + common.SHARED_OPTIONS + common.COMMON_OPTIONS)
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "tm-master") -> int:
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    common.check_log_level(parser, args.log_level)
+
+    def body() -> int:
+        common.monkey_patch(args.no_monkey_patch)
+        common.setup_logging(args.log_level, "master")
+        from taskmaster import checkpoint, failures, target
+        from taskmaster.master import Master, MasterConfig
+
+        kwargs = target.parse_kwargs(args.kwargs)
+        get_jobs = target.load(args.target, "get_jobs")
+        target_id = target.identity(args.target, "get_jobs")
+        state_path = args.state_file or checkpoint.default_path(target_id, kwargs)
+        config = MasterConfig(
+            address=args.address,
+            size=args.size,
+            state_path=state_path,
+            failures_path=args.failures_file or failures.default_path(state_path),
+            reset=args.reset,
+            retry_failed=args.retry_failed,
+            lease_timeout=args.lease_timeout,
+            max_retries=args.max_retries,
+            grace=args.grace,
+            progress=not args.no_progress,
+        )
+        outcome = Master(get_jobs, target_id, kwargs, config).run()
+        if outcome.summary:
+            sys.stderr.write(f"{prog}: {outcome.summary}\n")
+        if outcome.error:
+            sys.stderr.write(f"{prog}: error: {outcome.error}\n")
+        return outcome.code
+
+    common.run_command(prog, body)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""tm-slave: run TARGET's handle_job on the jobs a master hands out."""
+
+from __future__ import annotations
+
+import sys
+
+from taskmaster.cli import common
+
+DESCRIPTION = """\
+Connect to a master and run TARGET's handle_job on its jobs in a pool of
+gevent greenlets.  TARGET is package.module, package.module:function,
+path/to/file.py or path/to/file.py:function; the function defaults to
+handle_job.
+"""
+
+
+def build_parser(prog: str = "tm-slave") -> common.Parser:
+    parser = common.new_parser(prog, DESCRIPTION)
+    parser.add_argument("target", metavar="TARGET", help="where handle_job lives")
+    common.add_address(parser)
+    common.add_options(parser, common.SLAVE_OPTIONS + common.SHARED_OPTIONS + common.COMMON_OPTIONS)
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "tm-slave") -> int:
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    common.check_log_level(parser, args.log_level)
+
+    def body() -> int:
+        common.monkey_patch(args.no_monkey_patch)
+        from taskmaster import target
+        from taskmaster.slave import Slave, SlaveConfig
+
+        handle_job = target.load(args.target, "handle_job")
+        config = SlaveConfig(
+            address=args.address,
+            concurrency=args.concurrency,
+            timeout_ms=args.timeout,
+            retries=args.retries,
+            job_timeout=args.job_timeout,
+            grace=args.grace,
+            progress=not args.no_progress,
+        )
+        slave = Slave(handle_job, config)
+        common.setup_logging(args.log_level, f"slave {slave.id}")
+        code = slave.run()
+        if slave.error:
+            sys.stderr.write(f"{prog}: error: {slave.error}\n")
+        return code
+
+    common.run_command(prog, body)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    main()

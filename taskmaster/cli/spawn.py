@@ -1,0 +1,51 @@
+"""tm-spawn: N slave processes, each with its own greenlet pool."""
+
+from __future__ import annotations
+
+from taskmaster.cli import common
+
+DESCRIPTION = """\
+Start N tm-slave processes for TARGET, each with its own greenlet pool.
+Exits when all of them have exited: 0 if they all did, otherwise the
+first non-zero code.  SIGINT and SIGTERM are passed on to them.
+"""
+
+SLAVE_FLAGS = common.SLAVE_OPTIONS + common.SHARED_OPTIONS + common.COMMON_OPTIONS
+
+
+def build_parser(prog: str = "tm-spawn") -> common.Parser:
+    parser = common.new_parser(prog, DESCRIPTION)
+    parser.add_argument("target", metavar="TARGET", help="where handle_job lives")
+    parser.add_argument("processes", type=common.positive_int, metavar="N", help="number of slave processes")
+    common.add_address(parser)
+    common.add_options(parser, SLAVE_FLAGS)
+    return parser
+
+
+def main(argv: list[str] | None = None, prog: str = "tm-spawn") -> int:
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    common.check_log_level(parser, args.log_level)
+
+    def body() -> int:
+        from taskmaster import target
+        from taskmaster.supervisor import Supervisor, exit_code
+
+        target.load(args.target, "handle_job")  # a bad target: one message, not N
+        module, function = target.split(args.target, "handle_job")
+        child_argv = ["-m", "taskmaster.cli.slave", f"{module}:{function}", "--address", args.address]
+        child_argv += common.to_argv(args, SLAVE_FLAGS)
+        supervisor = Supervisor()
+        supervisor.forward_signals()
+        for _ in range(args.processes):
+            supervisor.start(child_argv)
+        supervisor.wait(supervisor.children)
+        codes = [exit_code(child.returncode) for child in supervisor.children]
+        return next((code for code in codes if code != 0), 0)
+
+    common.run_command(prog, body)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    main()

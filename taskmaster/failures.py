@@ -1,0 +1,88 @@
+"""The failures file: every job failed for good, one JSON object a line.
+
+Appended (and fsynced) before the master counts a job as resolved, so a job
+is never lost between "failed" and "recorded".  Each line keeps the job itself
+(pickled, base64) so ``--retry-failed`` can run exactly those jobs again.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import pickle
+import time
+from typing import Any
+
+from taskmaster.checkpoint import _short_repr
+from taskmaster.errors import UsageError
+from taskmaster.fileio import open_private_append, write_atomically
+
+
+def default_path(state_path: str) -> str:
+    stem = state_path[: -len(".state")] if state_path.endswith(".state") else state_path
+    return stem + ".failures.jsonl"
+
+
+def record(position: int, job: Any, error_type: str, message: str, traceback: str, attempts: int, slave: str) -> dict:
+    return {
+        "position": position,
+        "job_repr": _short_repr(job),
+        "type": error_type,
+        "message": message,
+        "traceback": traceback,
+        "attempts": attempts,
+        "slave": slave,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "job": base64.b64encode(pickle.dumps(job, protocol=4)).decode(),
+    }
+
+
+def _encode(entry: dict) -> bytes:
+    return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
+
+
+class FailureLog:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def append(self, entry: dict) -> None:
+        if self._fd is None:
+            self._fd = open_private_append(self.path)
+        os.write(self._fd, _encode(entry))
+        os.fsync(self._fd)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def read(self) -> list[dict]:
+        """Every entry, each with its job unpickled under the key 'value'."""
+        try:
+            with open(self.path, "rb") as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise UsageError(f"cannot read failures file {self.path}: {exc.strerror}") from None
+        entries = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+                entry["value"] = pickle.loads(base64.b64decode(entry["job"], validate=True))
+            except Exception as exc:
+                raise UsageError(
+                    f"failures file {self.path} is corrupt at line {number} ({type(exc).__name__}: {exc}); "
+                    "fix or remove that line"
+                ) from None
+            entries.append(entry)
+        return entries
+
+    def rewrite(self, entries: list[dict]) -> None:
+        self.close()
+        clean = [{k: v for k, v in e.items() if k != "value"} for e in entries]
+        write_atomically(self.path, b"".join(_encode(e) for e in clean))

@@ -1,0 +1,38 @@
+"""Durable, private file writes shared by the checkpoint and the failures file."""
+
+from __future__ import annotations
+
+import os
+
+PRIVATE = 0o600
+
+
+def write_atomically(path: str, data: bytes) -> None:
+    """Replace `path` with `data` so a crash leaves either the old or the new file.
+
+    Write a temporary file beside it (mode 0600), fsync it, rename it over the
+    old one, then fsync the directory so the rename itself survives a crash.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = f"{path}.tmp-{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_directory(directory)
+
+
+def fsync_directory(directory: str) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def open_private_append(path: str) -> int:
+    """Open `path` for appending, creating it with mode 0600."""
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE)

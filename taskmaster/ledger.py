@@ -1,0 +1,253 @@
+"""The master's record of every job it holds, by position.
+
+Jobs are numbered in the order ``get_jobs`` yields them.  The ledger keeps the
+window ``[low, high)`` of positions that were pulled from the iterator but are
+not all resolved yet, in a ring of ``size`` slots, so the master's memory is
+bounded by ``--size`` whatever the total number of jobs:
+
+* ``low``   - the first position not resolved (finished or failed for good);
+* ``fresh`` - the first position never handed to a slave;
+* ``high``  - the next position the iterator will fill.
+
+Each slot holds the job's value and one state byte.  The state bytes live in a
+``bytearray`` so that acknowledging a range of a thousand jobs, or finding the
+next unresolved position, is one C-level operation instead of a Python loop
+per job.  Values of resolved jobs stay in their slot until the ring reuses it,
+which is what lets the checkpoint name an anchor job after it finished.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+from taskmaster.ranges import merge, to_ranges
+
+PENDING, DONE, FAILED = 0, 1, 2
+_RESOLVED_RUNS = re.compile(rb"[\x01\x02]+")
+
+
+class Ledger:
+    def __init__(self, size: int, start: int = 0, resolved_ahead: Iterable[tuple[int, int]] = ()) -> None:
+        if size < 1:
+            raise ValueError("size must be positive")
+        self.size = size
+        self.values: list[Any] = [None] * size
+        self.states = bytearray(size)
+        self.start = start
+        self.low = start
+        self.high = start
+        self.fresh = start
+        # Positions handed out before whose lease expired: served before fresh ones.
+        self.requeued: deque[int] = deque()
+        # (position, slave that failed it): retried, preferably elsewhere.
+        self.retries: deque[tuple[int, str]] = deque()
+        self.attempts: dict[int, int] = {}
+        # Positions resolved in an earlier run (from the checkpoint): they are
+        # marked resolved as the iterator reaches them, never sent again.
+        self.resolved_ahead: list[tuple[int, int]] = sorted((a, b) for a, b in resolved_ahead if b > start)
+        self.finished = 0  # resolved as done during this run
+        self.failed = 0  # failed for good during this run
+
+    # ------------------------------------------------------------ capacity
+
+    def space(self) -> int:
+        return self.size - (self.high - self.low)
+
+    def undispatched(self) -> int:
+        """Jobs waiting to be handed out (some may be resolved meanwhile)."""
+        return (self.high - self.fresh) + len(self.requeued) + len(self.retries)
+
+    def drained(self) -> bool:
+        """Every job pulled so far is resolved."""
+        return self.low == self.high
+
+    def _segments(self, a: int, b: int) -> list[tuple[int, int]]:
+        """Ring index ranges covering positions [a, b), with b - a <= size."""
+        i = a % self.size
+        j = i + (b - a)
+        if j <= self.size:
+            return [(i, j)]
+        return [(i, self.size), (0, j - self.size)]
+
+    # -------------------------------------------------------------- filling
+
+    def add(self, jobs: list) -> None:
+        """Append jobs pulled from the iterator at positions high, high+1, ..."""
+        n = len(jobs)
+        if n > self.space():
+            raise ValueError("ledger overflow")
+        start = self.high
+        offset = 0
+        for i, j in self._segments(start, start + n):
+            self.values[i:j] = jobs[offset : offset + j - i]
+            self.states[i:j] = bytes(j - i)
+            offset += j - i
+        self.high += n
+        if self.resolved_ahead:
+            self._apply_resolved_ahead(start, self.high)
+            self._advance()
+
+    def _apply_resolved_ahead(self, a: int, b: int) -> None:
+        keep = []
+        for lo, hi in self.resolved_ahead:
+            x, y = max(lo, a), min(hi, b)
+            if x < y:
+                for i, j in self._segments(x, y):
+                    self.states[i:j] = b"\x01" * (j - i)
+            if hi > b:
+                keep.append((max(lo, b), hi))
+        self.resolved_ahead = keep
+
+    def truncate(self, position: int) -> None:
+        """Forget positions >= position (never handed out): the iterator stops there."""
+        if not self.fresh <= position <= self.high:
+            raise ValueError("can only truncate undispatched positions")
+        self.high = position
+        self.fresh = min(self.fresh, position)
+        self.resolved_ahead = []
+        self._advance()
+
+    # ------------------------------------------------------------ dispatch
+
+    def take(self, n: int, slave: str, alone: bool) -> tuple[list[int], list[Any], list[list[int]]]:
+        """Up to n jobs for `slave`: retries, then requeued, then fresh ones.
+
+        Returns (positions handed out again, jobs, ranges).  A job that failed
+        on `slave` goes to it again only if it is the only slave (`alone`).
+        Jobs are ordered as the ranges list their positions.
+        """
+        states, size = self.states, self.size
+        again: list[int] = []
+        for _ in range(len(self.retries)):
+            if len(again) >= n:
+                break
+            position, failed_on = self.retries.popleft()
+            if states[position % size] != PENDING or position < self.low:
+                continue
+            if failed_on != slave or alone:
+                again.append(position)
+            else:
+                self.retries.append((position, failed_on))
+        while self.requeued and len(again) < n:
+            position = self.requeued.popleft()
+            if position >= self.low and states[position % size] == PENDING:
+                again.append(position)
+        again.sort()
+        jobs = [self.values[p % size] for p in again]
+        ranges = to_ranges(again)
+
+        k = min(n - len(jobs), self.high - self.fresh)
+        if k > 0:
+            a, b = self.fresh, self.fresh + k
+            self.fresh = b
+            fresh_jobs: list[Any] = []
+            clean = True
+            for i, j in self._segments(a, b):
+                fresh_jobs.extend(self.values[i:j])
+                clean = clean and states.count(0, i, j) == j - i
+            if clean:
+                jobs.extend(fresh_jobs)
+                ranges.append([a, b])
+            else:  # only just after a resume: skip jobs an earlier run resolved
+                picked = [p for p in range(a, b) if states[p % size] == PENDING]
+                jobs.extend(self.values[p % size] for p in picked)
+                ranges.extend(to_ranges(picked))
+        return again, jobs, ranges
+
+    def requeue(self, ranges: Iterable[tuple[int, int]]) -> int:
+        """Put the unresolved positions of ranges back in front of fresh jobs."""
+        count = 0
+        for a, b in ranges:
+            for p in range(max(a, self.low), min(b, self.high)):
+                if self.states[p % self.size] == PENDING:
+                    self.requeued.append(p)
+                    count += 1
+        return count
+
+    def retry(self, position: int, slave: str) -> None:
+        self.retries.append((position, slave))
+
+    # ----------------------------------------------------------- resolution
+
+    def mark_done(self, ranges: Iterable[tuple[int, int]]) -> int:
+        """Resolve positions as finished; return how many were not already."""
+        newly = 0
+        for a, b in ranges:
+            a, b = max(a, self.low), min(b, self.high)
+            if a >= b:
+                continue
+            for i, j in self._segments(a, b):
+                segment = self.states[i:j]
+                zeros = segment.count(0)
+                if zeros:
+                    self.states[i:j] = segment.replace(b"\x00", b"\x01")
+                    newly += zeros
+            if self.attempts:
+                for p in [p for p in self.attempts if a <= p < b]:
+                    del self.attempts[p]
+        if newly:
+            self.finished += newly
+            self._advance()
+        return newly
+
+    def mark_failed(self, position: int) -> bool:
+        """Resolve one position as failed for good."""
+        if not self.low <= position < self.high or self.states[position % self.size] != PENDING:
+            return False
+        self.states[position % self.size] = FAILED
+        self.attempts.pop(position, None)
+        self.failed += 1
+        self._advance()
+        return True
+
+    def is_pending(self, position: int) -> bool:
+        return self.low <= position < self.high and self.states[position % self.size] == PENDING
+
+    def value(self, position: int) -> Any:
+        return self.values[position % self.size]
+
+    def unresolved(self, ranges: Iterable[tuple[int, int]]) -> int:
+        """How many positions of ranges are still pending."""
+        count = 0
+        for a, b in ranges:
+            a, b = max(a, self.low), min(b, self.high)
+            for i, j in self._segments(a, b) if a < b else ():
+                count += self.states.count(0, i, j)
+        return count
+
+    def _advance(self) -> None:
+        while self.low < self.high:
+            i, j = self._segments(self.low, self.high)[0]
+            k = self.states.find(0, i, j)
+            if k == -1:
+                self.low += j - i
+            else:
+                self.low += k - i
+                break
+
+    # ------------------------------------------------------------ checkpoint
+
+    def anchor(self) -> tuple[int, Any, list[list[int]]] | None:
+        """(position, value, resolved ranges from there) for the checkpoint.
+
+        The anchor is the first unresolved job; when everything pulled so far
+        is resolved it is the last job pulled, listed as resolved, because
+        resuming needs a real job value to hand to get_jobs(last=...).
+        None until this run pulled anything.
+        """
+        if self.high == self.start:
+            return None
+        if self.low < self.high:
+            position = self.low
+        else:
+            position = self.high - 1
+        resolved: list[list[int]] = []
+        for i, j in self._segments(position, self.high):
+            base = position - i if i == position % self.size else self.high - j
+            for match in _RESOLVED_RUNS.finditer(self.states, i, j):
+                resolved.append([base + match.start(), base + match.end()])
+        resolved = merge(resolved + [list(r) for r in self.resolved_ahead])
+        return position, self.values[position % self.size], resolved

@@ -1,0 +1,273 @@
+"""The wire protocol between master and slaves, kept in one place.
+
+Every message is a multipart ZeroMQ message whose first frame names its kind.
+The master binds a ROUTER socket; each slave connects a DEALER for requests
+and, from a real OS thread, a second DEALER for heartbeats (so a handler that
+never yields to gevent cannot silence them).
+
+Slave -> master, always JSON and validated here, never unpickled:
+
+    HELLO      {slave, host, pid, concurrency, timeout_ms}
+    REQUEST    {slave, run, want, acks, failures}   want more jobs, report done
+    BYE        {slave, run, want, acks, failures}   last report, then leaving
+    HEARTBEAT  {slave, run}                         still alive
+
+Master -> slave:
+
+    WELCOME    {run, lease_timeout, heartbeat_interval}
+    JOBS       {batch, positions} + one pickle frame holding the list of jobs
+    QUIT       {reason}            the run is over (or stopping): exit
+    RESET      {reason}            unknown run or slave: say HELLO again
+    REJECT     {error}             the message was malformed
+
+Positions travel as half-open ranges ``[[start, stop], ...]``; acknowledgements
+are ``[[batch, [[start, stop], ...]], ...]``, so a batch of a thousand finished
+jobs costs a few bytes.  Only the job list is pickled, once per batch: jobs
+must be picklable (that is the module contract), and slaves trust the master
+they talk to.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from dataclasses import dataclass, field
+from typing import Any
+
+# Slave -> master.
+HELLO = b"HELLO"
+REQUEST = b"REQUEST"
+BYE = b"BYE"
+HEARTBEAT = b"HEARTBEAT"
+# Master -> slave.
+WELCOME = b"WELCOME"
+JOBS = b"JOBS"
+QUIT = b"QUIT"
+RESET = b"RESET"
+REJECT = b"REJECT"
+
+# The master's socket drops any inbound message larger than this.
+MAX_INBOUND_BYTES = 4 * 1024 * 1024
+# Bounds on what one inbound message may carry, so a hostile or buggy
+# peer cannot make the master do unbounded work for one message.
+MAX_ID_CHARS = 128
+MAX_ACK_BATCHES = 10_000
+MAX_RANGES_PER_BATCH = 100_000
+MAX_FAILURES = 10_000
+MAX_TEXT_CHARS = 64 * 1024
+MAX_POSITION = 2**62
+MAX_WANT = 1_000_000
+
+Ranges = list  # list of [start, stop] pairs, half-open
+
+
+class ProtocolError(ValueError):
+    """An inbound message that does not follow the protocol."""
+
+
+@dataclass
+class Failure:
+    """A job whose handler raised, as reported by a slave."""
+
+    batch: int
+    position: int
+    type: str
+    message: str
+    traceback: str
+
+
+@dataclass
+class Hello:
+    slave: str
+    host: str
+    pid: int
+    concurrency: int
+    timeout_ms: int
+
+
+@dataclass
+class Report:
+    """A REQUEST or a BYE: acknowledgements, failures and a wish for jobs."""
+
+    slave: str
+    run: str
+    want: int
+    acks: list[tuple[int, list[tuple[int, int]]]] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+    leaving: bool = False
+
+
+@dataclass
+class Heartbeat:
+    slave: str
+    run: str
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def hello(slave: str, host: str, pid: int, concurrency: int, timeout_ms: int) -> list[bytes]:
+    body = {"slave": slave, "host": host, "pid": pid, "concurrency": concurrency, "timeout_ms": timeout_ms}
+    return [HELLO, _dumps(body)]
+
+
+def report(slave: str, run: str, want: int, acks: list, failures: list[Failure], leaving: bool = False) -> list[bytes]:
+    body = {
+        "slave": slave,
+        "run": run,
+        "want": want,
+        "acks": acks,
+        "failures": [f.__dict__ for f in failures],
+    }
+    return [BYE if leaving else REQUEST, _dumps(body)]
+
+
+def heartbeat(slave: str, run: str) -> list[bytes]:
+    return [HEARTBEAT, _dumps({"slave": slave, "run": run})]
+
+
+def welcome(run: str, lease_timeout: float, heartbeat_interval: float) -> list[bytes]:
+    return [WELCOME, _dumps({"run": run, "lease_timeout": lease_timeout, "heartbeat_interval": heartbeat_interval})]
+
+
+def jobs(batch: int, positions: list[list[int]], pickled_jobs: bytes) -> list[bytes]:
+    return [JOBS, _dumps({"batch": batch, "positions": positions}), pickled_jobs]
+
+
+def no_jobs() -> list[bytes]:
+    return [JOBS, b'{"batch":-1,"positions":[]}', pickle.dumps([])]
+
+
+def quit_(reason: str) -> list[bytes]:
+    return [QUIT, _dumps({"reason": reason})]
+
+
+def reset(reason: str) -> list[bytes]:
+    return [RESET, _dumps({"reason": reason})]
+
+
+def reject(error: str) -> list[bytes]:
+    return [REJECT, _dumps({"error": error})]
+
+
+def pickle_jobs(job_list: list) -> bytes:
+    return pickle.dumps(job_list, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+# ------------------------------------------------- decoding on the slave
+
+
+def decode_from_master(frames: list[bytes]) -> tuple[bytes, dict, list | None]:
+    """Split a master's message into (kind, header, jobs or None).
+
+    The slave unpickles the job list: it trusts the master it connected to.
+    """
+    if len(frames) < 2:
+        raise ProtocolError("message from the master has too few frames")
+    kind, header = frames[0], json.loads(frames[1])
+    job_list = pickle.loads(frames[2]) if kind == JOBS and len(frames) > 2 else None
+    return kind, header, job_list
+
+
+# ------------------------------------------------ decoding on the master
+
+
+def _int(body: dict, key: str, low: int = 0, high: int = MAX_POSITION) -> int:
+    value = body.get(key)
+    if type(value) is not int or not low <= value <= high:
+        raise ProtocolError(f"{key!r} must be an integer in [{low}, {high}]")
+    return value
+
+
+def _str(body: dict, key: str, limit: int = MAX_ID_CHARS) -> str:
+    value = body.get(key)
+    if type(value) is not str or len(value) > limit:
+        raise ProtocolError(f"{key!r} must be a string of at most {limit} characters")
+    return value
+
+
+def _ranges(value: Any) -> list[tuple[int, int]]:
+    if type(value) is not list or len(value) > MAX_RANGES_PER_BATCH:
+        raise ProtocolError("ranges must be a list of [start, stop] pairs")
+    out = []
+    for pair in value:
+        if type(pair) is not list or len(pair) != 2:
+            raise ProtocolError("a range must be a [start, stop] pair")
+        start, stop = pair
+        if type(start) is not int or type(stop) is not int or not 0 <= start < stop <= MAX_POSITION:
+            raise ProtocolError("a range must hold integers with 0 <= start < stop")
+        out.append((start, stop))
+    return out
+
+
+def _acks(value: Any) -> list[tuple[int, list[tuple[int, int]]]]:
+    if type(value) is not list or len(value) > MAX_ACK_BATCHES:
+        raise ProtocolError(f"'acks' must be a list of at most {MAX_ACK_BATCHES} [batch, ranges] pairs")
+    out = []
+    for item in value:
+        if type(item) is not list or len(item) != 2 or type(item[0]) is not int or item[0] < 0:
+            raise ProtocolError("an ack must be a [batch, ranges] pair")
+        out.append((item[0], _ranges(item[1])))
+    return out
+
+
+def _failures(value: Any) -> list[Failure]:
+    if type(value) is not list or len(value) > MAX_FAILURES:
+        raise ProtocolError(f"'failures' must be a list of at most {MAX_FAILURES} objects")
+    out = []
+    for item in value:
+        if type(item) is not dict:
+            raise ProtocolError("a failure must be an object")
+        out.append(
+            Failure(
+                batch=_int(item, "batch"),
+                position=_int(item, "position"),
+                type=_str(item, "type", MAX_TEXT_CHARS),
+                message=_str(item, "message", MAX_TEXT_CHARS),
+                traceback=_str(item, "traceback", MAX_TEXT_CHARS),
+            )
+        )
+    return out
+
+
+def decode_from_slave(frames: list[bytes]) -> Hello | Report | Heartbeat:
+    """Parse and validate what a slave sent; raise ProtocolError otherwise.
+
+    Data only: JSON is parsed, nothing is unpickled, and every field is
+    checked for type and size before the master acts on it.
+    """
+    if len(frames) != 2:
+        raise ProtocolError("a message must have exactly two frames: kind and body")
+    kind, raw = frames
+    if len(raw) > MAX_INBOUND_BYTES:
+        raise ProtocolError("message too large")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ProtocolError(f"body is not JSON: {exc}") from None
+    if type(body) is not dict:
+        raise ProtocolError("body must be a JSON object")
+    if kind == REQUEST or kind == BYE:
+        return Report(
+            slave=_str(body, "slave"),
+            run=_str(body, "run"),
+            want=_int(body, "want", 0, MAX_WANT),
+            acks=_acks(body.get("acks", [])),
+            failures=_failures(body.get("failures", [])),
+            leaving=kind == BYE,
+        )
+    if kind == HEARTBEAT:
+        return Heartbeat(slave=_str(body, "slave"), run=_str(body, "run"))
+    if kind == HELLO:
+        return Hello(
+            slave=_str(body, "slave"),
+            host=_str(body, "host", 256),
+            pid=_int(body, "pid"),
+            concurrency=_int(body, "concurrency", 1, MAX_WANT),
+            timeout_ms=_int(body, "timeout_ms", 1, 24 * 3600 * 1000),
+        )
+    raise ProtocolError(f"unknown message kind {kind[:32]!r}")

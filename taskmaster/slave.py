@@ -1,0 +1,338 @@
+"""The slave: a pool of worker greenlets fed with batches from the master.
+
+One request loop talks to the master in the Lazy Pirate manner: one request
+in flight at a time, an answer expected within ``--timeout``, else the socket
+is closed, reopened and the same request sent again, ``--retries`` times in
+all before the slave gives up.  Each request carries the acknowledgements of
+the jobs finished since the last one and asks for enough jobs to keep the
+pool busy.  Acknowledgements are only forgotten once the master has answered
+the request that carried them, so a master that goes away and comes back
+loses nothing the slave finished.  Heartbeats come from a real thread
+(``heartbeat``), so the master's lease does not run out while a handler works.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket as stdlib_socket
+import time
+import traceback
+import uuid
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gevent
+import gevent.event
+import zmq.green as zmq
+
+from taskmaster import protocol
+from taskmaster.heartbeat import HeartbeatThread
+from taskmaster.progress import Progress
+from taskmaster.ranges import expand, to_ranges
+
+log = logging.getLogger("taskmaster.slave")
+
+ACK_INTERVAL = 0.05  # longest a finished job waits before it is reported
+PREFETCH_SECONDS = 0.05  # keep this much work (at the current rate) queued
+MAX_PREFETCH = 20000
+MAX_FAILURES_PER_REPORT = 20  # tracebacks are large: spread them over reports
+YIELD_EVERY = 256  # a worker running fast jobs yields this often
+
+
+class JobTimeout(Exception):
+    """The job ran longer than --job-timeout."""
+
+
+@dataclass
+class SlaveConfig:
+    address: str = "tcp://127.0.0.1:3050"
+    concurrency: int = 10
+    timeout_ms: int = 2500
+    retries: int = 3
+    job_timeout: float | None = None
+    grace: float = 10.0
+    progress: bool = True
+
+
+class LocalBatch:
+    """Jobs of one batch: workers take them in order, record them when done."""
+
+    __slots__ = ("id", "run", "positions", "jobs", "cursor", "done", "dirty")
+
+    def __init__(self, batch_id: int, run: str, positions: list[int], jobs: list) -> None:
+        self.id = batch_id
+        self.run = run
+        self.positions = positions
+        self.jobs = jobs
+        self.cursor = 0
+        self.done: list[int] = []
+        self.dirty = False
+
+
+class Slave:
+    def __init__(self, handle_job: Callable[[Any], Any], config: SlaveConfig, secure: Callable | None = None) -> None:
+        self.handle_job = handle_job
+        self.config = config
+        self.secure = secure
+        self.id = f"{stdlib_socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.run_id = ""
+        self.socket: Any = None
+        self.todo: deque[LocalBatch] = deque()
+        self.touched: list[LocalBatch] = []  # batches with finished jobs not yet reported
+        self.failures: list[tuple[str, protocol.Failure]] = []
+        self.queued = 0  # jobs received, not started
+        self.running = 0
+        self.completed = 0
+        self.failed = 0
+        self.rate = 0.0
+        self.work_ready = gevent.event.Event()
+        self.quit_reason: str | None = None
+        self.stopping: int | None = None
+        self.stop_deadline = 0.0
+        self.heartbeat = HeartbeatThread(config.address, self.id, secure)
+        self.error = ""
+
+    # ------------------------------------------------------------ sockets
+
+    def _connect(self) -> None:
+        if self.socket is not None:
+            self.socket.close(0)
+        sock = zmq.Context.instance().socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        if self.config.address.startswith("tcp://["):
+            sock.setsockopt(zmq.IPV6, 1)
+        if self.secure is not None:
+            self.secure(sock)
+        sock.connect(self.config.address)
+        self.socket = sock
+
+    def _ask(self, frames: list[bytes]) -> list[bytes] | None:
+        """Send one request, Lazy Pirate style: the reply, or None if none came.
+
+        While this waits, the worker greenlets keep running jobs.
+        """
+        timeout = self.config.timeout_ms
+        for attempt in range(1, self.config.retries + 1):
+            self.socket.send_multipart(frames)
+            deadline = time.monotonic() + timeout / 1000
+            while time.monotonic() < deadline:
+                if self.socket.poll(min(100, timeout)):
+                    return self.socket.recv_multipart()
+                self._tick()
+                if self.stopping is not None and time.monotonic() > self.stop_deadline and attempt > 1:
+                    return None
+            if attempt < self.config.retries:
+                log.warning("no answer from the master at %s within %d ms (try %d of %d); retrying",
+                            self.config.address, timeout, attempt, self.config.retries)
+            self._connect()  # drop whatever is queued for the dead peer
+        return None
+
+    # ---------------------------------------------------------------- run
+
+    def run(self) -> int:
+        """Work until the master says quit; the exit code."""
+        self.progress = Progress(self.config.progress, show_queue=False)
+        self.started = time.monotonic()
+        self._rate_mark = (self.started, 0)
+        handlers = [gevent.signal_handler(s, self._on_signal, s) for s in (signal.SIGINT, signal.SIGTERM)]
+        workers = []
+        try:
+            self._connect()
+            if not self._hello():
+                return 0 if self.quit_reason else 1
+            self.heartbeat.start()
+            workers = [gevent.spawn(self._work) for _ in range(self.config.concurrency)]
+            return self._talk()
+        finally:
+            gevent.killall(workers, timeout=1)
+            self.heartbeat.stop()
+            for handler in handlers:
+                handler.cancel()
+            if self.socket is not None:
+                self.socket.close(0)
+            self.progress.finish()
+            log.info("%d jobs finished, %d failed", self.completed - self.failed, self.failed)
+
+    def _on_signal(self, signum: int) -> None:
+        if self.stopping is None:
+            self.stopping = signum
+            self.stop_deadline = time.monotonic() + self.config.grace
+            log.warning("stopping: finishing the jobs running now (up to %.0fs; again to stop now)", self.config.grace)
+        else:
+            self.stop_deadline = time.monotonic()
+
+    def _hello(self) -> bool:
+        hello = protocol.hello(self.id, stdlib_socket.gethostname(), os.getpid(), self.config.concurrency,
+                               self.config.timeout_ms)
+        reply = self._ask(hello)
+        if reply is None:
+            self.error = (
+                f"no master answered at {self.config.address} after {self.config.retries} tries of "
+                f"{self.config.timeout_ms} ms: start tm-master there, or check --address"
+            )
+            return False
+        kind, header, _ = protocol.decode_from_master(reply)
+        if kind == protocol.QUIT:
+            self.quit_reason = header.get("reason", "")
+            return False
+        if kind != protocol.WELCOME:
+            self.error = f"the master answered {kind[:20]!r} to hello: {header}"
+            return False
+        self.run_id = header["run"]
+        self.heartbeat.interval = float(header["heartbeat_interval"])
+        self.heartbeat.run_id = self.run_id
+        return True
+
+    def _talk(self) -> int:
+        """The request loop: report, ask for jobs, take the answer."""
+        last_report = time.monotonic()
+        while True:
+            now = time.monotonic()
+            request = self._next_request(now, last_report)
+            if request is None:
+                self._tick()
+                self.socket.poll(5)  # idle: let the workers run
+                continue
+            last_report = now
+            reply = self._ask(request)
+            if reply is None:
+                if self.stopping is not None:
+                    return 128 + self.stopping
+                unacked = sum(len(b.done) for b in self.touched)
+                self.error = (
+                    f"lost the master at {self.config.address}: no answer after {self.config.retries} tries of "
+                    f"{self.config.timeout_ms} ms; start it again and restart this slave "
+                    f"({self.completed} jobs done here, unacknowledged ones will run again)"
+                )
+                log.debug("%d finished jobs not acknowledged", unacked)
+                return 1
+            self._take_reply(reply)
+            if self.quit_reason is not None:
+                return 128 + self.stopping if self.stopping else 0
+            if request[0] == protocol.BYE:
+                return 128 + (self.stopping or signal.SIGTERM)
+
+    def _prefetch_target(self) -> int:
+        return max(2 * self.config.concurrency, min(MAX_PREFETCH, int(self.rate * PREFETCH_SECONDS)))
+
+    def _next_request(self, now: float, last_report: float) -> list[bytes] | None:
+        """The next message for the master, or None when there is nothing to say yet."""
+        has_news = bool(self.touched or self.failures)
+        if self.stopping is not None:
+            if self.running == 0 or now >= self.stop_deadline:
+                return self._report(0, leaving=True)
+            return self._report(0) if has_news and now - last_report >= ACK_INTERVAL else None
+        target = self._prefetch_target()
+        want = target - self.queued
+        idle = self.queued == 0 and self.running == 0
+        if want >= max(1, target // 2) or idle or has_news and now - last_report >= ACK_INTERVAL:
+            return self._report(max(0, want))
+        return None
+
+    def _report(self, want: int, leaving: bool = False) -> list[bytes]:
+        acks = []
+        for batch in self.touched:
+            if batch.run == self.run_id and batch.done:
+                acks.append([batch.id, to_ranges(batch.done)])
+            batch.done = []
+            batch.dirty = False
+        self.touched = []
+        failures = [f for run, f in self.failures[:MAX_FAILURES_PER_REPORT] if run == self.run_id]
+        del self.failures[:MAX_FAILURES_PER_REPORT]
+        return protocol.report(self.id, self.run_id, want, acks, failures, leaving)
+
+    def _take_reply(self, frames: list[bytes]) -> None:
+        kind, header, jobs = protocol.decode_from_master(frames)
+        if kind == protocol.JOBS:
+            if jobs:
+                batch = LocalBatch(header["batch"], self.run_id, expand(header["positions"]), jobs)
+                self.todo.append(batch)
+                self.queued += len(jobs)
+                self.work_ready.set()
+        elif kind == protocol.QUIT:
+            self.quit_reason = header.get("reason", "")
+        elif kind == protocol.RESET:
+            self._forget_run()
+        elif kind == protocol.REJECT:
+            log.error("the master rejected a message: %s", header.get("error"))
+
+    def _forget_run(self) -> None:
+        """A new master run: drop what belonged to the old one, and say hello."""
+        log.warning("the master restarted; joining its new run")
+        self.todo.clear()
+        self.queued = 0
+        self.touched = []
+        self.failures = []
+        self.run_id = ""
+        if not self._hello():
+            self.quit_reason = self.quit_reason or ""
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        since, count = self._rate_mark
+        if now - since >= 0.2:
+            instant = (self.completed - count) / (now - since)
+            self.rate = instant if self.rate == 0 else 0.7 * self.rate + 0.3 * instant
+            self._rate_mark = (now, self.completed)
+            self.progress.update(self.completed)
+
+    # ------------------------------------------------------------ workers
+
+    def _next_batch(self) -> LocalBatch | None:
+        todo = self.todo
+        while todo:
+            batch = todo[0]
+            if batch.cursor < len(batch.jobs):
+                return batch
+            todo.popleft()
+        return None
+
+    def _work(self) -> None:
+        handle = self.handle_job
+        job_timeout = self.config.job_timeout
+        count = 0
+        while True:
+            batch = None if self.stopping is not None else self._next_batch()
+            if batch is None:
+                self.work_ready.clear()
+                self.work_ready.wait()
+                continue
+            index = batch.cursor
+            batch.cursor += 1
+            self.queued -= 1
+            self.running += 1
+            job = batch.jobs[index]
+            try:
+                if job_timeout is None:
+                    handle(job)
+                else:
+                    with gevent.Timeout(job_timeout, JobTimeout(f"job ran longer than --job-timeout {job_timeout:g}s")):
+                        handle(job)
+            except Exception as exc:
+                self._record_failure(batch, index, job, exc)
+            else:
+                batch.done.append(batch.positions[index])
+                if not batch.dirty:
+                    batch.dirty = True
+                    self.touched.append(batch)
+            finally:
+                self.running -= 1
+                self.completed += 1
+            count += 1
+            if count % YIELD_EVERY == 0:
+                gevent.sleep(0)
+
+    def _record_failure(self, batch: LocalBatch, index: int, job: Any, exc: Exception) -> None:
+        position = batch.positions[index]
+        text = traceback.format_exc()
+        log.error("job %d (%.200r) failed:\n%s", position, job, text.rstrip())
+        self.failed += 1
+        limit = protocol.MAX_TEXT_CHARS
+        self.failures.append(
+            (batch.run, protocol.Failure(batch.id, position, type(exc).__name__[:limit], str(exc)[:limit],
+                                         text[-limit:]))
+        )
