@@ -243,6 +243,9 @@ class Master:
             self._receive(timeout)
             now = time.monotonic()
             if self.waiting:
+                if not self.exhausted and self.ledger.space() > 0:
+                    self.space.set()
+                    gevent.sleep(0)  # let the filler use the room the acknowledgements made
                 self._serve_waiting(now)
             if now >= next_tick:
                 next_tick = now + TICK_SECONDS

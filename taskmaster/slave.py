@@ -36,8 +36,8 @@ from taskmaster.ranges import expand, to_ranges
 
 log = logging.getLogger("taskmaster.slave")
 
-ACK_INTERVAL = 0.05  # longest a finished job waits before it is reported
-PREFETCH_SECONDS = 0.05  # keep this much work (at the current rate) queued
+ACK_INTERVAL = 0.005  # longest a finished job waits before it is reported
+PREFETCH_SECONDS = 0.005  # keep this much work (at the current rate) queued
 MAX_PREFETCH = 20000
 MAX_FAILURES_PER_REPORT = 20  # tracebacks are large: spread them over reports
 YIELD_EVERY = 256  # a worker running fast jobs yields this often
@@ -195,7 +195,7 @@ class Slave:
             request = self._next_request(now, last_report)
             if request is None:
                 self._tick()
-                self.socket.poll(5)  # idle: let the workers run
+                self.socket.poll(1)  # nothing to say yet: let the workers run
                 continue
             last_report = now
             reply = self._ask(request)
