@@ -80,7 +80,10 @@ class FailureLog:
                     "fix or remove that line"
                 ) from None
             entries.append(entry)
-        return entries
+        # A job can be recorded twice when the master died between recording
+        # it and the next checkpoint; the latest record of a position wins.
+        latest = {entry["position"]: entry for entry in entries}
+        return sorted(latest.values(), key=lambda entry: entry["position"])
 
     def rewrite(self, entries: list[dict]) -> None:
         self.close()

@@ -26,8 +26,10 @@ STEP_SECONDS = 0.05
 
 
 class HeartbeatThread:
-    def __init__(self, address: str, slave_id: str, secure: Callable[[Any], None] | None = None) -> None:
+    def __init__(self, address: str, slave_id: str, secure: Callable[[Any], None] | None = None,
+                 watchdog: Callable[[], None] | None = None) -> None:
         self.address = address
+        self.watchdog = watchdog  # called every step: looks for jobs past their timeout
         self.slave_id = slave_id
         self.secure = secure  # applies transport security to the socket, if any
         self.run_id = ""
@@ -63,6 +65,8 @@ class HeartbeatThread:
                         sock.send_multipart(protocol.heartbeat(self.slave_id, self.run_id), zmq.NOBLOCK)
                     except zmq.ZMQError:
                         pass  # master unreachable: the request loop notices and reports it
+                if self.watchdog is not None:
+                    self.watchdog()
                 _sleep(STEP_SECONDS)
                 waited += STEP_SECONDS
         finally:

@@ -28,6 +28,7 @@ from typing import Any
 import gevent
 import gevent.event
 import zmq.green as zmq
+from gevent import monkey
 
 from taskmaster import protocol
 from taskmaster.heartbeat import HeartbeatThread
@@ -41,6 +42,8 @@ PREFETCH_SECONDS = 0.005  # keep this much work (at the current rate) queued
 MAX_PREFETCH = 20000
 MAX_FAILURES_PER_REPORT = 20  # tracebacks are large: spread them over reports
 YIELD_EVERY = 256  # a worker running fast jobs yields this often
+WATCHDOG_SIGNAL = signal.SIGUSR2  # interrupts a job past --job-timeout that never yields
+WATCHDOG_SLACK = 0.2  # seconds gevent.Timeout gets to act first
 
 
 class JobTimeout(Exception):
@@ -93,7 +96,10 @@ class Slave:
         self.quit_reason: str | None = None
         self.stopping: int | None = None
         self.stop_deadline = 0.0
-        self.heartbeat = HeartbeatThread(config.address, self.id, secure)
+        # greenlet -> (monotonic start, job) for jobs running now, read by the watchdog thread
+        self.running_since: dict[Any, float] = {}
+        watchdog = self._interrupt_overdue_job if config.job_timeout else None
+        self.heartbeat = HeartbeatThread(config.address, self.id, secure, watchdog)
         self.error = ""
 
     # ------------------------------------------------------------ sockets
@@ -116,12 +122,17 @@ class Slave:
         While this waits, the worker greenlets keep running jobs.
         """
         timeout = self.config.timeout_ms
+        step = min(100, timeout)
         for attempt in range(1, self.config.retries + 1):
             self.socket.send_multipart(frames)
-            deadline = time.monotonic() + timeout / 1000
-            while time.monotonic() < deadline:
-                if self.socket.poll(min(100, timeout)):
+            # Count only the time spent waiting on the socket, at most one step
+            # per poll: while a handler hogs the process, the master is not late.
+            waited = 0.0
+            while waited < timeout:
+                started = time.monotonic()
+                if self.socket.poll(step):
                     return self.socket.recv_multipart()
+                waited += min(step, (time.monotonic() - started) * 1000)
                 self._tick()
                 if self.stopping is not None and time.monotonic() > self.stop_deadline and attempt > 1:
                     return None
@@ -139,6 +150,9 @@ class Slave:
         self.started = time.monotonic()
         self._rate_mark = (self.started, 0)
         handlers = [gevent.signal_handler(s, self._on_signal, s) for s in (signal.SIGINT, signal.SIGTERM)]
+        self.main_thread = monkey.get_original("_thread", "get_ident")()  # the OS thread, not a greenlet
+        if self.config.job_timeout:
+            signal.signal(WATCHDOG_SIGNAL, self._on_watchdog_signal)
         workers = []
         try:
             self._connect()
@@ -294,6 +308,8 @@ class Slave:
     def _work(self) -> None:
         handle = self.handle_job
         job_timeout = self.config.job_timeout
+        timeout_message = f"job ran longer than --job-timeout {job_timeout:g}s"
+        me = gevent.getcurrent()
         count = 0
         while True:
             batch = None if self.stopping is not None else self._next_batch()
@@ -310,8 +326,12 @@ class Slave:
                 if job_timeout is None:
                     handle(job)
                 else:
-                    with gevent.Timeout(job_timeout, JobTimeout(f"job ran longer than --job-timeout {job_timeout:g}s")):
-                        handle(job)
+                    self.running_since[me] = time.monotonic()
+                    try:
+                        with gevent.Timeout(job_timeout, JobTimeout(timeout_message)):
+                            handle(job)
+                    finally:
+                        self.running_since.pop(me, None)
             except Exception as exc:
                 self._record_failure(batch, index, job, exc)
             else:
@@ -325,6 +345,27 @@ class Slave:
             count += 1
             if count % YIELD_EVERY == 0:
                 gevent.sleep(0)
+
+    def _interrupt_overdue_job(self) -> None:
+        """Watchdog, from the heartbeat thread: stop a job that never yields.
+
+        gevent.Timeout only fires when the handler yields to the hub; a job
+        that computes without yielding is interrupted by a signal instead,
+        whose Python handler runs in the main thread, in that job's greenlet.
+        """
+        now = time.monotonic()
+        limit = self.config.job_timeout + WATCHDOG_SLACK
+        try:
+            overdue = [g for g, since in list(self.running_since.items()) if now - since > limit]
+        except RuntimeError:  # changed under us; look again next step
+            return
+        if overdue:
+            signal.pthread_kill(self.main_thread, WATCHDOG_SIGNAL)
+
+    def _on_watchdog_signal(self, signum: int, frame: Any) -> None:
+        since = self.running_since.get(gevent.getcurrent())
+        if since is not None and time.monotonic() - since > self.config.job_timeout:
+            raise JobTimeout(f"job ran longer than --job-timeout {self.config.job_timeout:g}s")
 
     def _record_failure(self, batch: LocalBatch, index: int, job: Any, exc: Exception) -> None:
         position = batch.positions[index]

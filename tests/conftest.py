@@ -1,0 +1,172 @@
+"""Shared helpers: real processes, real sockets, real files - and a clean teardown.
+
+Every process a test starts goes through the `procs` fixture, which starts it
+in a new session and, at teardown, kills it together with every descendant
+(tm-run and tm-spawn put their children in process groups of their own, so
+killing one group is not enough).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+PYTHON = sys.executable
+REPO = Path(__file__).resolve().parent.parent
+
+
+def tm(command: str, *args: str) -> list[str]:
+    """argv for one of the commands: tm("master", "mod") -> python -m taskmaster master mod."""
+    return [PYTHON, "-m", "taskmaster", command, *map(str, args)]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tcp_address() -> str:
+    return f"tcp://127.0.0.1:{free_port()}"
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, interval: float = 0.05, what: str = "condition"):
+    """Poll `predicate` until it is truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of `pid`, found through /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+class Procs:
+    """Starts processes for one test and guarantees they are gone after it."""
+
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+        self.started: list[subprocess.Popen] = []
+
+    def start(self, argv: list[str], *, cwd: Path | None = None, env: dict | None = None,
+              stdout=subprocess.PIPE, stderr=subprocess.PIPE) -> subprocess.Popen:
+        full_env = dict(os.environ)
+        full_env["PYTHONUNBUFFERED"] = "1"
+        if env:
+            full_env.update(env)
+        proc = subprocess.Popen(argv, cwd=cwd or self.cwd, env=full_env, stdout=stdout, stderr=stderr,
+                                stdin=subprocess.DEVNULL, start_new_session=True, text=True)
+        self.started.append(proc)
+        return proc
+
+    def run(self, argv: list[str], timeout: float = 60, **kwargs) -> subprocess.CompletedProcess:
+        """Start, wait for the exit (killing it past `timeout`), return code and output."""
+        proc = self.start(argv, **kwargs)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill(proc)
+            out, err = proc.communicate()
+            raise AssertionError(f"{argv} did not finish in {timeout}s; stderr:\n{err[-3000:]}") from None
+        return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+    def kill(self, proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` to proc and all its descendants."""
+        for pid in [proc.pid, *descendants(proc.pid)]:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def cleanup(self) -> None:
+        for proc in self.started:
+            self.kill(proc)
+        for proc in self.started:
+            try:
+                proc.communicate(timeout=10)
+            except (subprocess.TimeoutExpired, ValueError):
+                pass
+
+
+@pytest.fixture
+def procs(tmp_path: Path):
+    p = Procs(tmp_path)
+    yield p
+    p.cleanup()
+
+
+# A job module that records every job it handles: one line per job, appended
+# with a single write so lines from concurrent slaves never interleave.
+RECORDING_MODULE = '''
+import os, time
+
+RECORD = os.environ["TM_RECORD"]
+
+def get_jobs(last=0, n="1000", **kwargs):
+    for i in range(int(last), int(n)):
+        yield i
+
+def handle_job(i):
+    delay = float(os.environ.get("TM_DELAY", "0"))
+    if delay:
+        time.sleep(delay)
+    fail = os.environ.get("TM_FAIL_EVERY")
+    if fail and i % int(fail) == 0:
+        raise ValueError(f"job {i} fails on purpose")
+    fd = os.open(RECORD, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{i}\\n".encode())
+    finally:
+        os.close(fd)
+'''
+
+
+def write_module(directory: Path, name: str, source: str) -> Path:
+    path = directory / f"{name}.py"
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+@pytest.fixture
+def recording(tmp_path: Path):
+    """(module path, record file, env) for the recording job module."""
+    module = write_module(tmp_path, "recjobs", RECORDING_MODULE)
+    record = tmp_path / "handled.txt"
+    return module, record, {"TM_RECORD": str(record)}
+
+
+def handled(record: Path) -> list[int]:
+    if not record.exists():
+        return []
+    return [int(line) for line in record.read_text().split()]
