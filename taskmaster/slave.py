@@ -101,6 +101,7 @@ class Slave:
         watchdog = self._interrupt_overdue_job if config.job_timeout else None
         self.heartbeat = HeartbeatThread(config.address, self.id, secure, watchdog)
         self.error = ""
+        self.crashed = False
 
     # ------------------------------------------------------------ sockets
 
@@ -160,6 +161,8 @@ class Slave:
                 return 0 if self.quit_reason else 1
             self.heartbeat.start()
             workers = [gevent.spawn(self._work) for _ in range(self.config.concurrency)]
+            for worker in workers:
+                worker.link_exception(self._worker_died)
             return self._talk()
         finally:
             gevent.killall(workers, timeout=1)
@@ -170,6 +173,11 @@ class Slave:
                 self.socket.close(0)
             self.progress.finish()
             log.info("%d jobs finished, %d failed", self.completed - self.failed, self.failed)
+
+    def _worker_died(self, worker: gevent.Greenlet) -> None:
+        """A bug in the slave itself: stop rather than hang with fewer workers."""
+        self.error = f"internal error in a worker: {worker.exception!r}"
+        self.crashed = True
 
     def _on_signal(self, signum: int) -> None:
         if self.stopping is None:
@@ -208,6 +216,8 @@ class Slave:
             now = time.monotonic()
             request = self._next_request(now, last_report)
             if request is None:
+                if self.crashed:
+                    return 1
                 self._tick()
                 self.socket.poll(1)  # nothing to say yet: let the workers run
                 continue
@@ -225,6 +235,8 @@ class Slave:
                 log.debug("%d finished jobs not acknowledged", unacked)
                 return 1
             self._take_reply(reply)
+            if self.crashed:
+                return 1
             if self.quit_reason is not None:
                 return 128 + self.stopping if self.stopping else 0
             if request[0] == protocol.BYE:
@@ -308,7 +320,7 @@ class Slave:
     def _work(self) -> None:
         handle = self.handle_job
         job_timeout = self.config.job_timeout
-        timeout_message = f"job ran longer than --job-timeout {job_timeout:g}s"
+        timeout_message = f"job ran longer than --job-timeout {job_timeout}s"
         me = gevent.getcurrent()
         count = 0
         while True:
@@ -365,7 +377,7 @@ class Slave:
     def _on_watchdog_signal(self, signum: int, frame: Any) -> None:
         since = self.running_since.get(gevent.getcurrent())
         if since is not None and time.monotonic() - since > self.config.job_timeout:
-            raise JobTimeout(f"job ran longer than --job-timeout {self.config.job_timeout:g}s")
+            raise JobTimeout(f"job ran longer than --job-timeout {self.config.job_timeout}s")
 
     def _record_failure(self, batch: LocalBatch, index: int, job: Any, exc: Exception) -> None:
         position = batch.positions[index]

@@ -170,3 +170,80 @@ def handled(record: Path) -> list[int]:
     if not record.exists():
         return []
     return [int(line) for line in record.read_text().split()]
+
+
+# ---------------------------------------------------------------------------
+# Helpers for the end-to-end suite (test_commands, test_bad_input,
+# test_checkpoint).  Nothing above this line is changed by them.
+
+SCRIPTS = ("tm-master", "tm-slave", "tm-spawn", "tm-run")
+EXAMPLE = REPO / "taskmaster" / "example.py"
+
+
+def script(name: str) -> str:
+    """Path of a console script installed beside the interpreter running the tests."""
+    return str(Path(PYTHON).parent / name)
+
+
+def error_line(result: subprocess.CompletedProcess, prog: str, *fragments: str) -> str:
+    """Check a bad-input failure: exit 2, one stderr line, no traceback; return the line."""
+    err = result.stderr
+    assert "Traceback" not in err, f"traceback on stderr:\n{err}"
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{err}"
+    assert result.returncode == 2, f"exit code {result.returncode}, stderr: {err}"
+    line = lines[0]
+    assert line.startswith(f"{prog}: error: "), line
+    for fragment in fragments:
+        assert fragment in line, f"{fragment!r} not in {line!r}"
+    return line
+
+
+def snapshot(directory: Path) -> dict[str, bytes | None]:
+    """Every file under `directory` (relative path -> bytes; None for a directory)."""
+    out: dict[str, bytes | None] = {}
+    for path in sorted(directory.rglob("*")):
+        if "__pycache__" in path.parts:
+            continue
+        out[str(path.relative_to(directory))] = None if path.is_dir() else path.read_bytes()
+    return out
+
+
+def state_files(directory: Path) -> list[Path]:
+    return sorted(directory.glob("*.state"))
+
+
+def pid_gone(pid: int) -> bool:
+    """True when `pid` no longer exists (or is a zombie nobody reaps yet)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def duplicates(jobs: list[int]) -> int:
+    """How many handlings were repeats of a job already handled."""
+    return len(jobs) - len(set(jobs))
+
+
+class ProgressWatch:
+    """Polls a record file and remembers (time, count) so a rate can be measured."""
+
+    def __init__(self, record: Path) -> None:
+        self.record = record
+        self.samples: list[tuple[float, int]] = []
+
+    def count(self) -> int:
+        n = len(handled(self.record))
+        self.samples.append((time.monotonic(), n))
+        return n
+
+    def handled_in_last(self, seconds: float) -> int:
+        """Jobs handled within the last `seconds` of sampling (the whole history if shorter)."""
+        now, latest = self.samples[-1]
+        earlier = [n for t, n in self.samples if t <= now - seconds]
+        return latest - (earlier[-1] if earlier else 0)
+
+    def span(self) -> float:
+        return self.samples[-1][0] - self.samples[0][0] if self.samples else 0.0
