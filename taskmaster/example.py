@@ -1,6 +1,6 @@
 """The example module from the README: 20,000 no-op jobs.
 
-    tm-run taskmaster/example.py 2
+tm-run taskmaster/example.py 2
 """
 
 

@@ -26,8 +26,13 @@ STEP_SECONDS = 0.05
 
 
 class HeartbeatThread:
-    def __init__(self, address: str, slave_id: str, secure: Callable[[Any], None] | None = None,
-                 watchdog: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        address: str,
+        slave_id: str,
+        secure: Callable[[Any], None] | None = None,
+        watchdog: Callable[[], None] | None = None,
+    ) -> None:
         self.address = address
         self.watchdog = watchdog  # called every step: looks for jobs past their timeout
         self.slave_id = slave_id

@@ -27,12 +27,14 @@ from typing import Any
 import gevent
 import gevent.event
 import zmq.green as zmq
+from zmq.utils.monitor import recv_monitor_message
 
-from taskmaster import checkpoint, failures, protocol
+from taskmaster import checkpoint, failures, protocol, security
 from taskmaster.errors import UsageError
 from taskmaster.ledger import Ledger
 from taskmaster.progress import Progress
-from taskmaster.ranges import count, expand, to_ranges, within
+from taskmaster.ranges import expand, to_ranges, within
+from taskmaster.security import CurveKeys
 
 log = logging.getLogger("taskmaster.master")
 
@@ -94,8 +96,17 @@ class SlaveRecord:
 
 
 class Master:
-    def __init__(self, get_jobs: Callable[..., Any], target: str, kwargs: dict[str, str], config: MasterConfig) -> None:
+    def __init__(
+        self,
+        get_jobs: Callable[..., Any],
+        target: str,
+        kwargs: dict[str, str],
+        config: MasterConfig,
+        keys: CurveKeys | None = None,
+    ) -> None:
         self.get_jobs = get_jobs
+        self.keys = keys
+        self.refusals = 0
         self.target = target
         self.kwargs = kwargs
         self.config = config
@@ -161,22 +172,45 @@ class Master:
             self.source_error = traceback.format_exc()
 
     def bind(self) -> None:
-        sock = zmq.Context.instance().socket(zmq.ROUTER)
+        context = zmq.Context.instance()
+        sock = context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_INBOUND_BYTES + 4096)
         if self.config.address.startswith("tcp://["):
             sock.setsockopt(zmq.IPV6, 1)
+        self.poller = zmq.Poller()
+        self.zap = self.monitor = None
+        if self.keys is not None:
+            # ZAP: libzmq asks this socket whether each connecting peer may in.
+            self.zap = context.socket(zmq.REP)
+            self.zap.setsockopt(zmq.LINGER, 0)
+            self.zap.bind(security.ZAP_ENDPOINT)
+            self.poller.register(self.zap, zmq.POLLIN)
+            self.keys.secure_server(sock)
+            self.monitor = sock.get_monitor_socket(security.HANDSHAKE_FAILED)
+            self.poller.register(self.monitor, zmq.POLLIN)
         try:
             sock.bind(self.config.address)
         except zmq.ZMQError as exc:
-            sock.close()
+            self._close_sockets(sock)
             if exc.errno == zmq.EADDRINUSE:
                 raise UsageError(
                     f"address {self.config.address} is already in use: stop the master running there, "
                     "or pass another --address"
                 ) from None
             raise UsageError(f"cannot listen on {self.config.address}: {exc}; pass --address tcp://HOST:PORT") from None
+        self.poller.register(sock, zmq.POLLIN)
         self.socket = sock
+        if self.keys is None and not security.is_loopback(self.config.address):
+            log.warning("%s", security.exposure_warning(self.config.address))
+
+    def _close_sockets(self, sock: Any) -> None:
+        if self.monitor is not None:
+            sock.disable_monitor()
+            self.monitor.close(0)
+        if self.zap is not None:
+            self.zap.close(0)
+        sock.close(0)
 
     # -------------------------------------------------------------- run
 
@@ -198,7 +232,7 @@ class Master:
                 handler.cancel()
             self.progress.finish()
             self.failure_log.close()
-            self.socket.close()
+            self._close_sockets(self.socket)
         return outcome
 
     def _on_signal(self, signum: int) -> None:
@@ -206,7 +240,9 @@ class Master:
         if self.stopping is None:
             self.stopping = signum
             self.stop_deadline = now + self.config.grace
-            log.warning("stopping: waiting up to %.0fs for the jobs in flight (Ctrl-C again to stop now)", self.config.grace)
+            log.warning(
+                "stopping: waiting up to %.0fs for the jobs in flight (Ctrl-C again to stop now)", self.config.grace
+            )
         else:
             self.stop_deadline = now
 
@@ -273,7 +309,12 @@ class Master:
     # --------------------------------------------------------- messages
 
     def _receive(self, timeout_ms: int) -> None:
-        if not self.socket.poll(timeout_ms):
+        ready = dict(self.poller.poll(timeout_ms))
+        if self.zap is not None and self.zap in ready:
+            self._authenticate()
+        if self.monitor is not None and self.monitor in ready:
+            self._note_refusals()
+        if self.socket not in ready:
             return
         for _ in range(512):
             try:
@@ -281,6 +322,32 @@ class Master:
             except zmq.Again:
                 return
             self._handle(frames)
+
+    def _authenticate(self) -> None:
+        """Answer libzmq's ZAP requests: only slaves holding the secret get in."""
+        while True:
+            try:
+                request = self.zap.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            version, request_id, _domain, _peer, _identity, mechanism = request[:6]
+            ok = self.keys is not None and self.keys.accepts(mechanism, request[6:])
+            status = [b"200", b"OK"] if ok else [b"400", b"secrets differ"]
+            self.zap.send_multipart([version, request_id, *status, b"", b""])
+
+    def _note_refusals(self) -> None:
+        while True:
+            try:
+                recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.refusals += 1
+            if self.refusals in (1, 100) or self.refusals % 10000 == 0:
+                log.warning(
+                    "refused a connection (%d so far): the peer's secret differs or it has none; "
+                    "slaves need the same --secret-file as the master",
+                    self.refusals,
+                )
 
     def _send(self, identity: bytes, frames: list[bytes]) -> None:
         try:
@@ -374,20 +441,30 @@ class Master:
         attempts = ledger.attempts.get(position, 0) + 1
         ledger.attempts[position] = attempts
         if attempts <= self.config.max_retries:
-            log.info("job %d failed on %s (%s: %s); retry %d of %d", position, slave.id, failure.type,
-                     failure.message, attempts, self.config.max_retries)
+            log.info(
+                "job %d failed on %s (%s: %s); retry %d of %d",
+                position,
+                slave.id,
+                failure.type,
+                failure.message,
+                attempts,
+                self.config.max_retries,
+            )
             ledger.retry(position, slave.id)
             return
         job = ledger.value(position)
         real_position = self.retry_entries[position]["position"] if self.config.retry_failed else position
-        entry = failures.record(real_position, job, failure.type, failure.message, failure.traceback, attempts, slave.id)
+        entry = failures.record(
+            real_position, job, failure.type, failure.message, failure.traceback, attempts, slave.id
+        )
         if self.config.retry_failed:
             self.refailed.append(entry)
         else:
             self.failure_log.append(entry)  # durable before the job counts as resolved
         ledger.mark_failed(position)
-        log.error("job %d failed for good after %d attempts: %s: %s", real_position, attempts, failure.type,
-                  failure.message)
+        log.error(
+            "job %d failed for good after %d attempts: %s: %s", real_position, attempts, failure.type, failure.message
+        )
 
     # --------------------------------------------------------- dispatch
 
@@ -476,8 +553,14 @@ class Master:
                 slave.lost = True
                 n = self._take_back(slave)
                 self.waiting.pop(slave.id, None)
-                log.warning("slave %s (host %s, pid %d) silent for %.0fs: %d of its jobs go to other slaves",
-                            slave.id, slave.host, slave.pid, now - slave.last_seen, n)
+                log.warning(
+                    "slave %s (host %s, pid %d) silent for %.0fs: %d of its jobs go to other slaves",
+                    slave.id,
+                    slave.host,
+                    slave.pid,
+                    now - slave.last_seen,
+                    n,
+                )
             if not slave.live and not slave.batches and now - slave.last_seen > 10 * self.config.lease_timeout:
                 del self.slaves[slave.id]
 
@@ -529,13 +612,19 @@ class Master:
             summary += f"; failed jobs are in {self.config.failures_path} (replay them with --retry-failed)"
         if self.bad_messages:
             summary += f"; {self.bad_messages} malformed messages ignored"
+        if self.refusals:
+            summary += f"; {self.refusals} connections refused"
         if how == "interrupted":
             code = 128 + (self.stopping or signal.SIGINT)
             summary = f"interrupted: {self._total_finished()} finished, run the same command to resume ({summary})"
             return Outcome(code, summary)
         if how == "source-error":
-            return Outcome(1, summary, f"get_jobs raised an exception; fix it and run the same command to resume:\n"
-                                       f"{self.source_error.rstrip()}")
+            return Outcome(
+                1,
+                summary,
+                f"get_jobs raised an exception; fix it and run the same command to resume:\n"
+                f"{self.source_error.rstrip()}",
+            )
         if how == "unpicklable":
             return Outcome(2, summary, self.poison or "")
         return Outcome(1 if total_failed or self.refailed else 0, summary)

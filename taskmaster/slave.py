@@ -29,11 +29,13 @@ import gevent
 import gevent.event
 import zmq.green as zmq
 from gevent import monkey
+from zmq.utils.monitor import recv_monitor_message
 
-from taskmaster import protocol
+from taskmaster import protocol, security
 from taskmaster.heartbeat import HeartbeatThread
 from taskmaster.progress import Progress
 from taskmaster.ranges import expand, to_ranges
+from taskmaster.security import CurveKeys
 
 log = logging.getLogger("taskmaster.slave")
 
@@ -77,9 +79,10 @@ class LocalBatch:
 
 
 class Slave:
-    def __init__(self, handle_job: Callable[[Any], Any], config: SlaveConfig, secure: Callable | None = None) -> None:
+    def __init__(self, handle_job: Callable[[Any], Any], config: SlaveConfig, keys: CurveKeys | None = None) -> None:
         self.handle_job = handle_job
         self.config = config
+        secure = keys.secure_client if keys is not None else None
         self.secure = secure
         self.id = f"{stdlib_socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.run_id = ""
@@ -102,20 +105,52 @@ class Slave:
         self.heartbeat = HeartbeatThread(config.address, self.id, secure, watchdog)
         self.error = ""
         self.crashed = False
+        self.monitor: Any = None
+        self.handshake_failures = 0
 
     # ------------------------------------------------------------ sockets
 
     def _connect(self) -> None:
-        if self.socket is not None:
-            self.socket.close(0)
+        self._close()
         sock = zmq.Context.instance().socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
         if self.config.address.startswith("tcp://["):
             sock.setsockopt(zmq.IPV6, 1)
         if self.secure is not None:
             self.secure(sock)
+        # Watch the handshake, so that a master that refuses us (secrets
+        # differ) is reported as such rather than as a master that is down.
+        self.monitor = sock.get_monitor_socket(security.MONITORED)
         sock.connect(self.config.address)
         self.socket = sock
+
+    def _close(self) -> None:
+        if self.socket is not None:
+            self._read_handshake_events()
+            self.socket.disable_monitor()
+            self.monitor.close(0)
+            self.socket.close(0)
+            self.socket = None
+
+    def _read_handshake_events(self) -> None:
+        while True:
+            try:
+                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)["event"]
+            except zmq.Again:
+                return
+            if event & security.HANDSHAKE_FAILED:
+                self.handshake_failures += 1
+            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.handshake_failures = 0
+
+    def _unreachable(self, what: str) -> str:
+        """Why the master did not answer, as the user should hear it."""
+        if self.handshake_failures:
+            return (
+                f"the master refused this slave: secrets differ (the master at {self.config.address} and this "
+                "slave must use the same --secret-file, or neither)"
+            )
+        return what
 
     def _ask(self, frames: list[bytes]) -> list[bytes] | None:
         """Send one request, Lazy Pirate style: the reply, or None if none came.
@@ -134,12 +169,15 @@ class Slave:
                 if self.socket.poll(step):
                     return self.socket.recv_multipart()
                 waited += min(step, (time.monotonic() - started) * 1000)
+                self._read_handshake_events()
                 self._tick()
                 if self.stopping is not None and time.monotonic() > self.stop_deadline and attempt > 1:
                     return None
             if attempt < self.config.retries:
-                log.warning("no answer from the master at %s within %d ms (try %d of %d); retrying",
-                            self.config.address, timeout, attempt, self.config.retries)
+                why = "it refused the handshake" if self.handshake_failures else f"no answer within {timeout} ms"
+                log.warning(
+                    "master at %s: %s (try %d of %d); retrying", self.config.address, why, attempt, self.config.retries
+                )
             self._connect()  # drop whatever is queued for the dead peer
         return None
 
@@ -169,8 +207,7 @@ class Slave:
             self.heartbeat.stop()
             for handler in handlers:
                 handler.cancel()
-            if self.socket is not None:
-                self.socket.close(0)
+            self._close()
             self.progress.finish()
             log.info("%d jobs finished, %d failed", self.completed - self.failed, self.failed)
 
@@ -188,11 +225,12 @@ class Slave:
             self.stop_deadline = time.monotonic()
 
     def _hello(self) -> bool:
-        hello = protocol.hello(self.id, stdlib_socket.gethostname(), os.getpid(), self.config.concurrency,
-                               self.config.timeout_ms)
+        hello = protocol.hello(
+            self.id, stdlib_socket.gethostname(), os.getpid(), self.config.concurrency, self.config.timeout_ms
+        )
         reply = self._ask(hello)
         if reply is None:
-            self.error = (
+            self.error = self._unreachable(
                 f"no master answered at {self.config.address} after {self.config.retries} tries of "
                 f"{self.config.timeout_ms} ms: start tm-master there, or check --address"
             )
@@ -227,7 +265,7 @@ class Slave:
                 if self.stopping is not None:
                     return 128 + self.stopping
                 unacked = sum(len(b.done) for b in self.touched)
-                self.error = (
+                self.error = self._unreachable(
                     f"lost the master at {self.config.address}: no answer after {self.config.retries} tries of "
                     f"{self.config.timeout_ms} ms; start it again and restart this slave "
                     f"({self.completed} jobs done here, unacknowledged ones will run again)"
@@ -386,6 +424,8 @@ class Slave:
         self.failed += 1
         limit = protocol.MAX_TEXT_CHARS
         self.failures.append(
-            (batch.run, protocol.Failure(batch.id, position, type(exc).__name__[:limit], str(exc)[:limit],
-                                         text[-limit:]))
+            (
+                batch.run,
+                protocol.Failure(batch.id, position, type(exc).__name__[:limit], str(exc)[:limit], text[-limit:]),
+            )
         )

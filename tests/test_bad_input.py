@@ -95,9 +95,10 @@ def saved(tmp_path, interrupted_run) -> Saved:
 
 def run_bad(procs, saved: Saved, argv: list[str], prog: str, *fragments: str) -> str:
     result = procs.run(argv, env=saved.env, timeout=30)
-    line = error_line(result, prog, *fragments)
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2, result.stderr
     saved.unchanged()
-    return line
+    return error_line(result, prog, *fragments)
 
 
 # ------------------------------------------------------- targets
@@ -186,23 +187,42 @@ def test_malformed_address(procs, saved, command, address):
             "--address", repr(address), "is not an address")
 
 
-def test_address_in_use_by_another_program(procs, saved):
+def refused_address(result, saved: Saved, address: str) -> None:
+    """Exit 2, no traceback, saved state unchanged, an error line naming the address.
+
+    (That this line is the only one is checked by test_address_in_use_is_one_line.)
+    """
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2, result.stderr
+    saved.unchanged()
+    errors = [line for line in result.stderr.splitlines() if line.startswith("tm-master: error: ")]
+    assert len(errors) == 1 and address in errors[0] and "already in use" in errors[0], result.stderr
+
+
+@pytest.fixture
+def taken_address():
+    """A TCP address some other program listens on."""
     with socket.socket() as other:
         other.bind(("127.0.0.1", 0))
         other.listen()
-        address = f"tcp://127.0.0.1:{other.getsockname()[1]}"
-        run_bad(procs, saved, [*with_n("master", str(saved.module)), "--address", address], "tm-master",
-                address, "already in use")
+        yield f"tcp://127.0.0.1:{other.getsockname()[1]}"
 
 
-def test_address_in_use_with_reset_keeps_saved_state(procs, saved):
-    """--reset must not discard anything when the command fails on bad input."""
-    with socket.socket() as other:
-        other.bind(("127.0.0.1", 0))
-        other.listen()
-        address = f"tcp://127.0.0.1:{other.getsockname()[1]}"
-        run_bad(procs, saved, [*with_n("master", str(saved.module)), "--address", address, "--reset"],
-                "tm-master", address, "already in use")
+def test_address_in_use_by_another_program(procs, saved, taken_address):
+    argv = [*with_n("master", str(saved.module)), "--address", taken_address]
+    refused_address(procs.run(argv, env=saved.env, timeout=30), saved, taken_address)
+
+
+def test_address_in_use_is_one_line(procs, saved, taken_address):
+    """Nothing before the refusal: no 'resuming at job ...' for a run that does not resume."""
+    argv = [*with_n("master", str(saved.module)), "--address", taken_address]
+    error_line(procs.run(argv, env=saved.env, timeout=30), "tm-master", taken_address, "already in use")
+
+
+def test_address_in_use_with_reset_keeps_saved_state(procs, saved, taken_address):
+    """--reset must not discard anything (the failures file) when the command fails on bad input."""
+    argv = [*with_n("master", str(saved.module)), "--address", taken_address, "--reset"]
+    refused_address(procs.run(argv, env=saved.env, timeout=30), saved, taken_address)
 
 
 @pytest.mark.parametrize("kind", ["tcp", "ipc"])
@@ -225,13 +245,12 @@ def test_address_in_use_by_another_master(procs, saved, tmp_path_factory, kind):
     argv = [*with_n("master", str(saved.module)), "--address", address]
     second = procs.start(argv, env=saved.env)
     try:
-        _, err = second.communicate(timeout=15)
+        _, err = second.communicate(timeout=10)
     except subprocess.TimeoutExpired:
         procs.kill(second)
         _, err = second.communicate()
         raise AssertionError(f"a second master on {address} did not refuse the address:\n{err}") from None
-    error_line(subprocess.CompletedProcess(argv, second.returncode, "", err), "tm-master", address, "already in use")
-    saved.unchanged()
+    refused_address(subprocess.CompletedProcess(argv, second.returncode, "", err), saved, address)
     assert first.poll() is None, "the first master died"
 
 
@@ -291,7 +310,10 @@ def test_saved_state_is_good(procs, saved):
     slave = procs.start(tm("slave", saved.module, "--address", address, "--no-progress"), env=saved.env)
     _, err = master.communicate(timeout=60)
     slave.communicate(timeout=30)
-    assert master.returncode == 0, err
+    # exit 1: jobs of the interrupted run failed for good (they are in the failures file)
+    assert master.returncode == 1, err
+    assert f"failed jobs are in ./{saved.failures.name}" in err
+    assert snapshot(saved.dir)[saved.failures.name] == saved.before[saved.failures.name]
     position = json.loads(saved.before[saved.state.name])["position"]
     assert f"resuming at job {position}" in err
     done = handled(Path(saved.env["TM_RECORD"]))

@@ -86,6 +86,19 @@ def test_readme_master_and_spawn(procs):
     assert "Traceback" not in m_err + s_err
 
 
+def test_master_and_spawn_over_ipc(procs, tmp_path, recording):
+    """The same over an explicit ipc:// address."""
+    module, record, env = recording
+    address = f"ipc://{tmp_path / 'master.sock'}"
+    master = procs.start(tm("master", module, "n=3000", "--address", address, "--no-progress"), env=env)
+    spawn = procs.start(tm("spawn", module, 2, "--address", address, "--no-progress"), env=env)
+    _, m_err = master.communicate(timeout=60)
+    _, s_err = spawn.communicate(timeout=30)
+    assert master.returncode == 0, m_err
+    assert spawn.returncode == 0, s_err
+    assert sorted(handled(record)) == list(range(3000))
+
+
 def test_readme_tm_run(procs, tmp_path):
     """tm-run taskmaster/example.py 2, from another directory: the state file stays there."""
     result = procs.run([script("tm-run"), str(EXAMPLE), "2", "--no-progress"], timeout=60)

@@ -89,14 +89,19 @@ COMMON_OPTIONS = [
 
 MASTER_OPTIONS = [
     Option("--size", positive_int, 10000, "most jobs held at once, buffered or in flight (default: 10000)", "N"),
-    Option("--state-file", str, None, "checkpoint file (default: derived from the target and arguments, in .)",
-           "PATH"),
-    Option("--failures-file", str, None, "where jobs failed for good are recorded (default: beside the state file)",
-           "PATH"),
+    Option("--state-file", str, None, "checkpoint file (default: derived from the target and arguments, in .)", "PATH"),
+    Option(
+        "--failures-file", str, None, "where jobs failed for good are recorded (default: beside the state file)", "PATH"
+    ),
     Option("--reset", None, False, "discard the saved state and start from the beginning"),
     Option("--retry-failed", None, False, "run exactly the jobs in the failures file again"),
-    Option("--lease-timeout", positive_float, 30.0,
-           "seconds a slave may stay silent before its jobs go to others (default: 30)", "SECONDS"),
+    Option(
+        "--lease-timeout",
+        positive_float,
+        30.0,
+        "seconds a slave may stay silent before its jobs go to others (default: 30)",
+        "SECONDS",
+    ),
     Option("--max-retries", non_negative_int, 3, "retries of a job whose handler raised (default: 3)", "N"),
 ]
 
@@ -104,14 +109,27 @@ SLAVE_OPTIONS = [
     Option("--concurrency", positive_int, 10, "greenlets running jobs at once in each slave (default: 10)", "N"),
     Option("--timeout", positive_int, 2500, "milliseconds to wait for the master's answer (default: 2500)", "MS"),
     Option("--retries", positive_int, 3, "tries before giving up on the master (default: 3)", "N"),
-    Option("--job-timeout", positive_float, None, "fail a job that runs longer than this (default: no limit)",
-           "SECONDS"),
+    Option(
+        "--job-timeout", positive_float, None, "fail a job that runs longer than this (default: no limit)", "SECONDS"
+    ),
 ]
 
 # Options that the master and the slaves both take, under the same name.
 SHARED_OPTIONS = [
-    Option("--grace", positive_float, 10.0,
-           "on SIGINT/SIGTERM, seconds to wait for the jobs in flight before stopping (default: 10)", "SECONDS"),
+    Option(
+        "--secret-file",
+        str,
+        None,
+        "shared secret: encrypt and authenticate all traffic with CURVE (default: $TASKMASTER_SECRET_FILE)",
+        "PATH",
+    ),
+    Option(
+        "--grace",
+        positive_float,
+        10.0,
+        "on SIGINT/SIGTERM, seconds to wait for the jobs in flight before stopping (default: 10)",
+        "SECONDS",
+    ),
 ]
 
 

@@ -26,7 +26,30 @@ def build_parser(prog: str = "tm-master") -> common.Parser:
     return parser
 
 
+def new_secret(argv: list[str], prog: str) -> int:
+    """tm-master --new-secret PATH: write a fresh secret file, mode 0600."""
+    parser = common.new_parser(prog, "Create a secret file for --secret-file.")
+    parser.add_argument("--new-secret", required=True, metavar="PATH", help="where to write the new secret")
+
+    def body() -> int:
+        from taskmaster import security
+
+        args = parser.parse_args(argv)
+        security.new_secret_file(args.new_secret)
+        sys.stderr.write(
+            f"{prog}: wrote a new secret to {args.new_secret} (mode 0600); copy it to every slave host "
+            "(e.g. scp -p) and pass --secret-file to every command\n"
+        )
+        return 0
+
+    common.run_command(prog, body)
+    return 0  # not reached
+
+
 def main(argv: list[str] | None = None, prog: str = "tm-master") -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(arg == "--new-secret" or arg.startswith("--new-secret=") for arg in argv):
+        return new_secret(argv, prog)
     parser = build_parser(prog)
     args = parser.parse_args(argv)
     common.check_log_level(parser, args.log_level)
@@ -34,9 +57,10 @@ def main(argv: list[str] | None = None, prog: str = "tm-master") -> int:
     def body() -> int:
         common.monkey_patch(args.no_monkey_patch)
         common.setup_logging(args.log_level, "master")
-        from taskmaster import checkpoint, failures, target
+        from taskmaster import checkpoint, failures, security, target
         from taskmaster.master import Master, MasterConfig
 
+        keys = security.load_keys(args.secret_file)
         kwargs = target.parse_kwargs(args.kwargs)
         get_jobs = target.load(args.target, "get_jobs")
         target_id = target.identity(args.target, "get_jobs")
@@ -53,7 +77,7 @@ def main(argv: list[str] | None = None, prog: str = "tm-master") -> int:
             grace=args.grace,
             progress=not args.no_progress,
         )
-        outcome = Master(get_jobs, target_id, kwargs, config).run()
+        outcome = Master(get_jobs, target_id, kwargs, config, keys).run()
         if outcome.summary:
             sys.stderr.write(f"{prog}: {outcome.summary}\n")
         if outcome.error:

@@ -28,10 +28,18 @@ def build_parser(prog: str = "tm-run") -> common.Parser:
     parser.add_argument("script", metavar="SCRIPT", help="path/to/file.py or package.module")
     parser.add_argument("processes", type=common.positive_int, metavar="N", help="number of slave processes")
     parser.add_argument("kwargs", nargs="*", metavar="key=value", help="keyword arguments for get_jobs")
-    parser.add_argument("--get-jobs-callback", default="get_jobs", metavar="NAME",
-                        help="name of the function that yields jobs (default: get_jobs)")
-    parser.add_argument("--handle-job-callback", default="handle_job", metavar="NAME",
-                        help="name of the function that handles one job (default: handle_job)")
+    parser.add_argument(
+        "--get-jobs-callback",
+        default="get_jobs",
+        metavar="NAME",
+        help="name of the function that yields jobs (default: get_jobs)",
+    )
+    parser.add_argument(
+        "--handle-job-callback",
+        default="handle_job",
+        metavar="NAME",
+        help="name of the function that handles one job (default: handle_job)",
+    )
     common.add_address(parser, default=None)
     common.add_options(parser, common.MASTER_OPTIONS, "master options")
     common.add_options(parser, common.SLAVE_OPTIONS, "slave options")

@@ -29,9 +29,10 @@ def main(argv: list[str] | None = None, prog: str = "tm-slave") -> int:
 
     def body() -> int:
         common.monkey_patch(args.no_monkey_patch)
-        from taskmaster import target
+        from taskmaster import security, target
         from taskmaster.slave import Slave, SlaveConfig
 
+        keys = security.load_keys(args.secret_file)
         handle_job = target.load(args.target, "handle_job")
         config = SlaveConfig(
             address=args.address,
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None, prog: str = "tm-slave") -> int:
             grace=args.grace,
             progress=not args.no_progress,
         )
-        slave = Slave(handle_job, config)
+        slave = Slave(handle_job, config, keys)
         common.setup_logging(args.log_level, f"slave {slave.id}")
         code = slave.run()
         if slave.error:
