@@ -25,6 +25,7 @@ setup(
             "tm-slave = taskmaster.cli.slave:main",
             "tm-spawn = taskmaster.cli.spawn:main",
             "tm-run = taskmaster.cli.run:main",
+            "tm-status = taskmaster.cli.status:main",
         ],
     },
     classifiers=[

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-COMMANDS = {"master": "tm-master", "slave": "tm-slave", "spawn": "tm-spawn", "run": "tm-run"}
-USAGE = "usage: python -m taskmaster {master,slave,spawn,run} ... (or: python -m taskmaster.cli.master ...)\n"
+COMMANDS = {"master": "tm-master", "slave": "tm-slave", "spawn": "tm-spawn", "run": "tm-run", "status": "tm-status"}
+USAGE = "usage: python -m taskmaster {master,slave,spawn,run,status} ... (or: python -m taskmaster.cli.master ...)\n"
 
 
 def main() -> None:

@@ -69,7 +69,7 @@ def save(path: str, state: State) -> None:
         "kwargs": state.kwargs,
         "position": state.position,
         "anchor": base64.b64encode(pickle.dumps(state.anchor, protocol=4)).decode() if state.has_anchor else None,
-        "anchor_repr": _short_repr(state.anchor) if state.has_anchor else None,
+        "anchor_repr": short_repr(state.anchor) if state.has_anchor else None,
         "resolved": state.resolved,
         "finished": state.finished,
         "failed": state.failed,
@@ -143,7 +143,7 @@ def _args(kwargs: dict[str, str]) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(kwargs.items())) or "(none)"
 
 
-def _short_repr(value: Any, limit: int = 200) -> str:
+def short_repr(value: Any, limit: int = 200) -> str:
     try:
         text = repr(value)
     except Exception:

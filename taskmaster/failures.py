@@ -14,7 +14,7 @@ import pickle
 import time
 from typing import Any
 
-from taskmaster.checkpoint import _short_repr
+from taskmaster.checkpoint import short_repr
 from taskmaster.errors import UsageError
 from taskmaster.fileio import open_private_append, write_atomically
 
@@ -27,7 +27,7 @@ def default_path(state_path: str) -> str:
 def record(position: int, job: Any, error_type: str, message: str, traceback: str, attempts: int, slave: str) -> dict:
     return {
         "position": position,
-        "job_repr": _short_repr(job),
+        "job_repr": short_repr(job),
         "type": error_type,
         "message": message,
         "traceback": traceback,

@@ -11,6 +11,7 @@ Slave -> master, always JSON and validated here, never unpickled:
     REQUEST    {slave, run, want, acks, failures}   want more jobs, report done
     BYE        {slave, run, want, acks, failures}   last report, then leaving
     HEARTBEAT  {slave, run}                         still alive
+    STATUS     {}                                   (tm-status) how is the run going?
 
 Master -> slave:
 
@@ -19,6 +20,7 @@ Master -> slave:
     QUIT       {reason}            the run is over (or stopping): exit
     RESET      {reason}            unknown run or slave: say HELLO again
     REJECT     {error}             the message was malformed
+    STATUS     {...}               the answer to STATUS: see ``status.snapshot``
 
 Positions travel as half-open ranges ``[[start, stop], ...]``; acknowledgements
 are ``[[batch, [[start, stop], ...]], ...]``, so a batch of a thousand finished
@@ -39,6 +41,7 @@ HELLO = b"HELLO"
 REQUEST = b"REQUEST"
 BYE = b"BYE"
 HEARTBEAT = b"HEARTBEAT"
+STATUS = b"STATUS"  # both ways: the question from tm-status, and the master's answer
 # Master -> slave.
 WELCOME = b"WELCOME"
 JOBS = b"JOBS"
@@ -103,6 +106,11 @@ class Heartbeat:
     run: str
 
 
+@dataclass
+class StatusRequest:
+    pass
+
+
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
@@ -128,6 +136,14 @@ def report(slave: str, run: str, want: int, acks: list, failures: list[Failure],
 
 def heartbeat(slave: str, run: str) -> list[bytes]:
     return [HEARTBEAT, _dumps({"slave": slave, "run": run})]
+
+
+def status_request() -> list[bytes]:
+    return [STATUS, b"{}"]
+
+
+def status_reply(snapshot: dict) -> list[bytes]:
+    return [STATUS, _dumps(snapshot)]
 
 
 def welcome(run: str, lease_timeout: float, heartbeat_interval: float) -> list[bytes]:
@@ -234,7 +250,7 @@ def _failures(value: Any) -> list[Failure]:
     return out
 
 
-def decode_from_slave(frames: list[bytes]) -> Hello | Report | Heartbeat:
+def decode_from_slave(frames: list[bytes]) -> Hello | Report | Heartbeat | StatusRequest:
     """Parse and validate what a slave sent; raise ProtocolError otherwise.
 
     Data only: JSON is parsed, nothing is unpickled, and every field is
@@ -262,6 +278,8 @@ def decode_from_slave(frames: list[bytes]) -> Hello | Report | Heartbeat:
         )
     if kind == HEARTBEAT:
         return Heartbeat(slave=_str(body, "slave"), run=_str(body, "run"))
+    if kind == STATUS:
+        return StatusRequest()
     if kind == HELLO:
         return Hello(
             slave=_str(body, "slave"),

@@ -83,6 +83,7 @@ class Option:
 
 COMMON_OPTIONS = [
     Option("--log-level", str, "info", "log verbosity: debug, info, warning or error (default: info)", "LEVEL"),
+    Option("--log-file", str, None, "also append log lines to this file", "PATH"),
     Option("--no-progress", None, False, "no progress bar or periodic progress lines"),
     Option("--no-monkey-patch", None, False, "do not apply gevent's monkey patching before loading the module"),
 ]
@@ -95,6 +96,14 @@ MASTER_OPTIONS = [
     ),
     Option("--reset", None, False, "discard the saved state and start from the beginning"),
     Option("--retry-failed", None, False, "run exactly the jobs in the failures file again"),
+    Option(
+        "--total",
+        positive_int,
+        None,
+        "how many jobs there are, for percent done and ETA (default: the module's count_jobs(**kwargs), if it has one)",
+        "N",
+    ),
+    Option("--result-file", str, None, "write the run's outcome as JSON to this file, for scripts", "PATH"),
     Option(
         "--lease-timeout",
         positive_float,
@@ -181,12 +190,28 @@ def check_log_level(parser: argparse.ArgumentParser, level: str) -> None:
         parser.error(f"--log-level {level!r} is not one of {', '.join(LOG_LEVELS)}")
 
 
-def setup_logging(level: str, role: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {role}: %(message)s"))
+def setup_logging(level: str, role: str, log_file: str | None = None) -> None:
+    """Log lines carry a timestamp, the level and the process role (master, slave id)."""
+    formatter = logging.Formatter(f"%(asctime)s %(levelname)s {role}: %(message)s")
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        try:
+            handlers.append(logging.FileHandler(log_file))
+        except OSError as exc:
+            raise UsageError(f"cannot open log file {log_file}: {exc.strerror}; pass another --log-file") from None
+    for handler in handlers:
+        handler.setFormatter(formatter)
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = handlers
     root.setLevel(level.upper())
+
+
+def log_to_file(logger: str, message: str) -> None:
+    """Log a line to the --log-file only: what was already printed to stderr."""
+    record = logging.getLogger(logger).makeRecord(logger, logging.INFO, __file__, 0, message, (), None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def monkey_patch(skip: bool) -> None:

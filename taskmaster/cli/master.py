@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from typing import Any
 
 from taskmaster.cli import common
 
@@ -24,6 +26,19 @@ def build_parser(prog: str = "tm-master") -> common.Parser:
     common.add_address(parser)
     common.add_options(parser, common.MASTER_OPTIONS + common.SHARED_OPTIONS + common.COMMON_OPTIONS)
     return parser
+
+
+def write_result(path: str, outcome: Any) -> None:
+    result = {
+        "exit_code": outcome.code,
+        "finished": outcome.finished,
+        "failed": outcome.failed,
+        "duration": outcome.duration,
+        "summary": outcome.summary,
+        "error": outcome.error,
+    }
+    with open(path, "w") as f:
+        json.dump(result, f)
 
 
 def new_secret(argv: list[str], prog: str) -> int:
@@ -56,7 +71,7 @@ def main(argv: list[str] | None = None, prog: str = "tm-master") -> int:
 
     def body() -> int:
         common.monkey_patch(args.no_monkey_patch)
-        common.setup_logging(args.log_level, "master")
+        common.setup_logging(args.log_level, "master", args.log_file)
         from taskmaster import checkpoint, failures, security, target
         from taskmaster.master import Master, MasterConfig
 
@@ -76,12 +91,17 @@ def main(argv: list[str] | None = None, prog: str = "tm-master") -> int:
             max_retries=args.max_retries,
             grace=args.grace,
             progress=not args.no_progress,
+            total=args.total,
         )
-        outcome = Master(get_jobs, target_id, kwargs, config, keys).run()
+        count_jobs = target.optional(args.target, "count_jobs")
+        outcome = Master(get_jobs, target_id, kwargs, config, keys, count_jobs).run()
         if outcome.summary:
             sys.stderr.write(f"{prog}: {outcome.summary}\n")
+            common.log_to_file("taskmaster.master", f"summary: {outcome.summary}")
         if outcome.error:
             sys.stderr.write(f"{prog}: error: {outcome.error}\n")
+        if args.result_file:
+            write_result(args.result_file, outcome)
         return outcome.code
 
     common.run_command(prog, body)

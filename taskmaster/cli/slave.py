@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None, prog: str = "tm-slave") -> int:
             progress=not args.no_progress,
         )
         slave = Slave(handle_job, config, keys)
-        common.setup_logging(args.log_level, f"slave {slave.id}")
+        common.setup_logging(args.log_level, f"slave {slave.id}", args.log_file)
         code = slave.run()
         if slave.error:
             sys.stderr.write(f"{prog}: error: {slave.error}\n")

@@ -1,0 +1,83 @@
+"""tm-status: ask a running master how the run is going."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from taskmaster.cli import common
+
+DESCRIPTION = """\
+Ask the master at --address how its run is going: target, state, jobs
+finished, failed, in flight and buffered, rates, ETA when the total is
+known, and one row per slave.  Exit code 0 when a master answered, 3 when
+none did within --timeout.
+"""
+
+NO_ANSWER = 3
+
+
+def build_parser(prog: str = "tm-status") -> common.Parser:
+    parser = common.new_parser(prog, DESCRIPTION)
+    common.add_address(parser)
+    parser.add_argument(
+        "--secret-file",
+        default=None,
+        metavar="PATH",
+        help="the run's secret file, if it has one (default: $TASKMASTER_SECRET_FILE)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=common.positive_int,
+        default=2500,
+        metavar="MS",
+        help="how long to wait for an answer (default: 2500)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object, for scripts and monitoring")
+    return parser
+
+
+def ask(address: str, timeout_ms: int, keys=None) -> dict | None:
+    """The master's status snapshot, or None if it did not answer in time."""
+    import zmq
+
+    from taskmaster import protocol
+
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    try:
+        sock.setsockopt(zmq.LINGER, 0)
+        if address.startswith("tcp://["):
+            sock.setsockopt(zmq.IPV6, 1)
+        if keys is not None:
+            keys.secure_client(sock)
+        sock.connect(address)
+        sock.send_multipart(protocol.status_request())
+        if not sock.poll(timeout_ms):
+            return None
+        kind, header, _ = protocol.decode_from_master(sock.recv_multipart())
+        return header if kind == protocol.STATUS else None
+    finally:
+        sock.close(0)
+        context.term()
+
+
+def main(argv: list[str] | None = None, prog: str = "tm-status") -> int:
+    args = build_parser(prog).parse_args(argv)
+
+    def body() -> int:
+        from taskmaster import security, status
+
+        snapshot = ask(args.address, args.timeout, security.load_keys(args.secret_file))
+        if snapshot is None:
+            sys.stderr.write(f"{prog}: no master answered at {args.address} within {args.timeout} ms\n")
+            return NO_ANSWER
+        sys.stdout.write((json.dumps(snapshot) if args.json else status.render(snapshot)) + "\n")
+        return 0
+
+    common.run_command(prog, body)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    main()

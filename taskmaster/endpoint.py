@@ -1,0 +1,123 @@
+"""The master's socket: a ROUTER, with CURVE, ZAP and a handshake monitor when secured.
+
+Kept apart from the master's loop so that the loop deals in messages and
+the transport details (bind errors, authentication, refusals) live here.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import zmq.green as zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from taskmaster import protocol, security
+from taskmaster.errors import UsageError
+from taskmaster.security import CurveKeys
+
+log = logging.getLogger("taskmaster.master")
+
+RECEIVE_BURST = 512  # messages taken per poll before the loop does anything else
+
+
+class MasterEndpoint:
+    def __init__(self, address: str, keys: CurveKeys | None) -> None:
+        self.address = address
+        self.keys = keys
+        self.refusals = 0
+        self.socket: Any = None
+        self.zap: Any = None
+        self.monitor: Any = None
+        self.poller = zmq.Poller()
+
+    def bind(self) -> None:
+        """Listen on the address; UsageError (one line) if that is impossible."""
+        context = zmq.Context.instance()
+        sock = context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_INBOUND_BYTES + 4096)
+        if self.address.startswith("tcp://["):
+            sock.setsockopt(zmq.IPV6, 1)
+        self.socket = sock
+        if self.keys is not None:
+            # ZAP: libzmq asks this socket whether each connecting peer may in.
+            self.zap = context.socket(zmq.REP)
+            self.zap.setsockopt(zmq.LINGER, 0)
+            self.zap.bind(security.ZAP_ENDPOINT)
+            self.poller.register(self.zap, zmq.POLLIN)
+            self.keys.secure_server(sock)
+            self.monitor = sock.get_monitor_socket(security.HANDSHAKE_FAILED)
+            self.poller.register(self.monitor, zmq.POLLIN)
+        try:
+            sock.bind(self.address)
+        except zmq.ZMQError as exc:
+            self.close()
+            if exc.errno == zmq.EADDRINUSE:
+                raise UsageError(
+                    f"address {self.address} is already in use: stop the master running there, "
+                    "or pass another --address"
+                ) from None
+            raise UsageError(f"cannot listen on {self.address}: {exc}; pass --address tcp://HOST:PORT") from None
+        self.poller.register(sock, zmq.POLLIN)
+        if self.keys is None and not security.is_loopback(self.address):
+            log.warning("%s", security.exposure_warning(self.address))
+
+    def close(self) -> None:
+        if self.socket is None:
+            return
+        if self.monitor is not None:
+            self.socket.disable_monitor()
+            self.monitor.close(0)
+        if self.zap is not None:
+            self.zap.close(0)
+        self.socket.close(0)
+        self.socket = None
+
+    def receive(self, timeout_ms: int) -> list[list[bytes]]:
+        """Messages that arrived within `timeout_ms` (identity frame first)."""
+        ready = dict(self.poller.poll(timeout_ms))
+        if self.zap is not None and self.zap in ready:
+            self._authenticate()
+        if self.monitor is not None and self.monitor in ready:
+            self._note_refusals()
+        messages: list[list[bytes]] = []
+        if self.socket in ready:
+            for _ in range(RECEIVE_BURST):
+                try:
+                    messages.append(self.socket.recv_multipart(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+        return messages
+
+    def send(self, identity: bytes, frames: list[bytes]) -> None:
+        try:
+            self.socket.send_multipart([identity, *frames], zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # the peer is gone or not keeping up; it will ask again
+
+    def _authenticate(self) -> None:
+        """Answer libzmq's ZAP requests: only slaves holding the secret get in."""
+        while True:
+            try:
+                request = self.zap.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            version, request_id, _domain, _peer, _identity, mechanism = request[:6]
+            ok = self.keys is not None and self.keys.accepts(mechanism, request[6:])
+            status = [b"200", b"OK"] if ok else [b"400", b"secrets differ"]
+            self.zap.send_multipart([version, request_id, *status, b"", b""])
+
+    def _note_refusals(self) -> None:
+        while True:
+            try:
+                recv_monitor_message(self.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.refusals += 1
+            if self.refusals in (1, 100) or self.refusals % 10000 == 0:
+                log.warning(
+                    "refused a connection (%d so far): the peer's secret differs or it has none; "
+                    "slaves need the same --secret-file as the master",
+                    self.refusals,
+                )

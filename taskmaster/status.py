@@ -1,0 +1,71 @@
+"""What tm-status shows: a snapshot of a running master, and its rendering.
+
+The master builds the snapshot only when asked (``snapshot``), from counters
+it keeps anyway, so answering tm-status costs the run nothing measurable.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+RATE_WINDOW_SECONDS = 10.0
+
+
+class RateMeter:
+    """Jobs per second over the last ten seconds, from samples taken each tick."""
+
+    def __init__(self) -> None:
+        self.samples: deque[tuple[float, int]] = deque()
+
+    def sample(self, now: float, count: int) -> None:
+        self.samples.append((now, count))
+        while len(self.samples) > 2 and now - self.samples[1][0] >= RATE_WINDOW_SECONDS:
+            self.samples.popleft()
+
+    def rate(self) -> float:
+        if len(self.samples) < 2:
+            return 0.0
+        (t0, c0), (t1, c1) = self.samples[0], self.samples[-1]
+        return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+def eta_seconds(total: int | None, resolved: int, rate: float) -> float | None:
+    if total is None or rate <= 0:
+        return None
+    return max(0.0, (total - resolved) / rate)
+
+
+def duration_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def render(snap: dict[str, Any]) -> str:
+    """The snapshot as a person reads it."""
+    args = " ".join(f"{k}={v}" for k, v in sorted(snap["kwargs"].items()))
+    total = snap.get("total")
+    done = f"{snap['finished']}" + (f" of {total} ({snap['percent']:.1f}%)" if total else "")
+    lines = [
+        f"target      {snap['target']} {args}".rstrip(),
+        f"state       {snap['state']}",
+        f"finished    {done}",
+        f"failed      {snap['failed']}",
+        f"in flight   {snap['in_flight']}",
+        f"buffered    {snap['buffered']} / {snap['size']}",
+        f"rate        {snap['rate_10s']:.1f} jobs/s (last 10 s), {snap['rate_overall']:.1f} jobs/s overall",
+        f"elapsed     {duration_text(snap['elapsed'])}",
+        f"eta         {duration_text(snap['eta_seconds'])}",
+        f"state file  {snap['state_file']}",
+        f"slaves      {len(snap['slaves'])}",
+    ]
+    if snap["slaves"]:
+        lines.append(f"  {'id':<32} {'host':<16} {'pid':>7} {'finished':>10} {'in flight':>9} {'last seen':>9}  state")
+        for s in snap["slaves"]:
+            lines.append(
+                f"  {s['id']:<32} {s['host'][:16]:<16} {s['pid']:>7} {s['finished']:>10} {s['in_flight']:>9} "
+                f"{s['last_seen']:>8.1f}s  {s['state']}"
+            )
+    return "\n".join(lines)
