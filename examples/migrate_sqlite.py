@@ -46,6 +46,7 @@ little here; it is harmless.
 from __future__ import annotations
 
 import os
+import pathlib
 import random
 import sqlite3
 import sys
@@ -90,7 +91,8 @@ def parse_addresses(email_csv: str | None) -> list[str]:
 def connect(db: str, readonly: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit) that waits for locks."""
     if readonly:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        uri = pathlib.Path(os.path.abspath(db)).as_uri() + "?mode=ro"  # percent-encodes '?', '#' and '%'
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
     else:
         conn = sqlite3.connect(db, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")

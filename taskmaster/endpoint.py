@@ -7,6 +7,8 @@ the transport details (bind errors, authentication, refusals) live here.
 from __future__ import annotations
 
 import logging
+import os
+import socket as stdlib_socket
 from typing import Any
 
 import zmq.green as zmq
@@ -19,6 +21,25 @@ from taskmaster.security import CurveKeys
 log = logging.getLogger("taskmaster.master")
 
 RECEIVE_BURST = 512  # messages taken per poll before the loop does anything else
+
+
+def _ipc_in_use(path: str) -> bool:
+    """Is another process listening on this ipc:// path?
+
+    ZeroMQ silently replaces the socket file of an ipc:// endpoint, which
+    would steal the address from a running master; a test connection tells.
+    """
+    if not os.path.exists(path):
+        return False
+    probe = stdlib_socket.socket(stdlib_socket.AF_UNIX, stdlib_socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+        return True
+    except OSError:
+        return False  # a stale file from a master that died: safe to take over
+    finally:
+        probe.close()
 
 
 class MasterEndpoint:
@@ -50,6 +71,8 @@ class MasterEndpoint:
             self.monitor = sock.get_monitor_socket(security.HANDSHAKE_FAILED)
             self.poller.register(self.monitor, zmq.POLLIN)
         try:
+            if self.address.startswith("ipc://") and _ipc_in_use(self.address[len("ipc://") :]):
+                raise zmq.ZMQError(zmq.EADDRINUSE)
             sock.bind(self.address)
         except zmq.ZMQError as exc:
             self.close()

@@ -102,9 +102,13 @@ class Ledger:
         self.resolved_ahead = keep
 
     def truncate(self, position: int) -> None:
-        """Forget positions >= position (never handed out): the iterator stops there."""
-        if not self.fresh <= position <= self.high:
-            raise ValueError("can only truncate undispatched positions")
+        """Forget positions >= position: the iterator stops there.
+
+        The caller guarantees no slave holds any of them (they were only just
+        taken for a batch that is not sent).
+        """
+        if not self.low <= position <= self.high:
+            raise ValueError("position outside the window")
         self.high = position
         self.fresh = min(self.fresh, position)
         self.resolved_ahead = []

@@ -69,6 +69,7 @@ class Outcome:
     finished: int = 0
     failed: int = 0
     duration: float = 0.0
+    served: bool = False  # the master listened and told its slaves when to quit
 
 
 class Master:
@@ -131,11 +132,8 @@ class Master:
                     f"this run already finished ({state.finished} jobs finished, {state.failed} failed, "
                     f"state file {cfg.state_path}); use --reset to run it again",
                 )
-            if cfg.reset and os.path.exists(cfg.failures_path):
-                self.failure_log.rewrite([])
             if state is not None and state.has_anchor:
                 self.state = state
-                log.info("resuming at job %d (%d finished before)", state.position, state.finished)
                 self.ledger = Ledger(cfg.size, start=state.position, resolved_ahead=state.resolved)
                 self._open_iterator(last=state.anchor)
             else:
@@ -172,6 +170,10 @@ class Master:
             return early
         self.endpoint.bind()
         log.info("listening on %s", self.config.address)
+        if self.config.reset and not self.config.retry_failed and os.path.exists(self.config.failures_path):
+            self.failure_log.rewrite([])  # only now: a master that cannot start changes nothing
+        if self.state.has_anchor:
+            log.info("resuming at job %d (%d finished before)", self.state.position, self.state.finished)
         self.progress = Progress(self.config.progress, show_queue=True, total=self.total)
         self.started = time.monotonic()
         filler = gevent.spawn(self._fill)
@@ -518,7 +520,9 @@ class Master:
             summary += f"; {self.endpoint.refusals} connections refused"
         if not self.config.retry_failed:
             summary += f"; state in {self.config.state_path}"
-        outcome = Outcome(1 if any_failed else 0, summary, finished=finished, failed=failed, duration=duration)
+        outcome = Outcome(
+            1 if any_failed else 0, summary, finished=finished, failed=failed, duration=duration, served=True
+        )
         if how == "interrupted":
             outcome.code = 128 + (self.stopping or signal.SIGINT)
             outcome.summary = (

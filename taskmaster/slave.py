@@ -171,8 +171,10 @@ class Slave:
                 waited += min(step, (time.monotonic() - started) * 1000)
                 self._read_handshake_events()
                 self._tick()
-                if self.stopping is not None and time.monotonic() > self.stop_deadline and attempt > 1:
+                if self._give_up_asking(frames[0]):
                     return None
+            if self.stopping is not None:
+                return None  # stopping: one try is all a last report gets
             if attempt < self.config.retries:
                 why = "it refused the handshake" if self.handshake_failures else f"no answer within {timeout} ms"
                 log.warning(
@@ -180,6 +182,12 @@ class Slave:
                 )
             self._connect()  # drop whatever is queued for the dead peer
         return None
+
+    def _give_up_asking(self, kind: bytes) -> bool:
+        """Stopping: only the last report (BYE) is still worth waiting for, within the grace."""
+        if self.stopping is None:
+            return False
+        return kind != protocol.BYE or time.monotonic() > self.stop_deadline
 
     # ---------------------------------------------------------------- run
 
@@ -196,7 +204,9 @@ class Slave:
         try:
             self._connect()
             if not self._hello():
-                return 0 if self.quit_reason else 1
+                if self.stopping is not None:
+                    return 128 + self.stopping
+                return 0 if self.quit_reason is not None else 1
             self.heartbeat.start()
             workers = [gevent.spawn(self._work) for _ in range(self.config.concurrency)]
             for worker in workers:
@@ -220,7 +230,14 @@ class Slave:
         if self.stopping is None:
             self.stopping = signum
             self.stop_deadline = time.monotonic() + self.config.grace
-            log.warning("stopping: finishing the jobs running now (up to %.0fs; again to stop now)", self.config.grace)
+            if self.running:
+                log.warning(
+                    "stopping: finishing the %d jobs running now (up to %gs; again to stop now)",
+                    self.running,
+                    self.config.grace,
+                )
+            else:
+                log.info("stopping")
         else:
             self.stop_deadline = time.monotonic()
 
@@ -230,6 +247,8 @@ class Slave:
         )
         reply = self._ask(hello)
         if reply is None:
+            if self.stopping is not None:
+                return False  # asked to stop before the master answered: nothing to report
             self.error = self._unreachable(
                 f"no master answered at {self.config.address} after {self.config.retries} tries of "
                 f"{self.config.timeout_ms} ms: start tm-master there, or check --address"

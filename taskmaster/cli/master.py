@@ -34,6 +34,7 @@ def write_result(path: str, outcome: Any) -> None:
         "finished": outcome.finished,
         "failed": outcome.failed,
         "duration": outcome.duration,
+        "served": outcome.served,
         "summary": outcome.summary,
         "error": outcome.error,
     }

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import tempfile
 
 from taskmaster.cli import common
 
@@ -17,10 +14,6 @@ the run is over, leaving no process behind.  Unless --address is given,
 master and slaves talk over a private ipc:// socket in a fresh directory
 only you can read.
 """
-
-MASTER_FLAGS = common.MASTER_OPTIONS + common.SHARED_OPTIONS + common.COMMON_OPTIONS
-SLAVE_FLAGS = common.SLAVE_OPTIONS + common.SHARED_OPTIONS + common.COMMON_OPTIONS
-SLAVE_EXIT_SECONDS = 10.0  # after the master ends, how long slaves get to leave on their own
 
 
 def build_parser(prog: str = "tm-run") -> common.Parser:
@@ -53,42 +46,20 @@ def main(argv: list[str] | None = None, prog: str = "tm-run") -> int:
     common.check_log_level(parser, args.log_level)
 
     def body() -> int:
-        from taskmaster import target
-        from taskmaster.supervisor import Supervisor, exit_code
+        from taskmaster import api, target
 
-        target.parse_kwargs(args.kwargs)
-        module, _ = target.split(args.script, "get_jobs")
-        get_jobs = f"{module}:{args.get_jobs_callback}"
-        handle_job = f"{module}:{args.handle_job_callback}"
-        target.load(get_jobs, "get_jobs")
-        target.load(handle_job, "handle_job")
-
-        private_dir = None
-        address = args.address
-        if address is None:
-            private_dir = tempfile.mkdtemp(prefix="taskmaster-")  # mode 0700
-            address = f"ipc://{os.path.join(private_dir, 'master.sock')}"
-        master_argv = ["-m", "taskmaster.cli.master", get_jobs, *args.kwargs, "--address", address]
-        master_argv += common.to_argv(args, MASTER_FLAGS)
-        slave_argv = ["-m", "taskmaster.cli.slave", handle_job, "--address", address, "--no-progress"]
-        slave_argv += [flag for flag in common.to_argv(args, SLAVE_FLAGS) if flag != "--no-progress"]
-
-        supervisor = Supervisor()
-        supervisor.forward_signals()
-        try:
-            master = supervisor.start(master_argv)
-            slaves = [supervisor.start(slave_argv) for _ in range(args.processes)]
-            while not supervisor.wait([master], timeout=0.5):
-                if all(s.poll() not in (None, 0) for s in slaves):
-                    sys.stderr.write(f"{prog}: error: every slave exited with an error; stopping the master\n")
-                    supervisor.stop([master], timeout=30)
-            if not supervisor.wait(slaves, SLAVE_EXIT_SECONDS):
-                supervisor.stop(slaves, timeout=5)
-            return exit_code(master.returncode)
-        finally:
-            supervisor.stop(supervisor.children, timeout=5)
-            if private_dir:
-                shutil.rmtree(private_dir, ignore_errors=True)
+        kwargs = target.parse_kwargs(args.kwargs)
+        result = api.launch(
+            args.script,
+            args.processes,
+            kwargs,
+            vars(args),
+            args.get_jobs_callback,
+            args.handle_job_callback,
+            args.address,
+        )
+        sys.stdout.flush()
+        return result.exit_code
 
     common.run_command(prog, body)
     return 0  # not reached

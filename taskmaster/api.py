@@ -1,0 +1,160 @@
+"""Running a whole job from Python: ``taskmaster.run(target, processes=4, ...)``.
+
+The same function backs ``tm-run``: a master and N slave processes on this
+host, talking over a private ipc:// socket in a fresh directory only the user
+can read (mode 0700), removed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from taskmaster import target as targets
+from taskmaster.cli import common
+from taskmaster.errors import UsageError
+from taskmaster.supervisor import Supervisor, exit_code
+
+MASTER_FLAGS = common.MASTER_OPTIONS + common.SHARED_OPTIONS + common.COMMON_OPTIONS
+SLAVE_FLAGS = common.SLAVE_OPTIONS + common.SHARED_OPTIONS + common.COMMON_OPTIONS
+OPTION_NAMES = {opt.dest for opt in MASTER_FLAGS + SLAVE_FLAGS}
+SLAVE_EXIT_SECONDS = 2.0  # after the master ends (it told them to quit), how long slaves get to leave
+
+
+@dataclass
+class RunResult:
+    """How a run ended: ``exit_code`` as tm-run's, jobs finished and failed, seconds taken."""
+
+    exit_code: int
+    finished: int = 0
+    failed: int = 0
+    duration: float = 0.0
+    summary: str = ""
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+def run(target: str, processes: int = 4, size: int = 10000, **kwargs: Any) -> RunResult:
+    """Run `target`'s jobs with a master and `processes` local slaves; wait for the end.
+
+    `target` is a path/to/file.py or package.module defining get_jobs and
+    handle_job.  Keyword arguments named like a master or slave option
+    (``state_file``, ``reset``, ``concurrency``, ``lease_timeout``, ``address``,
+    ``get_jobs_callback``, ...) set that option; all others are passed to
+    get_jobs, as strings, like key=value on the command line.
+    """
+    options: dict[str, Any] = {"size": size}
+    job_kwargs: dict[str, str] = {}
+    address = kwargs.pop("address", None)
+    get_jobs_callback = kwargs.pop("get_jobs_callback", "get_jobs")
+    handle_job_callback = kwargs.pop("handle_job_callback", "handle_job")
+    kwargs.setdefault("no_progress", True)
+    for key, value in kwargs.items():
+        if key in OPTION_NAMES:
+            options[key] = value
+        else:
+            job_kwargs[key] = str(value)
+    if not isinstance(processes, int) or processes < 1:
+        raise UsageError(f"processes must be a positive integer, not {processes!r}")
+    return launch(target, processes, job_kwargs, options, get_jobs_callback, handle_job_callback, address)
+
+
+def _flags(values: dict[str, Any], options: list[common.Option]) -> list[str]:
+    argv: list[str] = []
+    for opt in options:
+        value = values.get(opt.dest, opt.default)
+        if value is None or value == opt.default or value is False:
+            continue
+        argv += [opt.flag] if opt.kind is None else [opt.flag, str(value)]
+    return argv
+
+
+def _wait_until_listening(master: Any, address: str, secret_file: str | None) -> bool:
+    """Wait until the master answers a status request; False if it exited first.
+
+    Slaves start only then, so a master that refuses to start (bad state
+    file, address in use) is the only one to say why.
+    """
+    from taskmaster import security
+    from taskmaster.cli.status import ask
+
+    keys = security.load_keys(secret_file)
+    while master.poll() is None:
+        if ask(address, 200, keys) is not None:
+            return True
+    return False
+
+
+def launch(
+    script: str,
+    processes: int,
+    job_kwargs: dict[str, str],
+    options: dict[str, Any],
+    get_jobs_callback: str = "get_jobs",
+    handle_job_callback: str = "handle_job",
+    address: str | None = None,
+    forward_signals: bool = True,
+) -> RunResult:
+    """Start the master and the slaves, wait for the master, clean up; the result."""
+    module, _ = targets.split(script, "get_jobs")
+    get_jobs = f"{module}:{get_jobs_callback}"
+    handle_job = f"{module}:{handle_job_callback}"
+    targets.load(get_jobs, "get_jobs")  # bad targets: one message here, not one per process
+    targets.load(handle_job, "handle_job")
+    kwargs_argv = [f"{key}={value}" for key, value in job_kwargs.items()]
+    targets.parse_kwargs(kwargs_argv)
+
+    private_dir = tempfile.mkdtemp(prefix="taskmaster-")  # mode 0700: ours alone
+    if address is None:
+        address = f"ipc://{os.path.join(private_dir, 'master.sock')}"
+    result_file = os.path.join(private_dir, "result.json")
+    master_argv = ["-m", "taskmaster.cli.master", get_jobs, *kwargs_argv, "--address", address]
+    master_argv += _flags(options, MASTER_FLAGS) + ["--result-file", result_file]
+    slave_argv = ["-m", "taskmaster.cli.slave", handle_job, "--address", address, "--no-progress"]
+    slave_argv += [f for f in _flags(options, SLAVE_FLAGS) if f != "--no-progress"]
+
+    supervisor = Supervisor()
+    restore = None
+    if forward_signals and threading.current_thread() is threading.main_thread():
+        restore = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        supervisor.forward_signals()
+    started = time.monotonic()
+    try:
+        master = supervisor.start(master_argv)
+        slaves = []
+        if _wait_until_listening(master, address, options.get("secret_file")):
+            slaves = [supervisor.start(slave_argv) for _ in range(processes)]
+        while not supervisor.wait([master], timeout=0.5):
+            if slaves and all(s.poll() not in (None, 0) for s in slaves):
+                # Every slave died (a crash, a bad secret...): nothing will finish the jobs.
+                supervisor.stop([master], timeout=30)
+        result = RunResult(exit_code(master.returncode), duration=time.monotonic() - started)
+        served = False
+        try:
+            with open(result_file) as f:
+                data = json.load(f)
+            result.finished, result.failed = data["finished"], data["failed"]
+            result.summary, result.error = data["summary"], data["error"]
+            served = data["served"]
+        except (OSError, ValueError, KeyError):
+            pass  # the master ended before writing it (bad input, killed): the exit code says why
+        # A master that served told its slaves to quit; one that never started cannot have.
+        if not served or not supervisor.wait(slaves, SLAVE_EXIT_SECONDS):
+            supervisor.stop(slaves, timeout=5)
+        return result
+    finally:
+        supervisor.stop(supervisor.children, timeout=5)
+        shutil.rmtree(private_dir, ignore_errors=True)
+        if restore:
+            for signum, handler in restore.items():
+                signal.signal(signum, handler)
