@@ -427,7 +427,8 @@ class Bench:
         self.runs.append(run)
         rss = f"{'>' if run.capped or run.timed_out else ''}{run.rss_kb / MB:.0f} MB"
         status = "ok" if run.ok else f"FAILED ({run.error.splitlines()[0] if run.error else '?'})"
-        self.say(f"{system:<13} {kind:<8} n={n:<9} {run.seconds:7.2f}s {run.rate:>12,.0f} jobs/s  {rss:>9}  "
+        rate = f"{run.rate:>12,.0f}" if run.ok else f"{'-':>12}"
+        self.say(f"{system:<13} {kind:<8} n={n:<9} {run.seconds:7.2f}s {rate} jobs/s  {rss:>9}  "
                  f"load {run.loadavg:.1f}  {status}")
         return run
 
@@ -437,7 +438,7 @@ class Bench:
         if ex.capped:
             run.error = f"killed above the RSS cap of {self.cap_kb // MB} MB after {ex.seconds:.0f}s"
         elif ex.timed_out:
-            run.error = f"timed out after {self.plan.timeout:.0f}s"
+            run.error = f"timed out after {self.plan.timeout:g}s"
         else:
             try:
                 report = json.loads(ex.stdout.strip().splitlines()[-1])
@@ -473,7 +474,7 @@ class Bench:
         if ex.capped:
             run.error = f"killed above the RSS cap of {(cap_kb or 0) // MB} MB after {ex.seconds:.0f}s"
         elif ex.timed_out:
-            run.error = f"timed out after {self.plan.timeout:.0f}s; stderr: {ex.stderr[-1500:]}"
+            run.error = f"timed out after {self.plan.timeout:g}s; stderr: {ex.stderr[-1500:]}"
         elif ex.returncode != 0 or not match:
             run.error = f"exit code {ex.returncode}; stderr: {ex.stderr[-1500:]}"
         elif int(match.group(1)) != n or int(match.group(2)) != 0:
