@@ -23,24 +23,21 @@ DEFAULT_ADDRESS = "tcp://127.0.0.1:3050"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return value
+def _whole_number(minimum: int, description: str) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {description}")
+        return value
+
+    return parse
 
 
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 0")
-    return value
+positive_int = _whole_number(1, "a positive integer")
+non_negative_int = _whole_number(0, "a whole number >= 0")
 
 
 def positive_float(text: str) -> float:
