@@ -99,7 +99,7 @@ class Slave:
         self.quit_reason: str | None = None
         self.stopping: int | None = None
         self.stop_deadline = 0.0
-        # greenlet -> (monotonic start, job) for jobs running now, read by the watchdog thread
+        # worker greenlet -> monotonic start of its current job (only with --job-timeout), read by the watchdog
         self.running_since: dict[Any, float] = {}
         watchdog = self._interrupt_overdue_job if config.job_timeout else None
         self.heartbeat = HeartbeatThread(config.address, self.id, secure, watchdog)
