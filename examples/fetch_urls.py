@@ -4,16 +4,21 @@
     python examples/fetch_urls.py --compare n=200     # a plain loop against the line above
 
 Every page takes the server 50 ms to answer, so a plain loop fetching one
-URL after another does about 20 jobs/s.  A slave runs ``handle_job`` in a pool
-of ``--concurrency`` gevent greenlets, and because tm-slave applies gevent's
-monkey patching before importing this module, ``urllib.request`` waits for
-the network cooperatively: while one greenlet waits, the others send their
-requests.  One slave process with ``--concurrency 200`` keeps 200 requests in
-flight; the ceiling is 200 / 50 ms = 4,000 jobs/s and what it reaches is set
-by the CPU both ends of a request cost (HTTP in Python is not free).  On a
-2-core VM (the server and the slave sharing it) it measured
-RATE_PLACEHOLDER.  More slave processes help once one slave's CPU is the limit,
-not before.
+URL after another does about 20 jobs/s (18-20 measured).  A slave runs
+``handle_job`` in a pool of ``--concurrency`` gevent greenlets, and because
+tm-slave applies gevent's monkey patching before importing this module,
+``urllib.request`` waits for the network cooperatively: while one greenlet
+waits, the others send their requests.  One slave process with
+``--concurrency 200`` keeps 200 requests in flight, so latency alone would
+allow 200 / 50 ms = 4,000 jobs/s; what it reaches is set by CPU, since HTTP
+in Python is not free at either end.  Measured on a 2-core VM busy with
+other work: up to 2,250 jobs/s (1,000 to 2,250 as that load varied), over
+100 times the plain loop.
+The slave spent 0.33 ms of CPU per job (urllib), which caps one slave near
+3,000 jobs/s; the master, server included, spent 0.22 ms.  With more free
+cores, a second slave process (``tm-run examples/fetch_urls.py 2 ...``)
+should bring the rate closer to the 4,000 jobs/s the latency allows (not
+measured: that VM had 2 cores).
 
 The server is part of the example, so it needs nothing else: ``get_jobs``
 starts it, ``gevent.pywsgi.WSGIServer`` on 127.0.0.1 and a free port, inside
