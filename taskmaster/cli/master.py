@@ -50,7 +50,7 @@ def new_secret(argv: list[str], prog: str) -> int:
     def body() -> int:
         from taskmaster import security
 
-        args = parser.parse_args(argv)
+        args = parser.parse_intermixed_args(argv)
         security.new_secret_file(args.new_secret)
         sys.stderr.write(
             f"{prog}: wrote a new secret to {args.new_secret} (mode 0600); copy it to every slave host "
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None, prog: str = "tm-master") -> int:
     if any(arg == "--new-secret" or arg.startswith("--new-secret=") for arg in argv):
         return new_secret(argv, prog)
     parser = build_parser(prog)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     common.check_log_level(parser, args.log_level)
 
     def body() -> int:

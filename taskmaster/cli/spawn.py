@@ -24,7 +24,7 @@ def build_parser(prog: str = "tm-spawn") -> common.Parser:
 
 def main(argv: list[str] | None = None, prog: str = "tm-spawn") -> int:
     parser = build_parser(prog)
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     common.check_log_level(parser, args.log_level)
 
     def body() -> int:

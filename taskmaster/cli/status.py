@@ -63,7 +63,7 @@ def ask(address: str, timeout_ms: int, keys=None) -> dict | None:
 
 
 def main(argv: list[str] | None = None, prog: str = "tm-status") -> int:
-    args = build_parser(prog).parse_args(argv)
+    args = build_parser(prog).parse_intermixed_args(argv)
 
     def body() -> int:
         from taskmaster import security, status
