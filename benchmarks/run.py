@@ -672,7 +672,8 @@ def scaling_rows(bench: Bench) -> list[Row]:
             row.rss_text = f"{row.rss_mb:.0f}"
             if previous:
                 set_steady(row, previous[0], previous[1], n, t)
-                row.note = f"steady from {short(previous[0])} to {short(n)}"
+                row.note = f"steady from {short(previous[0])} to {short(n)}" if row.steady else \
+                    f"t({short(n)}) <= t({short(previous[0])}): start-up and noise dominate"
             previous = (n, t)
         else:
             previous = None

@@ -1,0 +1,263 @@
+#!/usr/bin/env python3
+"""Fan-out: throughput as slave processes are added to one master.
+
+    python benchmarks/fanout.py            # 1, 2, 4, 8, 16, 32 slaves (a few minutes on 2 cores)
+    python benchmarks/fanout.py --quick    # 1, 2, 4, 8 slaves, fewer jobs (under a minute)
+    python benchmarks/fanout.py --steps 1,4,16 --jobs-per-slave 50000 --json out.json
+
+Every step is one fresh master (``python -m taskmaster master``) on TCP
+loopback and one ``python -m taskmaster spawn`` of P slaves, each with
+``--concurrency 50``, running the I/O-bound handler of
+``benchmarks/workloads.py`` (``time.sleep(0.01)``, cooperative in a slave).
+The slaves are started first and the master only once all of them are up
+and waiting for it, so that the measurement is the fan-out and not the
+start-up of P interpreters.  With perfect fan-out P slaves run
+P x 50 / 0.01 s = P x 5,000 jobs/s; the table shows how close each step gets.
+
+Columns:
+
+* jobs/s     - jobs / the master's own run time (``--result-file``: from its
+               bind to its exit, slaves joining included);
+* % ideal    - jobs/s against P x concurrency / delay;
+* master CPU - user + system seconds the master process spent serving the
+               run (``wait4`` rusage, exact, less its CPU when it started
+               listening: interpreter start-up and imports, ~0.3 s, shown
+               apart), in all and per 1,000 jobs;
+* all CPU    - the same for master, ``tm-spawn`` and every slave together
+               (this process's RUSAGE_CHILDREN before and after the step).
+
+On a machine with few cores the master and the slaves share them: once the
+slaves' CPU (all CPU - master CPU) fills the cores, adding slaves adds no
+throughput.  The master's CPU per 1,000 jobs is what a dedicated master
+host needs: 1 / (master CPU s per job) is the most jobs/s one master core
+serves.
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+WORKLOADS = HERE / "workloads.py"
+CONCURRENCY = 50
+DELAY = 0.01  # workloads.IO_SECONDS
+FULL_STEPS = [1, 2, 4, 8, 16, 32]
+QUICK_STEPS = [1, 2, 4, 8]
+WAITING = re.compile(r"WARNING slave (\S+): master at .* \(try \d+ of ")
+
+
+@dataclass
+class Step:
+    slaves: int
+    jobs: int
+    seconds: float = 0.0
+    rate: float = 0.0
+    ideal: float = 0.0
+    master_cpu: float = 0.0  # serving the run: from its bind to its exit
+    master_startup_cpu: float = 0.0  # interpreter, imports, loading the module, binding
+    all_cpu: float = 0.0
+    error: str = ""
+
+    @property
+    def master_cpu_per_1000(self) -> float:
+        return 1000 * self.master_cpu / self.jobs if self.jobs else float("nan")
+
+    @property
+    def all_cpu_per_1000(self) -> float:
+        return 1000 * self.all_cpu / self.jobs if self.jobs else float("nan")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def session_members(sid: int) -> list[int]:
+    """Processes of session `sid` (all started by this script: the spawn and its slaves)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[3]) == sid:
+                out.append(int(entry))
+    return out
+
+
+def kill_session(proc: subprocess.Popen) -> None:
+    for pid in [proc.pid, *session_members(proc.pid)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def wait_rusage(proc: subprocess.Popen, timeout: float) -> tuple[int, float]:
+    """Reap `proc` with wait4: (exit code, user + system CPU seconds), or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid == proc.pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, usage.ru_utime + usage.ru_stime
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        time.sleep(0.02)
+
+
+def process_cpu(pid: int) -> float:
+    """user + system CPU seconds of a running process, from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_step(python: str, slaves: int, jobs: int, workdir: Path, timeout: float) -> Step:
+    step = Step(slaves, jobs, ideal=slaves * CONCURRENCY / DELAY)
+    address = f"tcp://127.0.0.1:{free_port()}"
+    spawn_log, master_log = workdir / f"spawn-{slaves}.log", workdir / f"master-{slaves}.log"
+    result_file = workdir / f"result-{slaves}.json"
+    cpu_before = children_cpu()
+    spawn = master = None
+    try:
+        with open(spawn_log, "w") as log:
+            spawn = subprocess.Popen(
+                [python, "-m", "taskmaster", "spawn", f"{WORKLOADS}:handle_io", str(slaves), "--address", address,
+                 "--concurrency", str(CONCURRENCY), "--timeout", "1000", "--retries", "120", "--no-progress"],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, cwd=workdir,
+            )
+        deadline = time.monotonic() + timeout
+        while len(set(WAITING.findall(spawn_log.read_text(errors="replace")))) < slaves:
+            if spawn.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the slaves did not all start:\n{spawn_log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        with open(master_log, "w") as log:
+            master = subprocess.Popen(
+                [python, "-m", "taskmaster", "master", str(WORKLOADS), f"n={jobs}", "kind=io", "--address", address,
+                 "--state-file", str(workdir / f"run-{slaves}.state"), "--reset", "--no-progress",
+                 "--result-file", str(result_file)],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, cwd=workdir,
+            )
+        # Its CPU once it listens (interpreter start-up and imports done) - before
+        # the slaves waiting for it can join, polled often enough to be close.
+        while "listening on" not in master_log.read_text(errors="replace"):
+            if master.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the master did not start:\n{master_log.read_text()[-2000:]}")
+            time.sleep(0.002)
+        step.master_startup_cpu = process_cpu(master.pid)
+        code, master_total = wait_rusage(master, max(1.0, deadline - time.monotonic()))
+        step.master_cpu = master_total - step.master_startup_cpu
+        if code != 0:
+            raise RuntimeError(f"the master exited {code}:\n{master_log.read_text()[-2000:]}")
+        spawn_code, _ = wait_rusage(spawn, 60)
+        if spawn_code != 0:
+            raise RuntimeError(f"tm-spawn exited {spawn_code}:\n{spawn_log.read_text()[-2000:]}")
+        result = json.loads(result_file.read_text())
+        if result["finished"] != jobs:
+            raise RuntimeError(f"{result['finished']} of {jobs} jobs finished")
+        step.seconds = result["duration"]
+        step.rate = jobs / step.seconds
+        step.all_cpu = children_cpu() - cpu_before
+    except (RuntimeError, TimeoutError, OSError, ValueError, KeyError) as exc:
+        step.error = str(exc) or f"timed out after {timeout:.0f}s"
+    finally:
+        for proc in (master, spawn):
+            if proc is not None and proc.returncode is None:
+                kill_session(proc)
+                with contextlib.suppress(ChildProcessError):
+                    wait_rusage(proc, 10)
+    return step
+
+
+HEADER = ("slaves", "greenlets", "jobs", "seconds", "jobs/s", "ideal jobs/s", "% ideal",
+          "master start-up CPU s", "master CPU s", "master CPU s/1000 jobs", "all CPU s/1000 jobs")
+
+
+def render(steps: list[Step]) -> str:
+    rows = [HEADER]
+    for s in steps:
+        if s.error:
+            rows.append((str(s.slaves), str(s.slaves * CONCURRENCY), str(s.jobs), "FAILED", *["-"] * 7))
+            continue
+        rows.append((
+            str(s.slaves),
+            str(s.slaves * CONCURRENCY),
+            str(s.jobs),
+            f"{s.seconds:.2f}",
+            f"{s.rate:.0f}",
+            f"{s.ideal:.0f}",
+            f"{100 * s.rate / s.ideal:.0f}",
+            f"{s.master_startup_cpu:.2f}",
+            f"{s.master_cpu:.2f}",
+            f"{s.master_cpu_per_1000:.3f}",
+            f"{s.all_cpu_per_1000:.3f}",
+        ))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1, 2, 4, 8 slaves and fewer jobs")
+    parser.add_argument("--steps", help="comma-separated slave counts (default 1,2,4,8,16,32)")
+    parser.add_argument("--jobs-per-slave", type=int, help="jobs per slave process in each step")
+    parser.add_argument("--max-jobs", type=int, default=400_000, help="cap on the jobs of one step")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds allowed for one step")
+    parser.add_argument("--python", default=sys.executable, help="interpreter with taskmaster installed")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--keep", action="store_true", help="keep the logs (their directory is printed)")
+    args = parser.parse_args(argv)
+
+    steps = [int(x) for x in args.steps.split(",")] if args.steps else QUICK_STEPS if args.quick else FULL_STEPS
+    per_slave = args.jobs_per_slave or (5_000 if args.quick else 20_000)
+    workdir = Path(tempfile.mkdtemp(prefix="tm-fanout-"))
+    print(f"fan-out: {CONCURRENCY} greenlets per slave, handler sleeps {DELAY * 1000:.0f} ms, TCP loopback, "
+          f"{os.cpu_count()} CPUs", flush=True)
+    results = []
+    try:
+        for slaves in steps:
+            jobs = min(args.max_jobs, per_slave * slaves)
+            step = run_step(args.python, slaves, jobs, workdir, args.timeout)
+            results.append(step)
+            status = f"FAILED: {step.error}" if step.error else f"{step.rate:.0f} jobs/s"
+            print(f"  {slaves} slaves, {jobs} jobs: {status}", file=sys.stderr, flush=True)
+    finally:
+        if args.keep:
+            print(f"logs in {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(render(results))
+    if args.json:
+        doc = [dict(asdict(s), master_cpu_per_1000=s.master_cpu_per_1000, all_cpu_per_1000=s.all_cpu_per_1000)
+               for s in results]
+        Path(args.json).write_text(json.dumps({"concurrency": CONCURRENCY, "delay": DELAY, "steps": doc}, indent=1))
+    return 1 if any(s.error for s in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
