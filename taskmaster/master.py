@@ -41,6 +41,12 @@ FILL_CHUNK = 2048  # jobs pulled from the iterator between two looks at the sock
 MAX_BATCH = 5000  # jobs in one reply, at most
 TICK_SECONDS = 0.1  # housekeeping period: progress, leases, rate
 QUIT_LINGER_SECONDS = 5.0  # how long the master waits to tell every slave to quit
+# A request that finds no job to hand out waits for one this long at most.  A
+# slave still holding jobs gets its answer soon, because while its request
+# waits it cannot acknowledge the jobs it finishes - and those may be what
+# holds the window (--size) shut for everyone.
+PARK_HOLDING_SECONDS = 0.02
+PARK_IDLE_SECONDS = 1.0
 
 
 @dataclass
@@ -89,7 +95,7 @@ class Master:
         self.config = config
         self.endpoint = MasterEndpoint(config.address, keys)
         self.run_id = uuid.uuid4().hex
-        self.waiting: dict[str, float] = {}  # parked requests: slave id -> since
+        self.waiting: dict[str, float] = {}  # parked requests: slave id -> when to answer anyway
         self.bad_messages = 0
         self.exhausted = False  # the iterator will give no more jobs
         self.source_error: str | None = None
@@ -319,12 +325,15 @@ class Master:
         elif self.closing or self.stopping is not None or msg.want == 0:
             self._answer_idle(slave)
         elif not self._dispatch(slave, msg.want):
-            self.waiting[slave.id] = now
+            idle_park = min(PARK_IDLE_SECONDS, slave.timeout_ms / 3000)
+            self.waiting[slave.id] = now + (PARK_HOLDING_SECONDS if self.registry.held(slave) else idle_park)
 
     def _apply(self, slave: SlaveRecord, msg: protocol.Report) -> None:
         """Record acknowledgements and failures, only for jobs handed to this slave."""
         for batch_id, ranges in msg.acks:
             batch = slave.batches.get(batch_id)
+            if batch is None and batch_id <= self.registry.next_batch:
+                continue  # a batch whose jobs are all resolved already: nothing to learn
             if batch is None or not within(ranges, batch.ranges):
                 self._bad(None, f"slave {slave.id} acknowledged jobs it was not handed (batch {batch_id})")
                 continue
@@ -421,7 +430,7 @@ class Master:
 
     def _serve_waiting(self, now: float) -> None:
         """Hand jobs to parked requests; answer those parked too long."""
-        for slave_id, since in list(self.waiting.items()):
+        for slave_id, deadline in list(self.waiting.items()):
             slave = self.registry.get(slave_id)
             if slave is None:
                 del self.waiting[slave_id]
@@ -429,7 +438,7 @@ class Master:
             busy = self.closing or self.stopping is not None
             if not busy and self._dispatch(slave, protocol.MAX_WANT):
                 del self.waiting[slave_id]
-            elif busy or now - since > min(1.0, slave.timeout_ms / 3000):
+            elif busy or now >= deadline:
                 del self.waiting[slave_id]
                 self._answer_idle(slave)
 

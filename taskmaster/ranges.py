@@ -44,3 +44,28 @@ def count(ranges: Iterable[Iterable[int]]) -> int:
 
 def expand(ranges: Iterable[Iterable[int]]) -> list[int]:
     return [p for a, b in ranges for p in range(a, b)]
+
+
+def position_at(ranges: list[list[int]], index: int) -> int:
+    """The position of the `index`-th job of a batch whose positions are `ranges`."""
+    for a, b in ranges:
+        if index < b - a:
+            return a + index
+        index -= b - a
+    raise IndexError(index)
+
+
+def positions_of(index_ranges: Iterable[tuple[int, int]], ranges: list[list[int]]) -> list[list[int]]:
+    """Map ranges of indices into a batch to ranges of positions."""
+    if len(ranges) == 1:  # the usual batch: one contiguous run of positions
+        start = ranges[0][0]
+        return [[start + i, start + j] for i, j in index_ranges]
+    out: list[list[int]] = []
+    for i, j in index_ranges:
+        offset = 0
+        for a, b in ranges:
+            lo, hi = max(i, offset), min(j, offset + b - a)
+            if lo < hi:
+                out.append([a + lo - offset, a + hi - offset])
+            offset += b - a
+    return merge(out)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket as stdlib_socket
 import time
@@ -34,14 +35,15 @@ from zmq.utils.monitor import recv_monitor_message
 from taskmaster import protocol, security
 from taskmaster.heartbeat import HeartbeatThread
 from taskmaster.progress import Progress
-from taskmaster.ranges import expand, to_ranges
+from taskmaster.ranges import position_at, positions_of
 from taskmaster.security import CurveKeys
 
 log = logging.getLogger("taskmaster.slave")
 
 ACK_INTERVAL = 0.005  # longest a finished job waits before it is reported
-PREFETCH_SECONDS = 0.005  # keep this much work (at the current rate) queued
+PREFETCH_SECONDS = 0.02  # keep this much work (at the current rate) queued
 MAX_PREFETCH = 20000
+_FINISHED_RUNS = re.compile(rb"\x01+")
 MAX_FAILURES_PER_REPORT = 20  # tracebacks are large: spread them over reports
 YIELD_EVERY = 256  # a worker running fast jobs yields this often
 WATCHDOG_SIGNAL = signal.SIGUSR2  # interrupts a job past --job-timeout that never yields
@@ -64,18 +66,31 @@ class SlaveConfig:
 
 
 class LocalBatch:
-    """Jobs of one batch: workers take them in order, record them when done."""
+    """Jobs of one batch: workers take them in order and mark them finished.
 
-    __slots__ = ("id", "run", "positions", "jobs", "cursor", "done", "dirty")
+    ``finished`` holds one byte per job, so that the ranges to acknowledge
+    are found at C speed; each report acknowledges every job of the batch
+    finished so far (the master ignores what it already knows), so a lost
+    report costs nothing.
+    """
 
-    def __init__(self, batch_id: int, run: str, positions: list[int], jobs: list) -> None:
+    __slots__ = ("id", "run", "ranges", "jobs", "cursor", "finished", "dirty")
+
+    def __init__(self, batch_id: int, run: str, ranges: list[list[int]], jobs: list) -> None:
         self.id = batch_id
         self.run = run
-        self.positions = positions
+        self.ranges = ranges
         self.jobs = jobs
         self.cursor = 0
-        self.done: list[int] = []
-        self.dirty = False
+        self.finished = bytearray(len(jobs))
+        self.dirty = False  # finished jobs not reported yet
+
+    def position(self, index: int) -> int:
+        return position_at(self.ranges, index)
+
+    def acknowledgement(self) -> list:
+        runs = [(m.start(), m.end()) for m in _FINISHED_RUNS.finditer(self.finished)]
+        return [self.id, positions_of(runs, self.ranges)]
 
 
 class Slave:
@@ -90,12 +105,13 @@ class Slave:
         self.todo: deque[LocalBatch] = deque()
         self.touched: list[LocalBatch] = []  # batches with finished jobs not yet reported
         self.failures: list[tuple[str, protocol.Failure]] = []
-        self.queued = 0  # jobs received, not started
         self.running = 0
         self.completed = 0
         self.failed = 0
         self.rate = 0.0
-        self.work_ready = gevent.event.Event()
+        self.work_ready = gevent.event.Event()  # workers: jobs arrived
+        self.news = gevent.event.Event()  # request loop: the queue ran low
+        self.boost = 0  # grows while batches arrive too late to keep the pool busy
         self.quit_reason: str | None = None
         self.stopping: int | None = None
         self.stop_deadline = 0.0
@@ -237,7 +253,7 @@ class Slave:
                     self.config.grace,
                 )
             else:
-                log.info("stopping")
+                log.debug("stopping")
         else:
             self.stop_deadline = time.monotonic()
 
@@ -276,20 +292,19 @@ class Slave:
                 if self.crashed:
                     return 1
                 self._tick()
-                self.socket.poll(1)  # nothing to say yet: let the workers run
+                self.news.clear()
+                self.news.wait(ACK_INTERVAL)  # nothing to say yet: let the workers run
                 continue
             last_report = now
             reply = self._ask(request)
             if reply is None:
                 if self.stopping is not None:
                     return 128 + self.stopping
-                unacked = sum(len(b.done) for b in self.touched)
                 self.error = self._unreachable(
                     f"lost the master at {self.config.address}: no answer after {self.config.retries} tries of "
                     f"{self.config.timeout_ms} ms; start it again and restart this slave "
                     f"({self.completed} jobs done here, unacknowledged ones will run again)"
                 )
-                log.debug("%d finished jobs not acknowledged", unacked)
                 return 1
             self._take_reply(reply)
             if self.crashed:
@@ -299,8 +314,12 @@ class Slave:
             if request[0] == protocol.BYE:
                 return 128 + (self.stopping or signal.SIGTERM)
 
+    def _queued(self) -> int:
+        return sum(len(batch.jobs) - batch.cursor for batch in self.todo)
+
     def _prefetch_target(self) -> int:
-        return max(2 * self.config.concurrency, min(MAX_PREFETCH, int(self.rate * PREFETCH_SECONDS)))
+        by_rate = min(MAX_PREFETCH, int(self.rate * PREFETCH_SECONDS))
+        return max(2 * self.config.concurrency, by_rate, self.boost)
 
     def _next_request(self, now: float, last_report: float) -> list[bytes] | None:
         """The next message for the master, or None when there is nothing to say yet."""
@@ -310,18 +329,16 @@ class Slave:
                 return self._report(0, leaving=True)
             return self._report(0) if has_news and now - last_report >= ACK_INTERVAL else None
         target = self._prefetch_target()
-        want = target - self.queued
-        idle = self.queued == 0 and self.running == 0
+        queued = self._queued()
+        want = target - queued
+        idle = queued == 0 and self.running == 0
         if want >= max(1, target // 2) or idle or has_news and now - last_report >= ACK_INTERVAL:
             return self._report(max(0, want))
         return None
 
     def _report(self, want: int, leaving: bool = False) -> list[bytes]:
-        acks = []
+        acks = [batch.acknowledgement() for batch in self.touched if batch.run == self.run_id]
         for batch in self.touched:
-            if batch.run == self.run_id and batch.done:
-                acks.append([batch.id, to_ranges(batch.done)])
-            batch.done = []
             batch.dirty = False
         self.touched = []
         failures = [f for run, f in self.failures[:MAX_FAILURES_PER_REPORT] if run == self.run_id]
@@ -332,9 +349,10 @@ class Slave:
         kind, header, jobs = protocol.decode_from_master(frames)
         if kind == protocol.JOBS:
             if jobs:
-                batch = LocalBatch(header["batch"], self.run_id, expand(header["positions"]), jobs)
-                self.todo.append(batch)
-                self.queued += len(jobs)
+                if not self._queued() and self.completed and self.boost < MAX_PREFETCH:
+                    # The pool ran dry before this batch came: ask for more next time.
+                    self.boost = min(MAX_PREFETCH, max(2 * self.boost, 2 * len(jobs)))
+                self.todo.append(LocalBatch(header["batch"], self.run_id, header["positions"], jobs))
                 self.work_ready.set()
         elif kind == protocol.QUIT:
             self.quit_reason = header.get("reason", "")
@@ -347,7 +365,6 @@ class Slave:
         """A new master run: drop what belonged to the old one, and say hello."""
         log.warning("the master restarted; joining its new run")
         self.todo.clear()
-        self.queued = 0
         self.touched = []
         self.failures = []
         self.run_id = ""
@@ -372,6 +389,7 @@ class Slave:
             if batch.cursor < len(batch.jobs):
                 return batch
             todo.popleft()
+            self.news.set()  # a batch used up: time to ask for more
         return None
 
     def _work(self) -> None:
@@ -388,7 +406,6 @@ class Slave:
                 continue
             index = batch.cursor
             batch.cursor += 1
-            self.queued -= 1
             self.running += 1
             job = batch.jobs[index]
             try:
@@ -404,7 +421,7 @@ class Slave:
             except Exception as exc:
                 self._record_failure(batch, index, job, exc)
             else:
-                batch.done.append(batch.positions[index])
+                batch.finished[index] = 1
                 if not batch.dirty:
                     batch.dirty = True
                     self.touched.append(batch)
@@ -437,7 +454,7 @@ class Slave:
             raise JobTimeout(f"job ran longer than --job-timeout {self.config.job_timeout}s")
 
     def _record_failure(self, batch: LocalBatch, index: int, job: Any, exc: Exception) -> None:
-        position = batch.positions[index]
+        position = batch.position(index)
         text = traceback.format_exc()
         log.error("job %d (%.200r) failed:\n%s", position, job, text.rstrip())
         self.failed += 1
