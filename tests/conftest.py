@@ -247,3 +247,10 @@ class ProgressWatch:
 
     def span(self) -> float:
         return self.samples[-1][0] - self.samples[0][0] if self.samples else 0.0
+
+
+# ---------------------------------------------------------------------------
+# Network namespaces for the multi-host tests (tests/netns.py): the `network`
+# fixture, hosts A, B and C on a private bridge (skipped where impossible).
+
+from netns import network  # noqa: E402,F401

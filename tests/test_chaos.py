@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -67,10 +66,35 @@ def test_chaos_kill_and_restart_master_and_slaves(procs, tmp_path, recording):
     address = tcp_address()
     state = tmp_path / "chaos.state"
     failures = tmp_path / "chaos.failures.jsonl"
-    master_argv = tm("master", module, f"n={N}", "--address", address, "--size", SIZE, "--lease-timeout", LEASE,
-                     "--state-file", state, "--failures-file", failures, "--no-progress")
-    slave_argv = tm("slave", module, "--address", address, "--concurrency", CONCURRENCY,
-                    "--timeout", 500, "--retries", 20, "--no-progress")
+    master_argv = tm(
+        "master",
+        module,
+        f"n={N}",
+        "--address",
+        address,
+        "--size",
+        SIZE,
+        "--lease-timeout",
+        LEASE,
+        "--state-file",
+        state,
+        "--failures-file",
+        failures,
+        "--no-progress",
+    )
+    slave_argv = tm(
+        "slave",
+        module,
+        "--address",
+        address,
+        "--concurrency",
+        CONCURRENCY,
+        "--timeout",
+        500,
+        "--retries",
+        20,
+        "--no-progress",
+    )
     master_log = tmp_path / "master.log"
     slave_logs = [tmp_path / f"slave{k}.log" for k in range(SLAVES)]
 
@@ -85,8 +109,10 @@ def test_chaos_kill_and_restart_master_and_slaves(procs, tmp_path, recording):
     deadline = started + 120
 
     def context() -> str:
-        return (f"seed {seed}; events: {events[-20:]}\nmaster log:\n{_tail(master_log)}\n"
-                f"slave 0 log:\n{_tail(slave_logs[0], 1500)}")
+        return (
+            f"seed {seed}; events: {events[-20:]}\nmaster log:\n{_tail(master_log)}\n"
+            f"slave 0 log:\n{_tail(slave_logs[0], 1500)}"
+        )
 
     next_hit = started + rng.uniform(0.5, 1.5)
     while True:
@@ -135,8 +161,10 @@ def test_chaos_kill_and_restart_master_and_slaves(procs, tmp_path, recording):
     assert not failed, f"jobs in the failures file although no handler raised: {sorted(failed)[:20]}"
 
     repeats = len(jobs) - len(counts)
-    report = (f"seed {seed}: {elapsed:.1f}s, {master_kills} master kills, {slave_kills} slave kills, "
-              f"{repeats} repeats, allowance {allowance}")
+    report = (
+        f"seed {seed}: {elapsed:.1f}s, {master_kills} master kills, {slave_kills} slave kills, "
+        f"{repeats} repeats, allowance {allowance}"
+    )
     print(report)
     assert master_kills + slave_kills >= 10, f"too little chaos to prove anything: {report}"
     assert master_kills >= 2, f"the master was hardly killed: {report}"

@@ -112,7 +112,8 @@ def test_sigkill_master_mid_run_then_same_command_finishes(procs, tmp_path, reco
 
 
 @pytest.mark.timeout(120)
-def test_sigint_master_interrupts_and_same_command_resumes(procs, tmp_path, recording):
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_master_exits_and_same_command_resumes(procs, tmp_path, recording, signum, code):
     n = 20000
     module, record, env = recording
     env = {**env, "TM_DELAY": "0.002"}
@@ -122,9 +123,9 @@ def test_sigint_master_interrupts_and_same_command_resumes(procs, tmp_path, reco
     spawn = procs.start(spawn_argv(module, address), env=env)
     wait_for(lambda: len(handled(record)) >= 2000, 60, what="the slaves to be working")
 
-    master.send_signal(signal.SIGINT)
+    master.send_signal(signum)
     _, err = master.communicate(timeout=30)
-    assert master.returncode == 130, err
+    assert master.returncode == code, err
     assert "Traceback" not in err
     [line] = [line for line in err.splitlines() if line.startswith("tm-master: ")]
     assert "interrupted" in line and "run the same command to resume" in line, line

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import stat
 import time
 from importlib.metadata import version
 
@@ -66,10 +68,38 @@ def test_readme_master_and_slave(procs, tmp_path, master_args, slave_target):
     assert f"{EXAMPLE_JOBS} jobs finished, 0 failed" in s_err
     # the default state file lands in the current directory, and records the run as complete
     [state] = state_files(tmp_path)
+    assert stat.S_IMODE(state.stat().st_mode) == 0o600
     doc = json.loads(state.read_text())
     assert doc["complete"] is True
     assert doc["finished"] == EXAMPLE_JOBS
     assert doc["kwargs"] == dict(a.split("=", 1) for a in master_args[1:])
+
+
+def test_readme_commands_with_the_default_address(procs):
+    """tm-master taskmaster.example and tm-slave taskmaster.example, exactly as written (tcp://127.0.0.1:3050)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", 3050))
+        except OSError:
+            pytest.skip("port 3050, the default address, is in use on this host")
+    master = procs.start([script("tm-master"), "taskmaster.example"])
+    slave = procs.start([script("tm-slave"), "taskmaster.example"])
+    _, m_err = master.communicate(timeout=60)
+    _, s_err = slave.communicate(timeout=30)
+    assert master.returncode == 0, m_err
+    assert slave.returncode == 0, s_err
+    assert f"tm-master: {EXAMPLE_JOBS} finished, 0 failed" in m_err
+    assert "tcp://127.0.0.1:3050" in m_err  # where it listened
+
+
+def test_slave_without_a_master_gives_up_with_a_message(procs):
+    address = tcp_address()  # nobody listens there
+    result = procs.run(tm("slave", "taskmaster.example", "--address", address, "--timeout", "200", "--retries", "2",
+                          "--no-progress"), timeout=30)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("tm-slave: error: ")]
+    assert "no master answered" in line and address in line, line
 
 
 def test_readme_master_and_spawn(procs):
@@ -261,6 +291,7 @@ def test_failing_jobs_are_recorded_and_the_rest_handled(procs, tmp_path, recordi
     summary = finished_line(m_err)
     assert f"{n - len(failing)} finished, {len(failing)} failed" in summary
     assert failures_path.name in summary, summary
+    assert stat.S_IMODE(failures_path.stat().st_mode) == 0o600
     entries = [json.loads(line) for line in failures_path.read_text().splitlines() if line.strip()]
     assert sorted({e["position"] for e in entries}) == failing
     assert all(e["type"] == "ValueError" and "fails on purpose" in e["message"] for e in entries)
