@@ -68,7 +68,9 @@ class MasterEndpoint:
             self.zap.bind(security.ZAP_ENDPOINT)
             self.poller.register(self.zap, zmq.POLLIN)
             self.keys.secure_server(sock)
-            self.monitor = sock.get_monitor_socket(security.HANDSHAKE_FAILED)
+            # Only what a wrong or missing secret causes: a peer that merely
+            # hangs up mid-handshake (a port probe) is no refusal.
+            self.monitor = sock.get_monitor_socket(security.REFUSED)
             self.poller.register(self.monitor, zmq.POLLIN)
         try:
             if self.address.startswith("ipc://") and _ipc_in_use(self.address[len("ipc://") :]):

@@ -38,6 +38,7 @@ class HeartbeatThread:
         self.slave_id = slave_id
         self.secure = secure  # applies transport security to the socket, if any
         self.run_id = ""
+        self.token = ""
         self.interval = 10.0
         self.stopped = False
         self._finished = _allocate_lock()
@@ -67,7 +68,7 @@ class HeartbeatThread:
                 if waited >= self.interval and self.run_id:
                     waited = 0.0
                     try:
-                        sock.send_multipart(protocol.heartbeat(self.slave_id, self.run_id), zmq.NOBLOCK)
+                        sock.send_multipart(protocol.heartbeat(self.slave_id, self.run_id, self.token), zmq.NOBLOCK)
                     except zmq.ZMQError:
                         pass  # master unreachable: the request loop notices and reports it
                 if self.watchdog is not None:

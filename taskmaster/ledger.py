@@ -159,7 +159,8 @@ class Ledger:
                 picked = [p for p in range(a, b) if states[p % size] == PENDING]
                 jobs.extend(self.values[p % size] for p in picked)
                 ranges.extend(to_ranges(picked))
-        return again, jobs, ranges
+        # Requeued positions can touch the fresh ones: one range, as the slave will acknowledge it.
+        return again, jobs, merge(ranges)
 
     def requeue(self, ranges: Iterable[tuple[int, int]]) -> int:
         """Put the unresolved positions of ranges back in front of fresh jobs."""

@@ -40,7 +40,7 @@ log = logging.getLogger("taskmaster.master")
 FILL_CHUNK = 2048  # jobs pulled from the iterator between two looks at the socket
 MAX_BATCH = 5000  # jobs in one reply, at most
 TICK_SECONDS = 0.1  # housekeeping period: progress, leases, rate
-QUIT_LINGER_SECONDS = 5.0  # how long the master waits to tell every slave to quit
+QUIT_LINGER_SECONDS = 0.5  # after telling slaves to quit, how long to answer stragglers
 # A request that finds no job to hand out waits for one this long at most.  A
 # slave still holding jobs gets its answer soon, because while its request
 # waits it cannot acknowledge the jobs it finishes - and those may be what
@@ -214,17 +214,16 @@ class Master:
                 self.space.wait()
                 continue
             n = min(room, FILL_CHUNK)
+            chunk: list[Any] = []
             try:
-                chunk = list(islice(self.iterator, n))
+                chunk.extend(islice(self.iterator, n))  # keeps what came before an exception
             except Exception:
                 self.source_error = traceback.format_exc()
-                self.exhausted = True
-                return
             if self.exhausted:  # cut meanwhile (unpicklable job): drop what came after
                 return
             if chunk:
                 ledger.add(chunk)
-            if len(chunk) < n:
+            if len(chunk) < n or self.source_error:
                 self.exhausted = True
                 return
             gevent.sleep(0)
@@ -288,7 +287,7 @@ class Master:
         now = time.monotonic()
         if isinstance(msg, protocol.Heartbeat):
             slave = self.registry.get(msg.slave)
-            if slave is not None and msg.run == self.run_id:
+            if slave is not None and msg.run == self.run_id and msg.token == slave.token:
                 self.registry.seen(slave, now)
         elif isinstance(msg, protocol.Hello):
             self._hello(identity, msg, now)
@@ -306,7 +305,7 @@ class Master:
             self._bad(identity, "too many slaves")
             return
         lease = self.config.lease_timeout
-        self.endpoint.send(identity, protocol.welcome(self.run_id, lease, lease / 3))
+        self.endpoint.send(identity, protocol.welcome(self.run_id, slave.token, lease, lease / 3))
 
     def _report(self, identity: bytes, msg: protocol.Report, now: float) -> None:
         slave = self.registry.get(msg.slave)
@@ -315,10 +314,17 @@ class Master:
             # positions may not be this run's jobs, so they are not counted.
             self.endpoint.send(identity, protocol.reset("this master does not know that run; say hello again"))
             return
+        if msg.token != slave.token:
+            # Not the process that said hello under this id (or an impostor):
+            # it gets nothing, and changes nothing.
+            self.endpoint.send(identity, protocol.reset("unknown slave token; say hello again"))
+            return
         slave.identity = identity
         self.registry.seen(slave, now)
         self._apply(slave, msg)
-        if msg.leaving:
+        if slave.gone:
+            self.endpoint.send(identity, protocol.quit_("goodbye"))  # it said BYE already
+        elif msg.leaving:
             self.registry.leave(slave)
             self.waiting.pop(slave.id, None)
             self.endpoint.send(identity, protocol.quit_("goodbye"))
@@ -548,8 +554,16 @@ class Master:
         return outcome
 
     def _tell_slaves_to_quit(self) -> None:
-        """Answer every slave with QUIT until each live one has heard it."""
+        """Tell every slave to quit, then answer stragglers with QUIT for a moment.
+
+        A slave busy with long jobs may have nothing to ask; it is told
+        anyway, on its request socket, which it watches while idle.
+        """
         self.closing = True
+        for slave in self.registry.slaves.values():
+            if slave.live and not slave.told_quit:
+                slave.told_quit = True
+                self.endpoint.send(slave.identity, protocol.quit_("the run is over"))
         deadline = time.monotonic() + QUIT_LINGER_SECONDS
         while True:
             self._serve_waiting(time.monotonic())

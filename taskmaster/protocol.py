@@ -8,14 +8,15 @@ never yields to gevent cannot silence them).
 Slave -> master, always JSON and validated here, never unpickled:
 
     HELLO      {slave, host, pid, concurrency, timeout_ms}
-    REQUEST    {slave, run, want, acks, failures}   want more jobs, report done
-    BYE        {slave, run, want, acks, failures}   last report, then leaving
-    HEARTBEAT  {slave, run}                         still alive
+    REQUEST    {slave, run, token, want, acks, failures}   want more jobs, report done
+    BYE        {slave, run, token, want, acks, failures}   last report, then leaving
+    HEARTBEAT  {slave, run, token}                         still alive
     STATUS     {}                                   (tm-status) how is the run going?
 
 Master -> slave:
 
-    WELCOME    {run, lease_timeout, heartbeat_interval}
+    WELCOME    {run, token, lease_timeout, heartbeat_interval}
+                                   token: the slave's proof, in later messages, that it said hello
     JOBS       {batch, positions} + one pickle frame holding the list of jobs
     QUIT       {reason}            the run is over (or stopping): exit
     RESET      {reason}            unknown run or slave: say HELLO again
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,6 +96,7 @@ class Report:
 
     slave: str
     run: str
+    token: str
     want: int
     acks: list[tuple[int, list[tuple[int, int]]]] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
@@ -104,6 +107,7 @@ class Report:
 class Heartbeat:
     slave: str
     run: str
+    token: str
 
 
 @dataclass
@@ -123,10 +127,13 @@ def hello(slave: str, host: str, pid: int, concurrency: int, timeout_ms: int) ->
     return [HELLO, _dumps(body)]
 
 
-def report(slave: str, run: str, want: int, acks: list, failures: list[Failure], leaving: bool = False) -> list[bytes]:
+def report(
+    slave: str, run: str, token: str, want: int, acks: list, failures: list[Failure], leaving: bool = False
+) -> list[bytes]:
     body = {
         "slave": slave,
         "run": run,
+        "token": token,
         "want": want,
         "acks": acks,
         "failures": [f.__dict__ for f in failures],
@@ -134,8 +141,8 @@ def report(slave: str, run: str, want: int, acks: list, failures: list[Failure],
     return [BYE if leaving else REQUEST, _dumps(body)]
 
 
-def heartbeat(slave: str, run: str) -> list[bytes]:
-    return [HEARTBEAT, _dumps({"slave": slave, "run": run})]
+def heartbeat(slave: str, run: str, token: str) -> list[bytes]:
+    return [HEARTBEAT, _dumps({"slave": slave, "run": run, "token": token})]
 
 
 def status_request() -> list[bytes]:
@@ -146,8 +153,9 @@ def status_reply(snapshot: dict) -> list[bytes]:
     return [STATUS, _dumps(snapshot)]
 
 
-def welcome(run: str, lease_timeout: float, heartbeat_interval: float) -> list[bytes]:
-    return [WELCOME, _dumps({"run": run, "lease_timeout": lease_timeout, "heartbeat_interval": heartbeat_interval})]
+def welcome(run: str, token: str, lease_timeout: float, heartbeat_interval: float) -> list[bytes]:
+    body = {"run": run, "token": token, "lease_timeout": lease_timeout, "heartbeat_interval": heartbeat_interval}
+    return [WELCOME, _dumps(body)]
 
 
 def jobs(batch: int, positions: list[list[int]], pickled_jobs: bytes) -> list[bytes]:
@@ -203,6 +211,17 @@ def _str(body: dict, key: str, limit: int = MAX_ID_CHARS) -> str:
     value = body.get(key)
     if type(value) is not str or len(value) > limit:
         raise ProtocolError(f"{key!r} must be a string of at most {limit} characters")
+    return value
+
+
+_NAME = re.compile(r"[A-Za-z0-9_.:@-]+")
+
+
+def _name(body: dict, key: str, limit: int = MAX_ID_CHARS) -> str:
+    """An id or host name: printable, so it cannot forge log lines or drive a terminal."""
+    value = _str(body, key, limit)
+    if not _NAME.fullmatch(value):
+        raise ProtocolError(f"{key!r} must be 1 to {limit} letters, digits or _.:@-")
     return value
 
 
@@ -269,21 +288,22 @@ def decode_from_slave(frames: list[bytes]) -> Hello | Report | Heartbeat | Statu
         raise ProtocolError("body must be a JSON object")
     if kind == REQUEST or kind == BYE:
         return Report(
-            slave=_str(body, "slave"),
+            slave=_name(body, "slave"),
             run=_str(body, "run"),
+            token=_str(body, "token"),
             want=_int(body, "want", 0, MAX_WANT),
             acks=_acks(body.get("acks", [])),
             failures=_failures(body.get("failures", [])),
             leaving=kind == BYE,
         )
     if kind == HEARTBEAT:
-        return Heartbeat(slave=_str(body, "slave"), run=_str(body, "run"))
+        return Heartbeat(slave=_name(body, "slave"), run=_str(body, "run"), token=_str(body, "token"))
     if kind == STATUS:
         return StatusRequest()
     if kind == HELLO:
         return Hello(
-            slave=_str(body, "slave"),
-            host=_str(body, "host", 256),
+            slave=_name(body, "slave"),
+            host=_name(body, "host", 256),
             pid=_int(body, "pid"),
             concurrency=_int(body, "concurrency", 1, MAX_WANT),
             timeout_ms=_int(body, "timeout_ms", 1, 24 * 3600 * 1000),

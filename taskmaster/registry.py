@@ -9,6 +9,7 @@ acknowledgement is only accepted for jobs that were handed to that slave.
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass, field
 
 from taskmaster.ledger import Ledger
@@ -40,6 +41,7 @@ class SlaveRecord:
     gone: bool = False  # said BYE
     finished: int = 0
     told_quit: bool = False
+    token: str = field(default_factory=lambda: secrets.token_hex(8))  # proves later messages come from it
 
     @property
     def live(self) -> bool:
@@ -60,16 +62,19 @@ class SlaveRegistry:
         self, slave_id: str, host: str, pid: int, concurrency: int, timeout_ms: int, identity: bytes, now: float
     ) -> SlaveRecord | None:
         """Register (or re-register) a slave; None when the registry is full."""
-        slave = self.slaves.get(slave_id)
-        if slave is None:
-            if len(self.slaves) >= MAX_SLAVES:
-                return None
-            slave = SlaveRecord(slave_id, host, pid, concurrency, timeout_ms, identity, now)
-            self.slaves[slave_id] = slave
+        old = self.slaves.get(slave_id)
+        if old is None and len(self.slaves) >= MAX_SLAVES:
+            return None
+        if old is not None:
+            # A second hello under one id starts a new incarnation (a retried
+            # hello, or an impostor): whatever the old one held goes back.
+            self.take_back(old)
+        slave = SlaveRecord(slave_id, host, pid, concurrency, timeout_ms, identity, now)
+        if old is not None:
+            slave.batches, slave.finished = old.batches, old.finished
+        else:
             log.info("slave %s joined (host %s, pid %d, concurrency %d)", slave_id, host, pid, concurrency)
-        slave.identity = identity
-        slave.gone = False
-        self.seen(slave, now)
+        self.slaves[slave_id] = slave
         return slave
 
     def seen(self, slave: SlaveRecord, now: float) -> None:

@@ -99,8 +99,10 @@ class Slave:
         self.config = config
         secure = keys.secure_client if keys is not None else None
         self.secure = secure
-        self.id = f"{stdlib_socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.host = re.sub(r"[^A-Za-z0-9_.:@-]", "_", stdlib_socket.gethostname())[:200] or "unknown"
+        self.id = f"{self.host[:64]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.run_id = ""
+        self.token = ""
         self.socket: Any = None
         self.todo: deque[LocalBatch] = deque()
         self.touched: list[LocalBatch] = []  # batches with finished jobs not yet reported
@@ -200,10 +202,10 @@ class Slave:
         return None
 
     def _give_up_asking(self, kind: bytes) -> bool:
-        """Stopping: only the last report (BYE) is still worth waiting for, within the grace."""
+        """Stopping: a hello is not worth waiting for; a report is, within the grace."""
         if self.stopping is None:
             return False
-        return kind != protocol.BYE or time.monotonic() > self.stop_deadline
+        return kind == protocol.HELLO or time.monotonic() > self.stop_deadline
 
     # ---------------------------------------------------------------- run
 
@@ -259,7 +261,7 @@ class Slave:
 
     def _hello(self) -> bool:
         hello = protocol.hello(
-            self.id, stdlib_socket.gethostname(), os.getpid(), self.config.concurrency, self.config.timeout_ms
+            self.id, self.host, os.getpid(), self.config.concurrency, self.config.timeout_ms
         )
         reply = self._ask(hello)
         if reply is None:
@@ -278,7 +280,9 @@ class Slave:
             self.error = f"the master answered {kind[:20]!r} to hello: {header}"
             return False
         self.run_id = header["run"]
+        self.token = header["token"]
         self.heartbeat.interval = float(header["heartbeat_interval"])
+        self.heartbeat.token = self.token
         self.heartbeat.run_id = self.run_id
         return True
 
@@ -292,6 +296,10 @@ class Slave:
                 if self.crashed:
                     return 1
                 self._tick()
+                if self.socket.poll(0):  # unprompted: the master says quit
+                    self._take_reply(self.socket.recv_multipart())
+                    if self.quit_reason is not None:
+                        return 128 + self.stopping if self.stopping else 0
                 self.news.clear()
                 self.news.wait(ACK_INTERVAL)  # nothing to say yet: let the workers run
                 continue
@@ -343,7 +351,7 @@ class Slave:
         self.touched = []
         failures = [f for run, f in self.failures[:MAX_FAILURES_PER_REPORT] if run == self.run_id]
         del self.failures[:MAX_FAILURES_PER_REPORT]
-        return protocol.report(self.id, self.run_id, want, acks, failures, leaving)
+        return protocol.report(self.id, self.run_id, self.token, want, acks, failures, leaving)
 
     def _take_reply(self, frames: list[bytes]) -> None:
         kind, header, jobs = protocol.decode_from_master(frames)

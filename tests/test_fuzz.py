@@ -106,6 +106,7 @@ class Rogue:
         self.rejections: Counter[str] = Counter()  # REJECT reasons, by their first words
         self.sent: Counter[str] = Counter()
         self.run_id = ""
+        self.tokens: dict[str, str] = {}  # slave id -> token from its WELCOME
         self.own = f"rogue-{rng.randrange(16**8):08x}"  # the slave id it talks in, without taking jobs
         self.own_batches: dict[int, list[list[int]]] = {}
         self.taken: list[list[int]] = []  # ranges the rogue was handed and will never report
@@ -159,8 +160,8 @@ class Rogue:
         return [b"HELLO", dumps(body)]
 
     def report(self, slave: str, want: int = 0, acks=(), failures=(), kind: bytes = b"REQUEST", run=None):
-        body = {"slave": slave, "run": self.run_id if run is None else run, "want": want,
-                "acks": list(acks), "failures": list(failures)}  # fmt: skip
+        body = {"slave": slave, "run": self.run_id if run is None else run, "token": self.tokens.get(slave, "x"),
+                "want": want, "acks": list(acks), "failures": list(failures)}  # fmt: skip
         return [kind, dumps(body)]
 
     def join(self) -> None:
@@ -168,6 +169,7 @@ class Rogue:
         reply = self.ask(self.hello(self.own), b"WELCOME")
         assert reply is not None, "the master did not welcome a proper HELLO"
         self.run_id = json.loads(reply[1])["run"]
+        self.tokens[self.own] = json.loads(reply[1])["token"]
         reply = self.ask(self.report(self.own, want=1), b"JOBS", timeout=10)
         assert reply is not None, "the master did not answer a proper REQUEST"
         header = json.loads(reply[1])
@@ -176,7 +178,9 @@ class Rogue:
     def take_jobs(self) -> None:
         """A new slave id takes a batch through HELLO + REQUEST, then falls silent for ever."""
         taker = f"taker-{self.rng.randrange(16**8):08x}"
-        if self.ask(self.hello(taker), b"WELCOME") is not None:
+        welcome = self.ask(self.hello(taker), b"WELCOME")
+        if welcome is not None:
+            self.tokens[taker] = json.loads(welcome[1])["token"]
             self.ask(self.report(taker, want=self.rng.randint(1, 200)), b"JOBS")
 
     # ------------------------------------------------------------ messages
@@ -187,7 +191,7 @@ class Rogue:
             [
                 self.hello(f"ghost-{self.rng.randrange(1000)}"),
                 self.report(self.own, want=0),
-                [b"HEARTBEAT", dumps({"slave": self.own, "run": self.run_id})],
+                [b"HEARTBEAT", dumps({"slave": self.own, "run": self.run_id, "token": self.tokens.get(self.own)})],
                 [b"STATUS", b"{}"],
                 self.report(self.own, acks=[[self.rng.randrange(10**6), [[10**9, 10**9 + 5]]]]),
             ]
@@ -287,7 +291,7 @@ class Rogue:
             run = rng.choice([self.run_id, "0" * 32, uuid_like(rng), ""])
             kind = rng.choice([b"REQUEST", b"BYE", b"HEARTBEAT"])
             if kind == b"HEARTBEAT":
-                return "made-up", [kind, dumps({"slave": who, "run": run})]
+                return "made-up", [kind, dumps({"slave": who, "run": run, "token": "made-up"})]
             if who == self.own and run == self.run_id:
                 run = uuid_like(rng)  # never BYE in its own name: that is legitimate
             acks = [[rng.randrange(1, 1000), [[0, rng.randint(1, N)]]]]
@@ -528,6 +532,7 @@ def test_jobs_asked_for_after_a_bye_come_back_when_the_asker_falls_silent(procs,
         welcome = rogue.ask(rogue.hello(rogue.own), b"WELCOME")
         assert welcome is not None, tail(mlog)
         rogue.run_id = json.loads(welcome[1])["run"]
+        rogue.tokens[rogue.own] = json.loads(welcome[1])["token"]
         assert rogue.ask(rogue.report(rogue.own, kind=b"BYE"), b"QUIT") is not None, tail(mlog)
         # out of place: asking for jobs after saying goodbye
         rogue.send("after-bye", rogue.report(rogue.own, want=100))

@@ -12,9 +12,16 @@ handled which job, and when.
 * host B cut off mid-run (its cable unplugged at the bridge): after
   ``--lease-timeout`` its jobs go to C; B comes back, rejoins, the run ends;
 * the master's host cut off for less than the slaves' patience
-  (``--timeout`` x ``--retries``): the slaves wait, the run ends.
+  (``--timeout`` x ``--retries``): the slaves wait, the run ends;
+* (on loopback, no namespaces) a master answering later than the slave's
+  ``--timeout``: what a cut does to the request in flight at that moment.
 
-Skipped (with the reason) where network namespaces cannot be created.
+A master that stops making progress while jobs are leased to slaves that
+are alive is reported as stuck after STALL seconds (polling tm-status),
+rather than after the test's whole deadline.
+
+The namespace tests are skipped, with the reason, where network namespaces
+cannot be created (not root, no ``ip``).
 """
 
 from __future__ import annotations
@@ -278,8 +285,8 @@ def test_slave_host_cut_off_mid_run_loses_its_jobs_to_the_other_then_rejoins(clu
     taken = [int(x.split(" of its jobs")[0].rsplit(":", 1)[1]) for x in lost.splitlines() if "silent for" in x]
     assert sum(taken) > 0, lost
 
-    # B's jobs went to C: jobs B handled before the lease ran out, that C handled again
-    # after the cut (B could not acknowledge them), or jobs B held that only C handled.
+    # B's jobs went to C: jobs B handled before its lease ran out but could not
+    # acknowledge (cut off), handled again by C after the cut.
     b_before = {r.job for r in records if r.host == "B" and r.at < cut + 2}
     c_after = {r.job for r in records if r.host == "C" and r.at > cut}
     resent = b_before & c_after
@@ -308,7 +315,7 @@ def test_master_host_cut_off_shorter_than_the_slaves_patience(cluster, network, 
 
     With a lease longer than the cut the same master process keeps every
     slave and accepts their pending acknowledgements (same run); with a
-    shorter one it takes their jobs back, then takes them back in.
+    shorter one it takes their jobs back, then takes the slaves back in.
     """
     c = cluster(n=5000, delay=0.02)
     spawns = [c.spawn_waiting(host, 2, "--concurrency", 5) for host in ("B", "C")]
