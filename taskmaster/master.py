@@ -321,6 +321,11 @@ class Master:
             return
         slave.identity = identity
         self.registry.seen(slave, now)
+        if msg.seq == slave.last_seq and slave.last_batch in slave.batches:
+            # The same request again: our answer never reached the slave, so
+            # the batch in it is nobody's - back to the queue with it.
+            self.registry.take_back_batch(slave, slave.last_batch)
+        slave.last_seq, slave.last_batch = msg.seq, None
         self._apply(slave, msg)
         if slave.gone:
             self.endpoint.send(identity, protocol.quit_("goodbye"))  # it said BYE already
@@ -400,6 +405,7 @@ class Master:
                 return False
             payload = protocol.pickle_jobs(jobs)
         batch_id = self.registry.hand_out(slave, ranges)
+        slave.last_batch = batch_id
         self.endpoint.send(slave.identity, protocol.jobs(batch_id, ranges, payload))
         return True
 

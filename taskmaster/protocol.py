@@ -8,8 +8,12 @@ never yields to gevent cannot silence them).
 Slave -> master, always JSON and validated here, never unpickled:
 
     HELLO      {slave, host, pid, concurrency, timeout_ms}
-    REQUEST    {slave, run, token, want, acks, failures}   want more jobs, report done
-    BYE        {slave, run, token, want, acks, failures}   last report, then leaving
+    REQUEST    {slave, run, token, seq, want, acks, failures}   want more jobs, report done
+    BYE        {slave, run, token, seq, want, acks, failures}   last report, then leaving
+
+``seq`` numbers a slave's requests; a request sent again because its answer
+did not come keeps its number, which tells the master that the batch in that
+answer was lost and must go back to the queue.
     HEARTBEAT  {slave, run, token}                         still alive
     STATUS     {}                                   (tm-status) how is the run going?
 
@@ -97,6 +101,7 @@ class Report:
     slave: str
     run: str
     token: str
+    seq: int
     want: int
     acks: list[tuple[int, list[tuple[int, int]]]] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
@@ -128,12 +133,13 @@ def hello(slave: str, host: str, pid: int, concurrency: int, timeout_ms: int) ->
 
 
 def report(
-    slave: str, run: str, token: str, want: int, acks: list, failures: list[Failure], leaving: bool = False
+    slave: str, run: str, token: str, seq: int, want: int, acks: list, failures: list[Failure], leaving: bool = False
 ) -> list[bytes]:
     body = {
         "slave": slave,
         "run": run,
         "token": token,
+        "seq": seq,
         "want": want,
         "acks": acks,
         "failures": [f.__dict__ for f in failures],
@@ -291,6 +297,7 @@ def decode_from_slave(frames: list[bytes]) -> Hello | Report | Heartbeat | Statu
             slave=_name(body, "slave"),
             run=_str(body, "run"),
             token=_str(body, "token"),
+            seq=_int(body, "seq"),
             want=_int(body, "want", 0, MAX_WANT),
             acks=_acks(body.get("acks", [])),
             failures=_failures(body.get("failures", [])),

@@ -42,6 +42,8 @@ class SlaveRecord:
     finished: int = 0
     told_quit: bool = False
     token: str = field(default_factory=lambda: secrets.token_hex(8))  # proves later messages come from it
+    last_seq: int = -1  # the last request answered, and the batch that answer carried
+    last_batch: int | None = None
 
     @property
     def live(self) -> bool:
@@ -107,12 +109,14 @@ class SlaveRegistry:
 
     def take_back(self, slave: SlaveRecord) -> int:
         """Requeue the unresolved jobs of `slave`; how many."""
-        requeued = 0
-        for batch in slave.batches.values():
-            if not batch.expired:
-                batch.expired = True
-                requeued += self.ledger.requeue(batch.ranges)
-        return requeued
+        return sum(self.take_back_batch(slave, batch_id) for batch_id in slave.batches)
+
+    def take_back_batch(self, slave: SlaveRecord, batch_id: int) -> int:
+        batch = slave.batches[batch_id]
+        if batch.expired:
+            return 0
+        batch.expired = True
+        return self.ledger.requeue(batch.ranges)
 
     def leave(self, slave: SlaveRecord) -> int:
         slave.gone = True

@@ -103,6 +103,7 @@ class Slave:
         self.id = f"{self.host[:64]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.run_id = ""
         self.token = ""
+        self.seq = 0  # numbers our requests; a resent request keeps its number
         self.socket: Any = None
         self.todo: deque[LocalBatch] = deque()
         self.touched: list[LocalBatch] = []  # batches with finished jobs not yet reported
@@ -260,9 +261,7 @@ class Slave:
             self.stop_deadline = time.monotonic()
 
     def _hello(self) -> bool:
-        hello = protocol.hello(
-            self.id, self.host, os.getpid(), self.config.concurrency, self.config.timeout_ms
-        )
+        hello = protocol.hello(self.id, self.host, os.getpid(), self.config.concurrency, self.config.timeout_ms)
         reply = self._ask(hello)
         if reply is None:
             if self.stopping is not None:
@@ -351,7 +350,8 @@ class Slave:
         self.touched = []
         failures = [f for run, f in self.failures[:MAX_FAILURES_PER_REPORT] if run == self.run_id]
         del self.failures[:MAX_FAILURES_PER_REPORT]
-        return protocol.report(self.id, self.run_id, self.token, want, acks, failures, leaving)
+        self.seq += 1
+        return protocol.report(self.id, self.run_id, self.token, self.seq, want, acks, failures, leaving)
 
     def _take_reply(self, frames: list[bytes]) -> None:
         kind, header, jobs = protocol.decode_from_master(frames)

@@ -199,12 +199,21 @@ class Network:
         if self._closed:
             return
         self._closed = True
-        for ns in reversed(self.created):
-            _kill_inside(ns)
-        for ns in reversed(self.created):
-            _ip("netns", "del", ns, check=False)
-        self.created = []
+        for attempt in range(3):
+            for ns in reversed(self.created):
+                try:
+                    _kill_inside(ns)
+                    _ip("netns", "del", ns, check=False)
+                except (OSError, subprocess.SubprocessError):
+                    pass  # checked below, and tried again
+            present = set(list_namespaces())
+            self.created = [ns for ns in self.created if ns in present]
+            if not self.created:
+                break
+            time.sleep(0.2 * (attempt + 1))
         atexit.unregister(self.close)
+        if self.created:
+            raise RuntimeError(f"could not delete network namespaces {self.created}: run `ip netns del NAME`")
 
     # ----------------------------------------------------------- links
 

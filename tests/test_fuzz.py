@@ -17,6 +17,7 @@ REJECT.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -107,6 +108,7 @@ class Rogue:
         self.sent: Counter[str] = Counter()
         self.run_id = ""
         self.tokens: dict[str, str] = {}  # slave id -> token from its WELCOME
+        self.seqs = itertools.count(1)  # request numbers
         self.own = f"rogue-{rng.randrange(16**8):08x}"  # the slave id it talks in, without taking jobs
         self.own_batches: dict[int, list[list[int]]] = {}
         self.taken: list[list[int]] = []  # ranges the rogue was handed and will never report
@@ -161,7 +163,7 @@ class Rogue:
 
     def report(self, slave: str, want: int = 0, acks=(), failures=(), kind: bytes = b"REQUEST", run=None):
         body = {"slave": slave, "run": self.run_id if run is None else run, "token": self.tokens.get(slave, "x"),
-                "want": want, "acks": list(acks), "failures": list(failures)}  # fmt: skip
+                "seq": next(self.seqs), "want": want, "acks": list(acks), "failures": list(failures)}  # fmt: skip
         return [kind, dumps(body)]
 
     def join(self) -> None:
