@@ -575,3 +575,61 @@ def test_two_tm_runs_at_once_in_one_directory(procs, tmp_path, recording):
     assert len(state_files(tmp_path)) == 2
     for directory in dirs:
         assert not directory.exists(), f"{directory} left behind"
+
+
+# ---------------------------------------------------------------- impostors
+
+
+@pytest.mark.timeout(90)
+def test_an_impostor_cannot_acknowledge_another_slaves_jobs(procs, tmp_path, recording):
+    """A peer that knows a real slave's id (tm-status shows it) cannot speak for it.
+
+    Every slave gets a token in its WELCOME and must show it in each report;
+    a report in a real slave's name without it is answered RESET and changes
+    nothing, so no job is counted as finished without having run.
+    """
+    import zmq
+
+    module, record, env = recording
+    n = 400
+    env = {**env, "TM_DELAY": "0.02"}
+    address = tcp_address()
+    mlog = tmp_path / "master.log"
+    master = start_logged(procs, master_argv(module, address, f"n={n}"), mlog, env)
+    wait_listening(master, mlog)
+    slave = start_logged(procs, slave_argv(module, address, "--concurrency", "4"), tmp_path / "slave.log", env)
+
+    def status():
+        result = procs.run(tm("status", "--address", address, "--json", "--timeout", "1000"), timeout=30)
+        return json.loads(result.stdout) if result.returncode == 0 else None
+
+    snapshot = wait_for(lambda: (s := status()) and s["slaves"] and s["in_flight"] and s, 30, what="a busy slave")
+    victim = snapshot["slaves"][0]["id"]
+
+    context = zmq.Context()
+    rogue = context.socket(zmq.DEALER)
+    rogue.setsockopt(zmq.LINGER, 0)
+    rogue.connect(address)
+    try:
+        hello = {"slave": "impostor-1", "host": "rogue", "pid": 1, "concurrency": 1, "timeout_ms": 1000}
+        rogue.send_multipart([b"HELLO", json.dumps(hello).encode()])
+        assert rogue.poll(5000), "no WELCOME"
+        kind, body = rogue.recv_multipart()
+        assert kind == b"WELCOME"
+        run = json.loads(body)["run"]
+        answers = []
+        for batch in range(1, 60):  # claim every batch the victim may hold: all positions finished
+            fake = {"slave": victim, "run": run, "token": "guessed", "seq": batch, "want": 0,
+                    "acks": [[batch, [[0, n]]]], "failures": []}  # fmt: skip
+            rogue.send_multipart([b"REQUEST", json.dumps(fake).encode()])
+            assert rogue.poll(5000), "no answer to the impostor"
+            answers.append(rogue.recv_multipart()[0])
+        assert set(answers) == {b"RESET"}, answers
+    finally:
+        rogue.close(0)
+        context.term()
+
+    assert wait_exit(master, 60, mlog) == 0, tail(mlog)
+    assert f"{n} finished, 0 failed" in summary(mlog)
+    assert sorted(set(handled(record))) == list(range(n)), "a job was counted finished without running"
+    assert wait_exit(slave, 30, tmp_path / "slave.log") == 0
