@@ -41,6 +41,10 @@ FILL_CHUNK = 2048  # jobs pulled from the iterator between two looks at the sock
 MAX_BATCH = 5000  # jobs in one reply, at most
 TICK_SECONDS = 0.1  # housekeeping period: progress, leases, rate
 QUIT_LINGER_SECONDS = 0.5  # after telling slaves to quit, how long to answer stragglers
+# ...and at least until this long after start: slaves started with the master
+# (tm-spawn beside tm-master) then hear "quit" even if the run was over before
+# they could join, instead of finding no master at all.
+MIN_SERVING_SECONDS = 3.0
 # A request that finds no job to hand out waits for one this long at most.  A
 # slave still holding jobs gets its answer soon, because while its request
 # waits it cannot acknowledge the jobs it finishes - and those may be what
@@ -570,10 +574,11 @@ class Master:
             if slave.live and not slave.told_quit:
                 slave.told_quit = True
                 self.endpoint.send(slave.identity, protocol.quit_("the run is over"))
-        deadline = time.monotonic() + QUIT_LINGER_SECONDS
+        now = time.monotonic()
+        deadline = max(now + QUIT_LINGER_SECONDS, self.started + MIN_SERVING_SECONDS)
         while True:
             self._serve_waiting(time.monotonic())
-            if self.registry.all_told_quit() or time.monotonic() > deadline:
+            if time.monotonic() > deadline:
                 return
             for frames in self.endpoint.receive(50):
                 self._handle(frames)

@@ -19,9 +19,7 @@ import re
 import signal
 import socket as stdlib_socket
 import time
-import traceback
 import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,13 +27,12 @@ from typing import Any
 import gevent
 import gevent.event
 import zmq.green as zmq
-from gevent import monkey
 from zmq.utils.monitor import recv_monitor_message
 
 from taskmaster import protocol, security
 from taskmaster.heartbeat import HeartbeatThread
+from taskmaster.pool import LocalBatch, WorkerPool
 from taskmaster.progress import Progress
-from taskmaster.ranges import position_at, positions_of
 from taskmaster.security import CurveKeys
 
 log = logging.getLogger("taskmaster.slave")
@@ -43,15 +40,6 @@ log = logging.getLogger("taskmaster.slave")
 ACK_INTERVAL = 0.005  # longest a finished job waits before it is reported
 PREFETCH_SECONDS = 0.02  # keep this much work (at the current rate) queued
 MAX_PREFETCH = 20000
-_FINISHED_RUNS = re.compile(rb"\x01+")
-MAX_FAILURES_PER_REPORT = 20  # tracebacks are large: spread them over reports
-YIELD_EVERY = 256  # a worker running fast jobs yields this often
-WATCHDOG_SIGNAL = signal.SIGUSR2  # interrupts a job past --job-timeout that never yields
-WATCHDOG_SLACK = 0.2  # seconds gevent.Timeout gets to act first
-
-
-class JobTimeout(Exception):
-    """The job ran longer than --job-timeout."""
 
 
 @dataclass
@@ -63,34 +51,6 @@ class SlaveConfig:
     job_timeout: float | None = None
     grace: float = 10.0
     progress: bool = True
-
-
-class LocalBatch:
-    """Jobs of one batch: workers take them in order and mark them finished.
-
-    ``finished`` holds one byte per job, so that the ranges to acknowledge
-    are found at C speed; each report acknowledges every job of the batch
-    finished so far (the master ignores what it already knows), so a lost
-    report costs nothing.
-    """
-
-    __slots__ = ("id", "run", "ranges", "jobs", "cursor", "finished", "dirty")
-
-    def __init__(self, batch_id: int, run: str, ranges: list[list[int]], jobs: list) -> None:
-        self.id = batch_id
-        self.run = run
-        self.ranges = ranges
-        self.jobs = jobs
-        self.cursor = 0
-        self.finished = bytearray(len(jobs))
-        self.dirty = False  # finished jobs not reported yet
-
-    def position(self, index: int) -> int:
-        return position_at(self.ranges, index)
-
-    def acknowledgement(self) -> list:
-        runs = [(m.start(), m.end()) for m in _FINISHED_RUNS.finditer(self.finished)]
-        return [self.id, positions_of(runs, self.ranges)]
 
 
 class Slave:
@@ -105,25 +65,15 @@ class Slave:
         self.token = ""
         self.seq = 0  # numbers our requests; a resent request keeps its number
         self.socket: Any = None
-        self.todo: deque[LocalBatch] = deque()
-        self.touched: list[LocalBatch] = []  # batches with finished jobs not yet reported
-        self.failures: list[tuple[str, protocol.Failure]] = []
-        self.running = 0
-        self.completed = 0
-        self.failed = 0
+        self.pool = WorkerPool(handle_job, config.concurrency, config.job_timeout)
         self.rate = 0.0
-        self.work_ready = gevent.event.Event()  # workers: jobs arrived
-        self.news = gevent.event.Event()  # request loop: the queue ran low
         self.boost = 0  # grows while batches arrive too late to keep the pool busy
         self.quit_reason: str | None = None
         self.stopping: int | None = None
         self.stop_deadline = 0.0
-        # worker greenlet -> monotonic start of its current job (only with --job-timeout), read by the watchdog
-        self.running_since: dict[Any, float] = {}
-        watchdog = self._interrupt_overdue_job if config.job_timeout else None
+        watchdog = self.pool.interrupt_overdue_job if config.job_timeout else None
         self.heartbeat = HeartbeatThread(config.address, self.id, secure, watchdog)
         self.error = ""
-        self.crashed = False
         self.monitor: Any = None
         self.handshake_failures = 0
 
@@ -216,10 +166,6 @@ class Slave:
         self.started = time.monotonic()
         self._rate_mark = (self.started, 0)
         handlers = [gevent.signal_handler(s, self._on_signal, s) for s in (signal.SIGINT, signal.SIGTERM)]
-        self.main_thread = monkey.get_original("_thread", "get_ident")()  # the OS thread, not a greenlet
-        if self.config.job_timeout:
-            signal.signal(WATCHDOG_SIGNAL, self._on_watchdog_signal)
-        workers = []
         try:
             self._connect()
             if not self._hello():
@@ -227,32 +173,27 @@ class Slave:
                     return 128 + self.stopping
                 return 0 if self.quit_reason is not None else 1
             self.heartbeat.start()
-            workers = [gevent.spawn(self._work) for _ in range(self.config.concurrency)]
-            for worker in workers:
-                worker.link_exception(self._worker_died)
+            self.pool.start()
             return self._talk()
         finally:
-            gevent.killall(workers, timeout=1)
+            self.pool.kill()
             self.heartbeat.stop()
             for handler in handlers:
                 handler.cancel()
             self._close()
             self.progress.finish()
-            log.info("%d jobs finished, %d failed", self.completed - self.failed, self.failed)
-
-    def _worker_died(self, worker: gevent.Greenlet) -> None:
-        """A bug in the slave itself: stop rather than hang with fewer workers."""
-        self.error = f"internal error in a worker: {worker.exception!r}"
-        self.crashed = True
+            pool = self.pool
+            log.info("%d jobs finished, %d failed", pool.completed - pool.failed, pool.failed)
 
     def _on_signal(self, signum: int) -> None:
         if self.stopping is None:
             self.stopping = signum
+            self.pool.accepting = False
             self.stop_deadline = time.monotonic() + self.config.grace
-            if self.running:
+            if self.pool.running:
                 log.warning(
                     "stopping: finishing the %d jobs running now (up to %gs; again to stop now)",
-                    self.running,
+                    self.pool.running,
                     self.config.grace,
                 )
             else:
@@ -292,15 +233,16 @@ class Slave:
             now = time.monotonic()
             request = self._next_request(now, last_report)
             if request is None:
-                if self.crashed:
+                if self.pool.error:
+                    self.error = self.pool.error
                     return 1
                 self._tick()
                 if self.socket.poll(0):  # unprompted: the master says quit
                     self._take_reply(self.socket.recv_multipart())
                     if self.quit_reason is not None:
                         return 128 + self.stopping if self.stopping else 0
-                self.news.clear()
-                self.news.wait(ACK_INTERVAL)  # nothing to say yet: let the workers run
+                self.pool.news.clear()
+                self.pool.news.wait(ACK_INTERVAL)  # nothing to say yet: let the workers run
                 continue
             last_report = now
             reply = self._ask(request)
@@ -310,19 +252,17 @@ class Slave:
                 self.error = self._unreachable(
                     f"lost the master at {self.config.address}: no answer after {self.config.retries} tries of "
                     f"{self.config.timeout_ms} ms; start it again and restart this slave "
-                    f"({self.completed} jobs done here, unacknowledged ones will run again)"
+                    f"({self.pool.completed} jobs done here, unacknowledged ones will run again)"
                 )
                 return 1
             self._take_reply(reply)
-            if self.crashed:
+            if self.pool.error:
+                self.error = self.pool.error
                 return 1
             if self.quit_reason is not None:
                 return 128 + self.stopping if self.stopping else 0
             if request[0] == protocol.BYE:
                 return 128 + (self.stopping or signal.SIGTERM)
-
-    def _queued(self) -> int:
-        return sum(len(batch.jobs) - batch.cursor for batch in self.todo)
 
     def _prefetch_target(self) -> int:
         by_rate = min(MAX_PREFETCH, int(self.rate * PREFETCH_SECONDS))
@@ -330,26 +270,21 @@ class Slave:
 
     def _next_request(self, now: float, last_report: float) -> list[bytes] | None:
         """The next message for the master, or None when there is nothing to say yet."""
-        has_news = bool(self.touched or self.failures)
+        has_news = self.pool.has_news()
         if self.stopping is not None:
-            if self.running == 0 or now >= self.stop_deadline:
+            if self.pool.running == 0 or now >= self.stop_deadline:
                 return self._report(0, leaving=True)
             return self._report(0) if has_news and now - last_report >= ACK_INTERVAL else None
         target = self._prefetch_target()
-        queued = self._queued()
+        queued = self.pool.queued()
         want = target - queued
-        idle = queued == 0 and self.running == 0
+        idle = queued == 0 and self.pool.running == 0
         if want >= max(1, target // 2) or idle or has_news and now - last_report >= ACK_INTERVAL:
             return self._report(max(0, want))
         return None
 
     def _report(self, want: int, leaving: bool = False) -> list[bytes]:
-        acks = [batch.acknowledgement() for batch in self.touched if batch.run == self.run_id]
-        for batch in self.touched:
-            batch.dirty = False
-        self.touched = []
-        failures = [f for run, f in self.failures[:MAX_FAILURES_PER_REPORT] if run == self.run_id]
-        del self.failures[:MAX_FAILURES_PER_REPORT]
+        acks, failures = self.pool.take_report(self.run_id)
         self.seq += 1
         return protocol.report(self.id, self.run_id, self.token, self.seq, want, acks, failures, leaving)
 
@@ -357,11 +292,10 @@ class Slave:
         kind, header, jobs = protocol.decode_from_master(frames)
         if kind == protocol.JOBS:
             if jobs:
-                if not self._queued() and self.completed and self.boost < MAX_PREFETCH:
+                if not self.pool.queued() and self.pool.completed and self.boost < MAX_PREFETCH:
                     # The pool ran dry before this batch came: ask for more next time.
                     self.boost = min(MAX_PREFETCH, max(2 * self.boost, 2 * len(jobs)))
-                self.todo.append(LocalBatch(header["batch"], self.run_id, header["positions"], jobs))
-                self.work_ready.set()
+                self.pool.add(LocalBatch(header["batch"], self.run_id, header["positions"], jobs))
         elif kind == protocol.QUIT:
             self.quit_reason = header.get("reason", "")
         elif kind == protocol.RESET:
@@ -372,9 +306,7 @@ class Slave:
     def _forget_run(self) -> None:
         """A new master run: drop what belonged to the old one, and say hello."""
         log.warning("the master restarted; joining its new run")
-        self.todo.clear()
-        self.touched = []
-        self.failures = []
+        self.pool.forget()
         self.run_id = ""
         if not self._hello():
             self.quit_reason = self.quit_reason or ""
@@ -383,93 +315,8 @@ class Slave:
         now = time.monotonic()
         since, count = self._rate_mark
         if now - since >= 0.2:
-            instant = (self.completed - count) / (now - since)
+            completed = self.pool.completed
+            instant = (completed - count) / (now - since)
             self.rate = instant if self.rate == 0 else 0.7 * self.rate + 0.3 * instant
-            self._rate_mark = (now, self.completed)
-            self.progress.update(self.completed)
-
-    # ------------------------------------------------------------ workers
-
-    def _next_batch(self) -> LocalBatch | None:
-        todo = self.todo
-        while todo:
-            batch = todo[0]
-            if batch.cursor < len(batch.jobs):
-                return batch
-            todo.popleft()
-            self.news.set()  # a batch used up: time to ask for more
-        return None
-
-    def _work(self) -> None:
-        handle = self.handle_job
-        job_timeout = self.config.job_timeout
-        timeout_message = f"job ran longer than --job-timeout {job_timeout}s"
-        me = gevent.getcurrent()
-        count = 0
-        while True:
-            batch = None if self.stopping is not None else self._next_batch()
-            if batch is None:
-                self.work_ready.clear()
-                self.work_ready.wait()
-                continue
-            index = batch.cursor
-            batch.cursor += 1
-            self.running += 1
-            job = batch.jobs[index]
-            try:
-                if job_timeout is None:
-                    handle(job)
-                else:
-                    self.running_since[me] = time.monotonic()
-                    try:
-                        with gevent.Timeout(job_timeout, JobTimeout(timeout_message)):
-                            handle(job)
-                    finally:
-                        self.running_since.pop(me, None)
-            except Exception as exc:
-                self._record_failure(batch, index, job, exc)
-            else:
-                batch.finished[index] = 1
-                if not batch.dirty:
-                    batch.dirty = True
-                    self.touched.append(batch)
-            finally:
-                self.running -= 1
-                self.completed += 1
-            count += 1
-            if count % YIELD_EVERY == 0:
-                gevent.sleep(0)
-
-    def _interrupt_overdue_job(self) -> None:
-        """Watchdog, from the heartbeat thread: stop a job that never yields.
-
-        gevent.Timeout only fires when the handler yields to the hub; a job
-        that computes without yielding is interrupted by a signal instead,
-        whose Python handler runs in the main thread, in that job's greenlet.
-        """
-        now = time.monotonic()
-        limit = self.config.job_timeout + WATCHDOG_SLACK
-        try:
-            overdue = [g for g, since in list(self.running_since.items()) if now - since > limit]
-        except RuntimeError:  # changed under us; look again next step
-            return
-        if overdue:
-            signal.pthread_kill(self.main_thread, WATCHDOG_SIGNAL)
-
-    def _on_watchdog_signal(self, signum: int, frame: Any) -> None:
-        since = self.running_since.get(gevent.getcurrent())
-        if since is not None and time.monotonic() - since > self.config.job_timeout:
-            raise JobTimeout(f"job ran longer than --job-timeout {self.config.job_timeout}s")
-
-    def _record_failure(self, batch: LocalBatch, index: int, job: Any, exc: Exception) -> None:
-        position = batch.position(index)
-        text = traceback.format_exc()
-        log.error("job %d (%.200r) failed:\n%s", position, job, text.rstrip())
-        self.failed += 1
-        limit = protocol.MAX_TEXT_CHARS
-        self.failures.append(
-            (
-                batch.run,
-                protocol.Failure(batch.id, position, type(exc).__name__[:limit], str(exc)[:limit], text[-limit:]),
-            )
-        )
+            self._rate_mark = (now, completed)
+            self.progress.update(completed)

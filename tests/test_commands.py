@@ -112,7 +112,10 @@ def test_readme_master_and_spawn(procs):
     assert master.returncode == 0, m_err
     assert spawn.returncode == 0, s_err
     assert f"tm-master: {EXAMPLE_JOBS} finished, 0 failed" in m_err
-    assert m_err.count(" joined ") == 2, m_err  # both slave processes took part
+    # Both slave processes ran and ended cleanly; 20,000 no-op jobs can be over
+    # before the second one has started, so it may have been told to quit at hello.
+    assert m_err.count(" joined ") >= 1, m_err
+    assert s_err.count(" jobs finished, ") == 2, s_err
     assert "Traceback" not in m_err + s_err
 
 

@@ -1,0 +1,215 @@
+"""A slave's greenlet pool: the batches it holds and the workers that run them.
+
+Workers are long-lived greenlets that take jobs in order from the batches
+received, run the handler, and mark each job finished in its batch (one byte
+per job).  The request loop (``slave``) only asks this pool how much is left,
+and collects what to report.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import gevent
+import gevent.event
+from gevent import monkey
+
+from taskmaster import protocol
+from taskmaster.ranges import position_at, positions_of
+
+log = logging.getLogger("taskmaster.slave")
+
+YIELD_EVERY = 256  # a worker running fast jobs yields this often
+MAX_FAILURES_PER_REPORT = 20  # tracebacks are large: spread them over reports
+WATCHDOG_SIGNAL = signal.SIGUSR2  # interrupts a job past --job-timeout that never yields
+WATCHDOG_SLACK = 0.2  # seconds gevent.Timeout gets to act first
+_FINISHED_RUNS = re.compile(rb"\x01+")
+
+
+class JobTimeout(Exception):
+    """The job ran longer than --job-timeout."""
+
+
+class LocalBatch:
+    """Jobs of one batch: workers take them in order and mark them finished.
+
+    ``finished`` holds one byte per job, so that the ranges to acknowledge
+    are found at C speed; each report acknowledges every job of the batch
+    finished so far (the master ignores what it already knows), so a lost
+    report costs nothing.
+    """
+
+    __slots__ = ("id", "run", "ranges", "jobs", "cursor", "finished", "dirty")
+
+    def __init__(self, batch_id: int, run: str, ranges: list[list[int]], jobs: list) -> None:
+        self.id = batch_id
+        self.run = run
+        self.ranges = ranges
+        self.jobs = jobs
+        self.cursor = 0
+        self.finished = bytearray(len(jobs))
+        self.dirty = False  # finished jobs not reported yet
+
+    def position(self, index: int) -> int:
+        return position_at(self.ranges, index)
+
+    def acknowledgement(self) -> list:
+        runs = [(m.start(), m.end()) for m in _FINISHED_RUNS.finditer(self.finished)]
+        return [self.id, positions_of(runs, self.ranges)]
+
+
+class WorkerPool:
+    def __init__(self, handle_job: Callable[[Any], Any], concurrency: int, job_timeout: float | None) -> None:
+        self.handle_job = handle_job
+        self.concurrency = concurrency
+        self.job_timeout = job_timeout
+        self.todo: deque[LocalBatch] = deque()
+        self.touched: list[LocalBatch] = []  # batches with finished jobs not yet reported
+        self.failures: list[tuple[str, protocol.Failure]] = []
+        self.running = 0
+        self.completed = 0
+        self.failed = 0
+        self.accepting = True  # False once the slave stops: running jobs finish, no new ones start
+        self.work_ready = gevent.event.Event()  # workers: jobs arrived
+        self.news = gevent.event.Event()  # request loop: a batch was used up
+        self.error = ""  # a worker crashed: a bug in taskmaster itself
+        # worker greenlet -> monotonic start of its current job (only with a job timeout)
+        self.running_since: dict[Any, float] = {}
+        self.workers: list[gevent.Greenlet] = []
+        self.main_thread = monkey.get_original("_thread", "get_ident")()  # the OS thread, not a greenlet
+
+    def start(self) -> None:
+        if self.job_timeout:
+            signal.signal(WATCHDOG_SIGNAL, self._on_watchdog_signal)
+        self.workers = [gevent.spawn(self._work) for _ in range(self.concurrency)]
+        for worker in self.workers:
+            worker.link_exception(self._worker_died)
+
+    def kill(self) -> None:
+        gevent.killall(self.workers, timeout=1)
+
+    def _worker_died(self, worker: gevent.Greenlet) -> None:
+        """Stop the slave rather than hang with fewer workers."""
+        self.error = f"internal error in a worker: {worker.exception!r}"
+
+    # ------------------------------------------------------------ batches
+
+    def add(self, batch: LocalBatch) -> None:
+        self.todo.append(batch)
+        self.work_ready.set()
+
+    def queued(self) -> int:
+        """Jobs received and not started."""
+        return sum(len(batch.jobs) - batch.cursor for batch in self.todo)
+
+    def has_news(self) -> bool:
+        return bool(self.touched or self.failures)
+
+    def take_report(self, run: str) -> tuple[list, list[protocol.Failure]]:
+        """What to tell the master of `run`: acknowledgements and failures."""
+        acks = [batch.acknowledgement() for batch in self.touched if batch.run == run]
+        for batch in self.touched:
+            batch.dirty = False
+        self.touched = []
+        failures = [f for r, f in self.failures[:MAX_FAILURES_PER_REPORT] if r == run]
+        del self.failures[:MAX_FAILURES_PER_REPORT]
+        return acks, failures
+
+    def forget(self) -> None:
+        """Drop the jobs and reports of a run that is over (the master restarted)."""
+        self.todo.clear()
+        self.touched = []
+        self.failures = []
+
+    # ------------------------------------------------------------ workers
+
+    def _next_batch(self) -> LocalBatch | None:
+        todo = self.todo
+        while todo:
+            batch = todo[0]
+            if batch.cursor < len(batch.jobs):
+                return batch
+            todo.popleft()
+            self.news.set()  # a batch used up: time to ask for more
+        return None
+
+    def _work(self) -> None:
+        handle = self.handle_job
+        job_timeout = self.job_timeout
+        timeout_message = f"job ran longer than --job-timeout {job_timeout}s"
+        me = gevent.getcurrent()
+        count = 0
+        while True:
+            batch = self._next_batch() if self.accepting else None
+            if batch is None:
+                self.work_ready.clear()
+                self.work_ready.wait()
+                continue
+            index = batch.cursor
+            batch.cursor += 1
+            self.running += 1
+            job = batch.jobs[index]
+            try:
+                if job_timeout is None:
+                    handle(job)
+                else:
+                    self.running_since[me] = time.monotonic()
+                    try:
+                        with gevent.Timeout(job_timeout, JobTimeout(timeout_message)):
+                            handle(job)
+                    finally:
+                        self.running_since.pop(me, None)
+            except Exception as exc:
+                self._record_failure(batch, index, job, exc)
+            else:
+                batch.finished[index] = 1
+                if not batch.dirty:
+                    batch.dirty = True
+                    self.touched.append(batch)
+            finally:
+                self.running -= 1
+                self.completed += 1
+            count += 1
+            if count % YIELD_EVERY == 0:
+                gevent.sleep(0)
+
+    def _record_failure(self, batch: LocalBatch, index: int, job: Any, exc: Exception) -> None:
+        position = batch.position(index)
+        text = traceback.format_exc()
+        log.error("job %d (%.200r) failed:\n%s", position, job, text.rstrip())
+        self.failed += 1
+        limit = protocol.MAX_TEXT_CHARS
+        failure = protocol.Failure(batch.id, position, type(exc).__name__[:limit], str(exc)[:limit], text[-limit:])
+        self.failures.append((batch.run, failure))
+
+    # ------------------------------------------------------------ watchdog
+
+    def interrupt_overdue_job(self) -> None:
+        """Watchdog, called from the heartbeat thread: stop a job that never yields.
+
+        gevent.Timeout only fires when the handler yields to the hub; a job
+        that computes without yielding is interrupted by a signal instead,
+        whose Python handler runs in the main thread, in that job's greenlet.
+        """
+        if not self.job_timeout:
+            return
+        now = time.monotonic()
+        limit = self.job_timeout + WATCHDOG_SLACK
+        try:
+            overdue = [g for g, since in list(self.running_since.items()) if now - since > limit]
+        except RuntimeError:  # changed under us; look again next step
+            return
+        if overdue:
+            signal.pthread_kill(self.main_thread, WATCHDOG_SIGNAL)
+
+    def _on_watchdog_signal(self, signum: int, frame: Any) -> None:
+        since = self.running_since.get(gevent.getcurrent())
+        if since is not None and self.job_timeout and time.monotonic() - since > self.job_timeout:
+            raise JobTimeout(f"job ran longer than --job-timeout {self.job_timeout}s")
