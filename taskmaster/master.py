@@ -14,14 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
-import pickle
 import signal
 import time
-import traceback
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import islice
 from typing import Any
 
 import gevent
@@ -31,13 +28,13 @@ from taskmaster import checkpoint, failures, protocol, status
 from taskmaster.endpoint import MasterEndpoint
 from taskmaster.ledger import Ledger
 from taskmaster.progress import Progress
-from taskmaster.ranges import expand, to_ranges, within
+from taskmaster.ranges import within
 from taskmaster.registry import SlaveRecord, SlaveRegistry
 from taskmaster.security import CurveKeys
+from taskmaster.source import JobSource
 
 log = logging.getLogger("taskmaster.master")
 
-FILL_CHUNK = 2048  # jobs pulled from the iterator between two looks at the socket
 MAX_BATCH = 5000  # jobs in one reply, at most
 TICK_SECONDS = 0.1  # housekeeping period: progress, leases, rate
 QUIT_LINGER_SECONDS = 0.5  # after telling slaves to quit, how long to answer stragglers
@@ -101,13 +98,9 @@ class Master:
         self.run_id = uuid.uuid4().hex
         self.waiting: dict[str, float] = {}  # parked requests: slave id -> when to answer anyway
         self.bad_messages = 0
-        self.exhausted = False  # the iterator will give no more jobs
-        self.source_error: str | None = None
-        self.poison: str | None = None  # why the iterator was cut at an unpicklable job
         self.stopping: int | None = None  # the signal that asked us to stop
         self.stop_deadline = 0.0
         self.closing = False  # the run is over: every slave is told to quit
-        self.space = gevent.event.Event()
         self.state = checkpoint.State(target, kwargs)
         self.retry_entries: list[dict] = []
         self.refailed: list[dict] = []
@@ -117,7 +110,7 @@ class Master:
         self.started = time.monotonic()
         self.ledger: Ledger
         self.registry: SlaveRegistry
-        self.iterator: Iterator[Any]
+        self.source: JobSource
 
     # ------------------------------------------------------------- set-up
 
@@ -132,7 +125,8 @@ class Master:
             if not self.retry_entries:
                 return Outcome(0, f"no failed jobs to retry in {cfg.failures_path}")
             self.ledger = Ledger(cfg.size)
-            self.iterator = iter([entry["value"] for entry in self.retry_entries])
+            self.source = JobSource(self.ledger)
+            self.source.serve([entry["value"] for entry in self.retry_entries])
             self.total = len(self.retry_entries)
         else:
             state = None if cfg.reset else checkpoint.load(cfg.state_path, self.target, self.kwargs)
@@ -142,24 +136,20 @@ class Master:
                     f"this run already finished ({state.finished} jobs finished, {state.failed} failed, "
                     f"state file {cfg.state_path}); use --reset to run it again",
                 )
-            if state is not None and state.has_anchor:
+            resume = state is not None and state.has_anchor
+            if resume:
                 self.state = state
-                self.ledger = Ledger(cfg.size, start=state.position, resolved_ahead=state.resolved)
-                self._open_iterator(last=state.anchor)
+            start, resolved = (self.state.position, self.state.resolved) if resume else (0, [])
+            self.ledger = Ledger(cfg.size, start=start, resolved_ahead=resolved)
+            self.source = JobSource(self.ledger)
+            if resume:
+                self.source.open(self.get_jobs, self.kwargs, last=self.state.anchor)
             else:
-                self.ledger = Ledger(cfg.size)
-                self._open_iterator()
+                self.source.open(self.get_jobs, self.kwargs)
             self.total = self._count() if self.total is None else self.total
             self.state.total = self.total
         self.registry = SlaveRegistry(self.ledger, cfg.lease_timeout)
         return None
-
-    def _open_iterator(self, **last: Any) -> None:
-        try:
-            self.iterator = iter(self.get_jobs(**last, **self.kwargs))
-        except Exception:
-            self.iterator = iter(())
-            self.source_error = traceback.format_exc()
 
     def _count(self) -> int | None:
         """The user's count_jobs(**kwargs), if any: makes percent done and ETA possible."""
@@ -186,7 +176,7 @@ class Master:
             log.info("resuming at job %d (%d finished before)", self.state.position, self.state.finished)
         self.progress = Progress(self.config.progress, show_queue=True, total=self.total)
         self.started = time.monotonic()
-        filler = gevent.spawn(self._fill)
+        filler = gevent.spawn(self.source.fill)
         handlers = [gevent.signal_handler(s, self._on_signal, s) for s in (signal.SIGINT, signal.SIGTERM)]
         try:
             outcome = self._serve()
@@ -208,30 +198,6 @@ class Master:
         else:
             self.stop_deadline = now
 
-    def _fill(self) -> None:
-        """Pull jobs from the iterator whenever the ledger has room."""
-        ledger = self.ledger
-        while not self.exhausted:
-            room = ledger.space()
-            if room == 0 or room < min(FILL_CHUNK, ledger.size // 4 or 1) and ledger.undispatched() > 0:
-                self.space.clear()
-                self.space.wait()
-                continue
-            n = min(room, FILL_CHUNK)
-            chunk: list[Any] = []
-            try:
-                chunk.extend(islice(self.iterator, n))  # keeps what came before an exception
-            except Exception:
-                self.source_error = traceback.format_exc()
-            if self.exhausted:  # cut meanwhile (unpicklable job): drop what came after
-                return
-            if chunk:
-                ledger.add(chunk)
-            if len(chunk) < n or self.source_error:
-                self.exhausted = True
-                return
-            gevent.sleep(0)
-
     def _serve(self) -> Outcome:
         next_tick = 0.0
         next_checkpoint = time.monotonic() + self.config.checkpoint_interval
@@ -239,8 +205,8 @@ class Master:
             for frames in self.endpoint.receive(5 if self.waiting else int(TICK_SECONDS * 1000)):
                 self._handle(frames)
             now = time.monotonic()
-            if self.ledger.space() > 0 and not self.exhausted:
-                self.space.set()
+            if self.ledger.space() > 0 and not self.source.exhausted:
+                self.source.wake()
                 if self.waiting:
                     gevent.sleep(0)  # let the filler use the room the acknowledgements made
             if self.waiting:
@@ -263,10 +229,10 @@ class Master:
     def _ended(self, now: float) -> str:
         if self.stopping is not None:
             return "interrupted" if self.registry.in_flight() == 0 or now >= self.stop_deadline else ""
-        if self.exhausted and self.ledger.drained():
-            if self.source_error:
+        if self.source.exhausted and self.ledger.drained():
+            if self.source.error:
                 return "source-error"
-            return "unpicklable" if self.poison else "complete"
+            return "unpicklable" if self.source.poison else "complete"
         return ""
 
     # --------------------------------------------------------- messages
@@ -404,7 +370,7 @@ class Master:
         try:
             payload = protocol.pickle_jobs(jobs)
         except Exception:
-            jobs, ranges = self._cut_at_unpicklable(jobs, ranges)
+            jobs, ranges = self.source.cut_at_unpicklable(jobs, ranges)
             if not jobs:
                 return False
             payload = protocol.pickle_jobs(jobs)
@@ -412,29 +378,6 @@ class Master:
         slave.last_batch = batch_id
         self.endpoint.send(slave.identity, protocol.jobs(batch_id, ranges, payload))
         return True
-
-    def _cut_at_unpicklable(self, jobs: list, ranges: list[list[int]]) -> tuple[list, list[list[int]]]:
-        """Stop the run before the first job that cannot be pickled.
-
-        Jobs before it run and are checkpointed; the master then exits with
-        a message naming the job, and the same command resumes from there
-        once get_jobs is fixed.
-        """
-        positions = expand(ranges)
-        for index, job in enumerate(jobs):
-            try:
-                pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
-            except Exception as exc:
-                position = positions[index]
-                self.poison = (
-                    f"job at position {position} cannot be pickled ({checkpoint.short_repr(job)}): "
-                    f"{type(exc).__name__}: {exc}; the jobs before it are finished and saved; make get_jobs "
-                    "yield picklable jobs and run the same command to continue"
-                )
-                self.exhausted = True
-                self.ledger.truncate(position)
-                return jobs[:index], to_ranges(positions[:index])
-        return jobs, ranges
 
     def _answer_idle(self, slave: SlaveRecord) -> None:
         """Reply to a slave that gets no jobs now: QUIT when the run is over."""
@@ -498,7 +441,7 @@ class Master:
         resolved = self._resolved()
         if self.closing:
             state = "finished"
-        elif self.stopping is not None or self.exhausted and not self.ledger.undispatched():
+        elif self.stopping is not None or self.source.exhausted and not self.ledger.undispatched():
             state = "draining"  # nothing more to hand out: waiting for the jobs in flight
         else:
             state = "running"
@@ -557,10 +500,10 @@ class Master:
             outcome.code = 1
             outcome.error = (
                 "get_jobs raised an exception; fix it and run the same command to resume:\n"
-                f"{(self.source_error or '').rstrip()}"
+                f"{(self.source.error or '').rstrip()}"
             )
         elif how == "unpicklable":
-            outcome.code, outcome.error = 2, self.poison or ""
+            outcome.code, outcome.error = 2, self.source.poison or ""
         return outcome
 
     def _tell_slaves_to_quit(self) -> None:

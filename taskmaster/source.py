@@ -1,0 +1,102 @@
+"""Where a run's jobs come from: the user's iterator, pulled into the ledger.
+
+A filler greenlet pulls jobs while the ledger has room, in chunks, yielding
+between chunks so the master keeps answering slaves; with monkey patching, a
+get_jobs that waits on a database yields too.  The source also remembers why
+it stopped: the iterator ran out, raised, or produced a job that cannot be
+pickled - the run is then cut just before that job.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import traceback
+from collections.abc import Callable, Iterator
+from itertools import islice
+from typing import Any
+
+import gevent
+import gevent.event
+
+from taskmaster.checkpoint import short_repr
+from taskmaster.ledger import Ledger
+from taskmaster.ranges import expand, to_ranges
+
+log = logging.getLogger("taskmaster.master")
+
+FILL_CHUNK = 2048  # jobs pulled from the iterator between two looks at the socket
+
+
+class JobSource:
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.iterator: Iterator[Any] = iter(())
+        self.exhausted = False  # no more jobs will come
+        self.error: str | None = None  # the traceback, when get_jobs raised
+        self.poison: str | None = None  # why the run was cut at an unpicklable job
+        self.room = gevent.event.Event()
+
+    def open(self, get_jobs: Callable[..., Any], kwargs: dict[str, str], **last: Any) -> None:
+        """Call get_jobs(**last, **kwargs); an exception there ends the source with an error."""
+        try:
+            self.iterator = iter(get_jobs(**last, **kwargs))
+        except Exception:
+            self.error = traceback.format_exc()
+            self.exhausted = True
+
+    def serve(self, jobs: list[Any]) -> None:
+        """Serve a fixed list of jobs (a replay of the failures file)."""
+        self.iterator = iter(jobs)
+
+    def wake(self) -> None:
+        """The ledger may have room: let the filler look."""
+        if not self.exhausted:
+            self.room.set()
+
+    def fill(self) -> None:
+        """The filler greenlet: pull jobs from the iterator whenever the ledger has room."""
+        ledger = self.ledger
+        while not self.exhausted:
+            room = ledger.space()
+            if room == 0 or room < min(FILL_CHUNK, ledger.size // 4 or 1) and ledger.undispatched() > 0:
+                self.room.clear()
+                self.room.wait()
+                continue
+            n = min(room, FILL_CHUNK)
+            chunk: list[Any] = []
+            try:
+                chunk.extend(islice(self.iterator, n))  # keeps what came before an exception
+            except Exception:
+                self.error = traceback.format_exc()
+            if self.exhausted:  # cut meanwhile (unpicklable job): drop what came after
+                return
+            if chunk:
+                ledger.add(chunk)
+            if len(chunk) < n or self.error:
+                self.exhausted = True
+                return
+            gevent.sleep(0)
+
+    def cut_at_unpicklable(self, jobs: list, ranges: list[list[int]]) -> tuple[list, list[list[int]]]:
+        """Stop the run before the first job of a batch that cannot be pickled.
+
+        Returns the jobs before it (and their ranges), which still run and are
+        checkpointed; the master then exits with a message naming the job,
+        and the same command resumes from there once get_jobs is fixed.
+        """
+        positions = expand(ranges)
+        for index, job in enumerate(jobs):
+            try:
+                pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:
+                position = positions[index]
+                self.poison = (
+                    f"job at position {position} cannot be pickled ({short_repr(job)}): "
+                    f"{type(exc).__name__}: {exc}; the jobs before it are finished and saved; make get_jobs "
+                    "yield picklable jobs and run the same command to continue"
+                )
+                self.exhausted = True
+                self.ledger.truncate(position)
+                return jobs[:index], to_ranges(positions[:index])
+        return jobs, ranges
