@@ -120,6 +120,8 @@ def launch(
     result_file = os.path.join(private_dir, "result.json")
     master_argv = ["-m", "taskmaster.cli.master", get_jobs, *kwargs_argv, "--address", address]
     master_argv += _flags(options, MASTER_FLAGS) + ["--result-file", result_file]
+    if "--linger" not in master_argv:
+        master_argv += ["--linger", "0"]  # we supervise our slaves: no need to wait for late ones
     slave_argv = ["-m", "taskmaster.cli.slave", handle_job, "--address", address, "--no-progress"]
     slave_argv += [f for f in _flags(options, SLAVE_FLAGS) if f != "--no-progress"]
 

@@ -38,10 +38,6 @@ log = logging.getLogger("taskmaster.master")
 MAX_BATCH = 5000  # jobs in one reply, at most
 TICK_SECONDS = 0.1  # housekeeping period: progress, leases, rate
 QUIT_LINGER_SECONDS = 0.5  # after telling slaves to quit, how long to answer stragglers
-# ...and at least until this long after start: slaves started with the master
-# (tm-spawn beside tm-master) then hear "quit" even if the run was over before
-# they could join, instead of finding no master at all.
-MIN_SERVING_SECONDS = 3.0
 # A request that finds no job to hand out waits for one this long at most.  A
 # slave still holding jobs gets its answer soon, because while its request
 # waits it cannot acknowledge the jobs it finishes - and those may be what
@@ -64,6 +60,7 @@ class MasterConfig:
     checkpoint_interval: float = 1.0
     progress: bool = True
     total: int | None = None
+    linger: float = 3.0
 
 
 @dataclass
@@ -518,7 +515,10 @@ class Master:
                 slave.told_quit = True
                 self.endpoint.send(slave.identity, protocol.quit_("the run is over"))
         now = time.monotonic()
-        deadline = max(now + QUIT_LINGER_SECONDS, self.started + MIN_SERVING_SECONDS)
+        # Stay reachable until --linger seconds after start: slaves started with
+        # the master (tm-spawn beside tm-master) then hear "quit" even if the
+        # run was over before they could join, instead of finding no master.
+        deadline = max(now + QUIT_LINGER_SECONDS, self.started + self.config.linger)
         while True:
             self._serve_waiting(time.monotonic())
             if time.monotonic() > deadline:

@@ -40,14 +40,21 @@ positive_int = _whole_number(1, "a positive integer")
 non_negative_int = _whole_number(0, "a whole number >= 0")
 
 
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number")
-    return value
+def _number(positive: bool, description: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not (0 < value if positive else 0 <= value) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {description}")
+        return value
+
+    return parse
+
+
+positive_float = _number(True, "a positive number")
+non_negative_float = _number(False, "a number >= 0")
 
 
 _TCP = re.compile(r"^tcp://(\*|[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})$")
@@ -101,6 +108,14 @@ MASTER_OPTIONS = [
         "N",
     ),
     Option("--result-file", str, None, "write the run's outcome as JSON to this file, for scripts", "PATH"),
+    Option(
+        "--linger",
+        non_negative_float,
+        3.0,
+        "stay reachable at least this long after starting, so slaves "
+        "started with the master are told to quit even when the run ends first (default: 3)",
+        "SECONDS",
+    ),
     Option(
         "--lease-timeout",
         positive_float,

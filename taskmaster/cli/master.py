@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None, prog: str = "tm-master") -> int:
             grace=args.grace,
             progress=not args.no_progress,
             total=args.total,
+            linger=args.linger,
         )
         count_jobs = target.optional(args.target, "count_jobs")
         outcome = Master(get_jobs, target_id, kwargs, config, keys, count_jobs).run()
