@@ -23,8 +23,9 @@ Columns:
                run (``wait4`` rusage, exact, less its CPU when it started
                listening: interpreter start-up and imports, ~0.3 s, shown
                apart), in all and per 1,000 jobs;
-* all CPU    - the same for master, ``tm-spawn`` and every slave together
-               (this process's RUSAGE_CHILDREN before and after the step).
+* all CPU    - the same for master, ``tm-spawn`` and every slave together,
+               start-up included (~0.3 s per interpreter; this process's
+               RUSAGE_CHILDREN before and after the step).
 
 On a machine with few cores the master and the slaves share them: once the
 slaves' CPU (all CPU - master CPU) fills the cores, adding slaves adds no
