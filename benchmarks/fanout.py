@@ -16,13 +16,21 @@ P x 50 / 0.01 s = P x 5,000 jobs/s; the table shows how close each step gets.
 
 Columns:
 
-* jobs/s     - jobs / the master's own run time (``--result-file``: from its
-               bind to its exit, slaves joining included);
+* seconds    - the run: from the master's bind (slaves joining included) to
+               its last job finished, by the master's own clock as
+               ``tm-status`` reports it (polled, more often near the end:
+               to within about 10 ms).  The duration in the master's summary
+               and ``--result-file`` is longer, as it includes the time the
+               master stays up after the run to tell its slaves to quit
+               (``--linger``, at least 0.5 s); it is used only if the status
+               cannot be asked (taskmaster not importable here);
+* jobs/s     - jobs / seconds;
 * % ideal    - jobs/s against P x concurrency / delay;
 * master CPU - user + system seconds the master process spent serving the
                run (``wait4`` rusage, exact, less its CPU when it started
-               listening: interpreter start-up and imports, ~0.3 s, shown
-               apart), in all and per 1,000 jobs;
+               listening: interpreter start-up and imports, ~0.2 s, shown
+               apart; the linger after the run, mostly idle, is included),
+               in all and per 1,000 jobs;
 * all CPU    - the same for master, ``tm-spawn`` and every slave together,
                start-up included (~0.3 s per interpreter; this process's
                RUSAGE_CHILDREN before and after the step).
@@ -33,7 +41,8 @@ throughput.  The master's CPU per 1,000 jobs is what a dedicated master
 host needs: 1 / (master CPU s per job) is the most jobs/s one master core
 serves.
 
-Standard library only.
+Standard library only, plus ``taskmaster.cli.status.ask`` (pyzmq) to poll
+the master's status.
 """
 
 from __future__ import annotations
@@ -50,6 +59,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -136,6 +146,41 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+class EndWatch(threading.Thread):
+    """Polls the master's status; `seconds` becomes its elapsed time when all jobs are finished."""
+
+    def __init__(self, address: str, jobs: int) -> None:
+        super().__init__(daemon=True)
+        self.address, self.jobs = address, jobs
+        self.seconds: float | None = None
+        self.stopped = threading.Event()
+        try:
+            from taskmaster.cli.status import ask
+        except ImportError:
+            ask = None
+        self.ask = ask
+
+    def run(self) -> None:
+        last: tuple[float, int] | None = None
+        while self.ask is not None and not self.stopped.is_set():
+            try:
+                snapshot = self.ask(self.address, 500)
+            except Exception:  # the master is not up yet, or gone
+                snapshot = None
+            interval = 0.1
+            if snapshot:
+                elapsed, finished = float(snapshot["elapsed"]), int(snapshot.get("finished", 0))
+                if finished >= self.jobs:
+                    self.seconds = elapsed
+                    return
+                if last is not None and finished > last[1] and elapsed > last[0]:
+                    # Poll rarely (each answer costs the master a little CPU), often near the end.
+                    left = (self.jobs - finished) * (elapsed - last[0]) / (finished - last[1])
+                    interval = min(0.1, max(0.005, left / 4))
+                last = (elapsed, finished)
+            self.stopped.wait(interval)
+
+
 def run_step(python: str, slaves: int, jobs: int, workdir: Path, timeout: float) -> Step:
     step = Step(slaves, jobs, ideal=slaves * CONCURRENCY / DELAY)
     address = f"tcp://127.0.0.1:{free_port()}"
@@ -169,7 +214,13 @@ def run_step(python: str, slaves: int, jobs: int, workdir: Path, timeout: float)
                 raise RuntimeError(f"the master did not start:\n{master_log.read_text()[-2000:]}")
             time.sleep(0.002)
         step.master_startup_cpu = process_cpu(master.pid)
-        code, master_total = wait_rusage(master, max(1.0, deadline - time.monotonic()))
+        watch = EndWatch(address, jobs)
+        watch.start()
+        try:
+            code, master_total = wait_rusage(master, max(1.0, deadline - time.monotonic()))
+        finally:
+            watch.stopped.set()
+            watch.join(5)
         step.master_cpu = master_total - step.master_startup_cpu
         if code != 0:
             raise RuntimeError(f"the master exited {code}:\n{master_log.read_text()[-2000:]}")
@@ -179,7 +230,7 @@ def run_step(python: str, slaves: int, jobs: int, workdir: Path, timeout: float)
         result = json.loads(result_file.read_text())
         if result["finished"] != jobs:
             raise RuntimeError(f"{result['finished']} of {jobs} jobs finished")
-        step.seconds = result["duration"]
+        step.seconds = watch.seconds if watch.seconds else result["duration"]
         step.rate = jobs / step.seconds
         step.all_cpu = children_cpu() - cpu_before
     except (RuntimeError, TimeoutError, OSError, ValueError, KeyError) as exc:

@@ -109,6 +109,13 @@ MASTER_OPTIONS = [
     ),
     Option("--result-file", str, None, "write the run's outcome as JSON to this file, for scripts", "PATH"),
     Option(
+        "--checkpoint-every",
+        positive_float,
+        1.0,
+        "seconds between two writes of the state file while jobs finish (default: 1)",
+        "SECONDS",
+    ),
+    Option(
         "--linger",
         non_negative_float,
         3.0,

@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None, prog: str = "tm-master") -> int:
             progress=not args.no_progress,
             total=args.total,
             linger=args.linger,
+            checkpoint_interval=args.checkpoint_every,
         )
         count_jobs = target.optional(args.target, "count_jobs")
         outcome = Master(get_jobs, target_id, kwargs, config, keys, count_jobs).run()
