@@ -466,12 +466,12 @@ class Master:
     # ------------------------------------------------------------ end
 
     def _finish(self, how: str) -> Outcome:
+        duration = time.monotonic() - self.started  # the run, not the goodbyes after it
         self._tell_slaves_to_quit()
         complete = how == "complete"
         self._checkpoint(complete=complete)
         if self.config.retry_failed and complete:
             self.failure_log.rewrite(self.refailed)
-        duration = time.monotonic() - self.started
         finished, failed = self.ledger.finished, self.ledger.failed
         any_failed = bool(self.state.failed + failed or self.refailed)
         summary = (
