@@ -79,14 +79,29 @@ class Procs:
         self.cwd = cwd
         self.started: list[subprocess.Popen] = []
 
-    def start(self, argv: list[str], *, cwd: Path | None = None, env: dict | None = None,
-              stdout=subprocess.PIPE, stderr=subprocess.PIPE) -> subprocess.Popen:
+    def start(
+        self,
+        argv: list[str],
+        *,
+        cwd: Path | None = None,
+        env: dict | None = None,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) -> subprocess.Popen:
         full_env = dict(os.environ)
         full_env["PYTHONUNBUFFERED"] = "1"
         if env:
             full_env.update(env)
-        proc = subprocess.Popen(argv, cwd=cwd or self.cwd, env=full_env, stdout=stdout, stderr=stderr,
-                                stdin=subprocess.DEVNULL, start_new_session=True, text=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd or self.cwd,
+            env=full_env,
+            stdout=stdout,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            text=True,
+        )
         self.started.append(proc)
         return proc
 
@@ -128,7 +143,7 @@ def procs(tmp_path: Path):
 
 # A job module that records every job it handles: one line per job, appended
 # with a single write so lines from concurrent slaves never interleave.
-RECORDING_MODULE = '''
+RECORDING_MODULE = """
 import os, time
 
 RECORD = os.environ["TM_RECORD"]
@@ -149,7 +164,7 @@ def handle_job(i):
         os.write(fd, f"{i}\\n".encode())
     finally:
         os.close(fd)
-'''
+"""
 
 
 def write_module(directory: Path, name: str, source: str) -> Path:
@@ -254,3 +269,27 @@ class ProgressWatch:
 # fixture, hosts A, B and C on a private bridge (skipped where impossible).
 
 from netns import network  # noqa: E402,F401
+
+# Processes whose output goes to a log file instead of a pipe (a pipe nobody
+# reads can fill up and stall a long-running master or slave).
+
+
+def start_logged(procs, argv: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+    """Start a process with stdout and stderr going to `log`."""
+    with open(log, "w") as f:
+        return procs.start(argv, env=env, stdout=f, stderr=f)
+
+
+def text(log: Path) -> str:
+    return log.read_text(errors="replace") if log.exists() else ""
+
+
+def tail(log: Path, chars: int = 3000) -> str:
+    return text(log)[-chars:] or "(empty log)"
+
+
+def wait_exit(proc: subprocess.Popen, timeout: float, log: Path) -> int:
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"{proc.args} still running after {timeout}s; its log:\n{tail(log)}") from None

@@ -26,11 +26,10 @@ import socket
 import subprocess
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import zmq
-from conftest import free_port, handled, tm, wait_for
+from conftest import free_port, handled, start_logged, tail, text, tm, wait_exit, wait_for
 
 SEED = int(os.environ.get("TM_FUZZ_SEED", "20240229"))
 N = 20_000
@@ -68,26 +67,6 @@ BAD_LISTS = [
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def start_logged(procs, argv: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
-    with open(log, "w") as f:
-        return procs.start(argv, env=env, stdout=f, stderr=f)
-
-
-def text(log: Path) -> str:
-    return log.read_text(errors="replace") if log.exists() else ""
-
-
-def tail(log: Path, chars: int = 3000) -> str:
-    return text(log)[-chars:] or "(empty log)"
-
-
-def wait_exit(proc: subprocess.Popen, timeout: float, log: Path) -> int:
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"{proc.args} still running after {timeout}s; its log:\n{tail(log)}") from None
 
 
 def dumps(obj) -> bytes:

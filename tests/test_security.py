@@ -22,7 +22,19 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port, handled, state_files, tcp_address, tm, wait_for, write_module
+from conftest import (
+    free_port,
+    handled,
+    start_logged,
+    state_files,
+    tail,
+    tcp_address,
+    text,
+    tm,
+    wait_exit,
+    wait_for,
+    write_module,
+)
 
 REFUSED = "the master refused this slave: secrets differ"
 REFUSAL_LOG = "refused a connection"
@@ -52,27 +64,6 @@ def handle_job(job):
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def start_logged(procs, argv: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
-    """Start a process with stdout and stderr going to `log`."""
-    with open(log, "w") as f:
-        return procs.start(argv, env=env, stdout=f, stderr=f)
-
-
-def text(log: Path) -> str:
-    return log.read_text(errors="replace") if log.exists() else ""
-
-
-def tail(log: Path, chars: int = 3000) -> str:
-    return text(log)[-chars:] or "(empty log)"
-
-
-def wait_exit(proc: subprocess.Popen, timeout: float, log: Path) -> int:
-    try:
-        return proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"{proc.args} still running after {timeout}s; its log:\n{tail(log)}") from None
 
 
 def wait_listening(proc: subprocess.Popen, log: Path, timeout: float = 30) -> str:
