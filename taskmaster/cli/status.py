@@ -55,8 +55,15 @@ def ask(address: str, timeout_ms: int, keys=None) -> dict | None:
         sock.send_multipart(protocol.status_request())
         if not sock.poll(timeout_ms):
             return None
-        kind, header, _ = protocol.decode_from_master(sock.recv_multipart())
-        return header if kind == protocol.STATUS else None
+        frames = sock.recv_multipart()
+        # JSON only: tm-status unpickles nothing, whoever answers at that address.
+        if len(frames) != 2 or frames[0] != protocol.STATUS:
+            return None
+        try:
+            snapshot = json.loads(frames[1])
+        except ValueError:
+            return None
+        return snapshot if isinstance(snapshot, dict) else None
     finally:
         sock.close(0)
         context.term()
