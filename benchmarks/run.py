@@ -65,7 +65,8 @@ THROUGHPUT_SYSTEMS = ["loop", "pool-1", "pool-best", "executor", "tm-ipc", "tm-t
 MEMORY_SYSTEMS = ["loop", "pool-best", "executor", "tm-ipc"]
 THROUGHPUT_WORKLOADS = ["noop", "io", "payload"]
 MEMORY_WORKLOADS = ["memory-noop", "memory-payload"]
-ALL_WORKLOADS = THROUGHPUT_WORKLOADS + MEMORY_WORKLOADS + ["scaling"]
+ALL_WORKLOADS = THROUGHPUT_WORKLOADS + MEMORY_WORKLOADS + ["scaling", "checkpoint"]
+NEVER = "1000000000"  # --checkpoint-every that never comes: the "no checkpoint" setting
 
 SUMMARY = re.compile(r"tm-master: (\d+) finished, (\d+) failed in ([\d.]+)s \((\d+) jobs/s\)")
 
@@ -460,6 +461,8 @@ class Bench:
                 argv += ["--handle-job-callback", "handle_io", "--concurrency", str(IO_CONCURRENCY)]
             if transport == "tcp":
                 argv += ["--address", f"tcp://127.0.0.1:{free_port()}"]
+            if transport == "nockpt":  # ipc, with the state file written only at the end
+                argv += ["--checkpoint-every", NEVER]
             # TMPDIR: tm-run's private ipc directory lands in cwd, removed with it.
             env = {"TMPDIR": str(cwd), **self.tm_env}
             ex = execute(argv, cwd=cwd, timeout=self.plan.timeout, env=env, watch="taskmaster.cli.master",
@@ -589,6 +592,8 @@ def setting_for(key: str, kind: str, bench: Bench) -> str:
         return f"P={P}, map (chunksize=1)"
     transport = key.split("-")[1]
     concurrency = IO_CONCURRENCY if kind == "io" else 10
+    if transport == "nockpt":
+        return f"P={P} slaves, ipc, concurrency {concurrency}, checkpoint never (only at the end)"
     return f"P={P} slaves, {transport}, concurrency {concurrency}"
 
 
@@ -682,6 +687,17 @@ def scaling_rows(bench: Bench) -> list[Row]:
     return rows
 
 
+def checkpoint_rows(bench: Bench) -> list[Row]:
+    """noop with the checkpoint written every second (the default) and never: the cost of the checkpoint."""
+    every, never = throughput_row(bench, "tm-ipc", "noop"), throughput_row(bench, "tm-nockpt", "noop")
+    for row in (every, never):
+        row.workload = "checkpoint"
+    every.setting += ", checkpoint every 1 s"
+    if every.steady and never.steady:
+        every.note = f"steady {every.steady / never.steady:.2f} x the rate without checkpoints"
+    return [every, never]
+
+
 def add_ratios(rows: list[Row]) -> None:
     base = {r.workload: r for r in rows if r.key == "tm-ipc" and r.workload in THROUGHPUT_WORKLOADS}
     for r in rows:
@@ -759,6 +775,8 @@ def build_rows(bench: Bench, systems: list[str], workloads: list[str]) -> list[R
                     rows.append(memory_row(bench, key, workload))
     if "scaling" in workloads and "tm-ipc" in systems:
         rows += scaling_rows(bench)
+    if "checkpoint" in workloads and "tm-ipc" in systems:
+        rows += checkpoint_rows(bench)
     add_ratios(rows)
     return rows
 
