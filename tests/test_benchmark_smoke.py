@@ -33,6 +33,9 @@ def test_quick_benchmark_prints_every_row(procs, tmp_path):
         for workload in WORKLOADS:
             assert (system, workload) in present, f"no row for {system} / {workload}:\n{result.stdout}"
     assert ("taskmaster", "scaling") in present
+    checkpoint = [row[2] for row in rows if row[:2] == ["taskmaster", "checkpoint"]]
+    assert any("every 1 s" in setting for setting in checkpoint), result.stdout
+    assert any("never" in setting for setting in checkpoint), result.stdout
 
     # Both transports of taskmaster, both Pool settings, on every throughput workload.
     for workload in ("noop", "io", "payload"):
