@@ -38,10 +38,6 @@ def within(inner: Iterable[tuple[int, int]], outer: list[list[int]]) -> bool:
     return True
 
 
-def count(ranges: Iterable[Iterable[int]]) -> int:
-    return sum(b - a for a, b in ranges)
-
-
 def expand(ranges: Iterable[Iterable[int]]) -> list[int]:
     return [p for a, b in ranges for p in range(a, b)]
 

@@ -145,9 +145,6 @@ class SlaveRegistry:
                 del self.slaves[slave.id]
         return expired
 
-    def all_told_quit(self) -> bool:
-        return all(s.told_quit or not s.live for s in self.slaves.values())
-
     def rows(self, now: float) -> list[dict]:
         return [
             {
