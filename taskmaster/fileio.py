@@ -4,7 +4,24 @@ from __future__ import annotations
 
 import os
 
+from taskmaster.errors import UsageError
+
 PRIVATE = 0o600
+
+
+def check_writable(path: str, what: str, option: str) -> None:
+    """UsageError now, rather than a crash at the first write, if `path` cannot be written.
+
+    Writes nothing: the directory must exist and be writable, and `path`
+    must not be a directory.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"the {what} {path} is a directory: pass {option} with a file path")
+    if not os.path.isdir(directory):
+        raise UsageError(f"the directory of the {what} {path} does not exist: create it, or pass another {option}")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write the {what} in {directory}: fix its permissions, or pass another {option}")
 
 
 def write_atomically(path: str, data: bytes) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import gevent
 import gevent.event
 
-from taskmaster import checkpoint, failures, protocol, status
+from taskmaster import checkpoint, failures, fileio, protocol, status
 from taskmaster.endpoint import MasterEndpoint
 from taskmaster.ledger import Ledger
 from taskmaster.progress import Progress
@@ -117,6 +117,9 @@ class Master:
         Raises UsageError (before anything is written) for a bad state file.
         """
         cfg = self.config
+        if not cfg.retry_failed:
+            fileio.check_writable(cfg.state_path, "state file", "--state-file")
+        fileio.check_writable(cfg.failures_path, "failures file", "--failures-file")
         if cfg.retry_failed:
             self.retry_entries = self.failure_log.read()
             if not self.retry_entries:

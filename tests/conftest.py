@@ -9,6 +9,7 @@ killing one group is not enough).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -293,3 +294,15 @@ def wait_exit(proc: subprocess.Popen, timeout: float, log: Path) -> int:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         raise AssertionError(f"{proc.args} still running after {timeout}s; its log:\n{tail(log)}") from None
+
+
+def wait_listening(proc: subprocess.Popen, log: Path, timeout: float = 30) -> str:
+    """Wait for the master's "listening on ADDR" line; the address."""
+
+    def listening():
+        match = re.search(r"listening on (\S+)", text(log))
+        if match is None and proc.poll() is not None:
+            raise AssertionError(f"the master exited ({proc.returncode}) before listening:\n{tail(log)}")
+        return match and match.group(1)
+
+    return wait_for(listening, timeout, what=f"'listening on' in {log.name}")

@@ -262,7 +262,7 @@ def test_state_file_is_a_directory(procs, saved):
     target.mkdir()
     saved.before = snapshot(saved.dir)
     run_bad(procs, saved, [*with_n("master", str(saved.module)), "--state-file", str(target)], "tm-master",
-            "cannot read state file", "elsewhere.state")
+            "state file", "elsewhere.state", "is a directory")
 
 
 def test_state_file_without_read_permission(procs, saved):
@@ -355,3 +355,19 @@ def test_unpicklable_job_stops_the_run_then_fixed_get_jobs_resumes(procs, tmp_pa
     assert "resuming at job" in result.stderr
     jobs = handled(record)
     assert sorted(jobs) == list(range(n)), "each job exactly once: 0..49 before, 50.. after the fix"
+
+
+@pytest.mark.parametrize("option, path, fragment", [
+    ("--state-file", "missing-dir/run.state", "does not exist"),
+    ("--failures-file", "missing-dir/run.failures.jsonl", "does not exist"),
+    ("--failures-file", ".", "is a directory"),
+])  # fmt: skip
+def test_unwritable_state_or_failures_path_is_refused_before_the_run(procs, tmp_path, recording, option, path,
+                                                                     fragment):
+    """Found at start, in one line - not as a crash at the first checkpoint or the first failure."""
+    module, record, env = recording
+    result = procs.run(tm("master", module, "n=50", "--address", tcp_address(), "--no-progress", option, path),
+                       env=env, timeout=30)  # fmt: skip
+    error_line(result, "tm-master", option, fragment)
+    assert not record.exists(), "no job may run"
+    assert not (tmp_path / "missing-dir").exists()

@@ -29,7 +29,7 @@ from collections import Counter
 
 import pytest
 import zmq
-from conftest import free_port, handled, start_logged, tail, text, tm, wait_exit, wait_for
+from conftest import free_port, handled, start_logged, tail, text, tm, wait_exit, wait_listening
 
 SEED = int(os.environ.get("TM_FUZZ_SEED", "20240229"))
 N = 20_000
@@ -333,7 +333,7 @@ def test_rogue_messages_do_not_hurt_the_run(procs, tmp_path, recording):
         mlog,
         env,
     )
-    wait_for(lambda: "listening on" in text(mlog) or master.poll() is not None, 30, what="the master to listen")
+    wait_listening(master, mlog)
     assert master.poll() is None, tail(mlog)
 
     rng = random.Random(SEED)
@@ -416,7 +416,7 @@ def test_rogue_without_the_secret_gets_no_answer_at_all(procs, tmp_path, recordi
     address = f"tcp://127.0.0.1:{port}"
     mlog, slog = tmp_path / "master.log", tmp_path / "slave.log"
     master = start_logged(procs, tm("master", module, f"n={n}", "--address", address, "--no-progress"), mlog, env)
-    wait_for(lambda: "listening on" in text(mlog) or master.poll() is not None, 30, what="the master to listen")
+    wait_listening(master, mlog)
     slave = start_logged(procs, tm("slave", module, "--address", address, "--no-progress"), slog, env)
 
     rng = random.Random(SEED)
@@ -464,7 +464,7 @@ def test_oversized_messages(procs, tmp_path, recording):
     address = f"tcp://127.0.0.1:{free_port()}"
     mlog = tmp_path / "master.log"
     master = start_logged(procs, tm("master", module, "n=100", "--address", address, "--no-progress"), mlog, env)
-    wait_for(lambda: "listening on" in text(mlog) or master.poll() is not None, 30, what="the master to listen")
+    wait_listening(master, mlog)
     rogue = Rogue(address, random.Random(SEED))
     try:
         reply = rogue.ask([b"REQUEST", b"x" * (MAX_INBOUND + 100)], b"REJECT", timeout=20)
@@ -507,7 +507,7 @@ def test_jobs_asked_for_after_a_bye_come_back_when_the_asker_falls_silent(procs,
         mlog,
         env,
     )
-    wait_for(lambda: "listening on" in text(mlog) or master.poll() is not None, 30, what="the master to listen")
+    wait_listening(master, mlog)
     rogue = Rogue(address, random.Random(SEED))
     try:
         welcome = rogue.ask(rogue.hello(rogue.own), b"WELCOME")

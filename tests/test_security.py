@@ -16,7 +16,6 @@ import re
 import signal
 import socket
 import stat
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from conftest import (
     tm,
     wait_exit,
     wait_for,
+    wait_listening,
     write_module,
 )
 
@@ -64,18 +64,6 @@ def handle_job(job):
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def wait_listening(proc: subprocess.Popen, log: Path, timeout: float = 30) -> str:
-    """Wait for the master's "listening on ADDR" line; the address."""
-
-    def listening():
-        match = re.search(r"listening on (\S+)", text(log))
-        if match is None and proc.poll() is not None:
-            raise AssertionError(f"the master exited ({proc.returncode}) before listening:\n{tail(log)}")
-        return match and match.group(1)
-
-    return wait_for(listening, timeout, what=f"'listening on' in {log.name}")
 
 
 def summary(log: Path, prog: str = "tm-master") -> str:

@@ -8,7 +8,18 @@ import subprocess
 import sys
 
 import pytest
-from conftest import handled, start_logged, tail, tcp_address, text, tm, wait_exit, wait_for, write_module
+from conftest import (
+    handled,
+    start_logged,
+    tail,
+    tcp_address,
+    text,
+    tm,
+    wait_exit,
+    wait_for,
+    wait_listening,
+    write_module,
+)
 
 COUNTED = """
 import os, time
@@ -40,7 +51,7 @@ def test_tm_status_reports_a_running_master_and_eta_from_count_jobs(procs, tmp_p
     address = tcp_address()
     mlog = tmp_path / "master.log"
     master = start_logged(procs, tm("master", module, "n=400", "--address", address, "--no-progress"), mlog)
-    wait_for(lambda: "listening on" in text(mlog), 30, what="the master to listen")
+    wait_listening(master, mlog)
     slave = start_logged(
         procs, tm("slave", module, "--address", address, "--concurrency", "4", "--no-progress"), tmp_path / "slave.log"
     )
