@@ -157,6 +157,10 @@ def handle_job(i):
     delay = float(os.environ.get("TM_DELAY", "0"))
     if delay:
         time.sleep(delay)
+    gate = os.environ.get("TM_GATE")  # jobs from TM_GATE_AT on wait until this file exists
+    if gate and i >= int(os.environ["TM_GATE_AT"]):
+        while not os.path.exists(gate):
+            time.sleep(0.02)
     fail = os.environ.get("TM_FAIL_EVERY")
     if fail and i % int(fail) == 0:
         raise ValueError(f"job {i} fails on purpose")

@@ -13,6 +13,10 @@ to the real slaves when its lease (--lease-timeout 2) runs out.
 The master must not crash, must finish the run (exit 0) with every job
 handled, must count the messages it ignored, and must answer the rogue with
 REJECT.
+
+So that the amount of fuzzing does not depend on how fast this machine is,
+the jobs from N/2 on wait behind a gate file, which the rogue opens only after
+it has sent GATE_MESSAGES messages; it then keeps on until the run is over.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ N = 20_000
 DELAY = "0.004"  # 2 slaves x 10 greenlets x 4 ms: at least 4 s of work
 LEASE = "2"
 MESSAGES = 6000  # at most; the rogue also stops when the run is over
-FUZZ_SECONDS = 30.0
+GATE_MESSAGES = 1200  # the second half of the jobs waits until the rogue has sent this many
+FUZZ_SECONDS = 60.0  # a bound on the time before the gate opens, however slow the machine
 MAX_INBOUND = 4 * 1024 * 1024  # protocol.MAX_INBOUND_BYTES
 
 KINDS = [b"HELLO", b"REQUEST", b"BYE", b"HEARTBEAT", b"STATUS", b"WELCOME", b"JOBS", b"QUIT", b"REJECT", b"RESET"]
@@ -323,7 +328,8 @@ def oversized(rng: random.Random) -> tuple[str, list[bytes]]:
 @pytest.mark.timeout(150)
 def test_rogue_messages_do_not_hurt_the_run(procs, tmp_path, recording):
     module, record, env = recording
-    env = {**env, "TM_DELAY": DELAY, "TASKMASTER_SECRET_FILE": ""}
+    gate = tmp_path / "gate"
+    env = {**env, "TM_DELAY": DELAY, "TASKMASTER_SECRET_FILE": "", "TM_GATE": str(gate), "TM_GATE_AT": str(N // 2)}
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     mlog = tmp_path / "master.log"
@@ -347,7 +353,9 @@ def test_rogue_messages_do_not_hurt_the_run(procs, tmp_path, recording):
         started = time.monotonic()
         sent_while_running = 0
         for i in range(MESSAGES):
-            if master.poll() is not None or time.monotonic() - started > FUZZ_SECONDS:
+            if not gate.exists() and (i >= GATE_MESSAGES or time.monotonic() - started > FUZZ_SECONDS):
+                gate.touch()
+            if master.poll() is not None:
                 break
             if i % 1000 == 500:
                 for _ in range(3):
@@ -363,6 +371,7 @@ def test_rogue_messages_do_not_hurt_the_run(procs, tmp_path, recording):
                 time.sleep(0.01)
         rogue.drain(500)
     finally:
+        gate.touch()
         rogue.close()
 
     fuzz_seconds = time.monotonic() - started
@@ -410,8 +419,15 @@ def test_rogue_without_the_secret_gets_no_answer_at_all(procs, tmp_path, recordi
     module, record, env = recording
     secret = tmp_path / "secret"
     assert procs.run(tm("master", "--new-secret", secret), timeout=30).returncode == 0
-    env = {**env, "TM_DELAY": "0.02", "TASKMASTER_SECRET_FILE": str(secret)}
     n = 2000
+    gate = tmp_path / "gate"  # the second half of the jobs waits until the rogue has sent 500 messages
+    env = {
+        **env,
+        "TM_DELAY": "0.02",
+        "TASKMASTER_SECRET_FILE": str(secret),
+        "TM_GATE": str(gate),
+        "TM_GATE_AT": str(n // 2),
+    }
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     mlog, slog = tmp_path / "master.log", tmp_path / "slave.log"
@@ -428,6 +444,8 @@ def test_rogue_without_the_secret_gets_no_answer_at_all(procs, tmp_path, recordi
     sent = 0
     try:
         for i in range(1500):
+            if i == 500:
+                gate.touch()
             if master.poll() is not None:
                 break
             rogue.send(*rogue.next_message())
@@ -439,6 +457,7 @@ def test_rogue_without_the_secret_gets_no_answer_at_all(procs, tmp_path, recordi
                 time.sleep(0.01)
         rogue.drain(500)
     finally:
+        gate.touch()
         rogue.close()
 
     assert wait_exit(master, 90, mlog) == 0, tail(mlog)
