@@ -18,15 +18,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import pickle
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskmaster.errors import UsageError
 from taskmaster.fileio import write_atomically
+
+if TYPE_CHECKING:
+    from taskmaster.ledger import Ledger
+
+log = logging.getLogger("taskmaster.master")
 
 FORMAT = "taskmaster-state"
 VERSION = 1
@@ -78,6 +84,64 @@ def save(path: str, state: State) -> None:
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_atomically(path, json.dumps(doc, indent=1).encode() + b"\n")
+
+
+class Saver:
+    """Saves a running master's progress: `base` (where this run started) plus its ledger.
+
+    A save that would write what the file already says is skipped, so a run
+    busy with long jobs does not fsync every second for nothing.  A save that
+    fails (disk full, directory gone) does not end the run: the file keeps the
+    last good state, which is still correct - only older, so a crash would
+    redo more jobs - and the next save tries again.  `error` says why the last
+    save failed, or is None.
+    """
+
+    def __init__(self, path: str, base: State) -> None:
+        self.path = path
+        self.base = base
+        self.error: str | None = None
+        self._saved: tuple | None = None
+
+    def save(self, ledger: Ledger, total: int | None, complete: bool = False) -> None:
+        base = self.base
+        new = State(
+            base.target,
+            base.kwargs,
+            position=base.position,
+            has_anchor=base.has_anchor,
+            anchor=base.anchor,
+            resolved=base.resolved,
+            finished=base.finished + ledger.finished,
+            failed=base.failed + ledger.failed,
+            complete=complete,
+            total=total,
+        )
+        anchor = ledger.anchor()
+        if anchor is not None:
+            new.position, new.anchor, new.resolved = anchor
+            new.has_anchor = True
+        elif not complete and not base.has_anchor:
+            return  # nothing pulled yet, nothing to remember
+        what = (new.position, new.has_anchor, new.finished, new.failed, new.complete, new.total, str(new.resolved))
+        if what == self._saved:
+            return
+        try:
+            save(self.path, new)
+        except OSError as exc:
+            if self.error is None:
+                log.error(
+                    "cannot write the state file %s: %s; still running, trying again at every checkpoint "
+                    "(until then a crash would redo the jobs finished since the last save)",
+                    self.path,
+                    exc.strerror or exc,
+                )
+            self.error = f"cannot write the state file {self.path}: {exc.strerror or exc}"
+            return
+        if self.error is not None:
+            log.warning("the state file %s is written again", self.path)
+            self.error = None
+        self._saved = what
 
 
 def load(path: str, target: str, kwargs: dict[str, str]) -> State | None:

@@ -48,10 +48,21 @@ class FailureLog:
         self._fd: int | None = None
 
     def append(self, entry: dict) -> None:
+        """Write `entry` durably, or raise OSError and leave the file as it was."""
         if self._fd is None:
             self._fd = open_private_append(self.path)
-        os.write(self._fd, _encode(entry))
-        os.fsync(self._fd)
+        end = os.lseek(self._fd, 0, os.SEEK_END)
+        try:
+            line = memoryview(_encode(entry))
+            while line:
+                line = line[os.write(self._fd, line) :]
+            os.fsync(self._fd)
+        except OSError:
+            try:
+                os.ftruncate(self._fd, end)  # no half line for --retry-failed to stumble on
+            except OSError:
+                pass
+            raise
 
     def close(self) -> None:
         if self._fd is not None:

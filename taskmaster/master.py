@@ -97,6 +97,7 @@ class Master:
         self.bad_messages = 0
         self.stopping: int | None = None  # the signal that asked us to stop
         self.stop_deadline = 0.0
+        self.disk_error: str | None = None  # a failed job could not be recorded: stop now
         self.closing = False  # the run is over: every slave is told to quit
         self.state = checkpoint.State(target, kwargs)
         self.retry_entries: list[dict] = []
@@ -108,6 +109,7 @@ class Master:
         self.ledger: Ledger
         self.registry: SlaveRegistry
         self.source: JobSource
+        self.saver: checkpoint.Saver
 
     # ------------------------------------------------------------- set-up
 
@@ -149,6 +151,7 @@ class Master:
             self.total = self._count() if self.total is None else self.total
             self.state.total = self.total
         self.registry = SlaveRegistry(self.ledger, cfg.lease_timeout)
+        self.saver = checkpoint.Saver(cfg.state_path, self.state)
         return None
 
     def _count(self) -> int | None:
@@ -197,6 +200,14 @@ class Master:
             log.warning("stopping: waiting up to %gs for the jobs in flight (again to stop now)", self.config.grace)
         else:
             self.stop_deadline = now
+
+    def _stop_for_disk(self, error: str) -> None:
+        """Stop at once: a job that cannot be recorded must not be counted as resolved."""
+        if self.disk_error is None:
+            log.error("%s; stopping", error)
+            self.disk_error = error
+        self.stopping = self.stopping or signal.SIGTERM
+        self.stop_deadline = time.monotonic()
 
     def _serve(self) -> Outcome:
         next_tick = 0.0
@@ -352,7 +363,11 @@ class Master:
         if self.config.retry_failed:
             self.refailed.append(entry)  # the failures file is rewritten once the replay is over
         else:
-            self.failure_log.append(entry)  # durable before the job counts as resolved
+            try:
+                self.failure_log.append(entry)  # durable before the job counts as resolved
+            except OSError as exc:
+                self._stop_for_disk(f"cannot record a failed job in {self.config.failures_path}: {exc.strerror or exc}")
+                return  # unresolved, so not in the checkpoint: the next run does it again
         ledger.mark_failed(position)
         log.error(
             "job %d failed for good after %d attempts: %s: %s", real_position, attempts, failure.type, failure.message
@@ -410,28 +425,8 @@ class Master:
         return self.state.finished + self.state.failed + self.ledger.finished + self.ledger.failed
 
     def _checkpoint(self, complete: bool = False) -> None:
-        if self.config.retry_failed:
-            return
-        state = self.state
-        new = checkpoint.State(
-            self.target,
-            self.kwargs,
-            position=state.position,
-            has_anchor=state.has_anchor,
-            anchor=state.anchor,
-            resolved=state.resolved,
-            finished=state.finished + self.ledger.finished,
-            failed=state.failed + self.ledger.failed,
-            complete=complete,
-            total=self.total,
-        )
-        anchor = self.ledger.anchor()
-        if anchor is not None:
-            new.position, new.anchor, new.resolved = anchor
-            new.has_anchor = True
-        elif not complete and not state.has_anchor:
-            return  # nothing pulled yet, nothing to remember
-        checkpoint.save(self.config.state_path, new)
+        if not self.config.retry_failed:  # a replay of failures leaves the state file alone
+            self.saver.save(self.ledger, self.total, complete)
 
     def snapshot(self) -> dict[str, Any]:
         """The run as tm-status shows it."""
@@ -473,8 +468,12 @@ class Master:
         self._tell_slaves_to_quit()
         complete = how == "complete"
         self._checkpoint(complete=complete)
+        problem = self.disk_error or self.saver.error
         if self.config.retry_failed and complete:
-            self.failure_log.rewrite(self.refailed)
+            try:
+                self.failure_log.rewrite(self.refailed)
+            except OSError as exc:
+                problem = f"cannot rewrite the failures file {self.config.failures_path}: {exc.strerror or exc}"
         finished, failed = self.ledger.finished, self.ledger.failed
         any_failed = bool(self.state.failed + failed or self.refailed)
         summary = (
@@ -504,6 +503,11 @@ class Master:
             )
         elif how == "unpicklable":
             outcome.code, outcome.error = 2, self.source.poison or ""
+        if problem and not outcome.error:
+            # Nothing is lost: every file still holds its last good contents,
+            # which at worst makes the next run redo some jobs.
+            outcome.code = 1
+            outcome.error = f"{problem}; fix that and run the same command to resume"
         return outcome
 
     def _tell_slaves_to_quit(self) -> None:
