@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import pickle
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from taskmaster.checkpoint import short_repr
 from taskmaster.errors import UsageError
 from taskmaster.fileio import open_private_append, write_atomically
+
+if TYPE_CHECKING:
+    from taskmaster.ledger import Ledger
+    from taskmaster.protocol import Failure
+
+log = logging.getLogger("taskmaster.master")
 
 
 def default_path(state_path: str) -> str:
@@ -100,3 +107,60 @@ class FailureLog:
         self.close()
         clean = [{k: v for k, v in e.items() if k != "value"} for e in entries]
         write_atomically(self.path, b"".join(_encode(e) for e in clean))
+
+
+class FailedJobs:
+    """What becomes of a job whose handler raised: another try, or a line in the failures file.
+
+    In a ``--retry-failed`` replay (`replay` holds the file's entries) the
+    jobs are numbered by their place in the file; the records keep their
+    original positions, and the file is rewritten once the replay is over -
+    with the jobs that failed again - rather than appended to.
+    """
+
+    def __init__(self, path: str, max_retries: int) -> None:
+        self.file = FailureLog(path)
+        self.max_retries = max_retries
+        self.replay: list[dict] | None = None
+        self.failed_again: list[dict] = []
+
+    def start_replay(self) -> list[Any]:
+        """Read the failures file for a replay; the jobs to run, in file order."""
+        self.replay = self.file.read()
+        return [entry["value"] for entry in self.replay]
+
+    def failed(self, ledger: Ledger, failure: Failure, slave: str) -> None:
+        """Retry the job or record it as failed for good.
+
+        Raises OSError, with the job still unresolved, when the record cannot
+        be written: it must not count as resolved without one.
+        """
+        position = failure.position
+        if not ledger.is_pending(position):
+            return  # resolved already (its batch was re-sent and finished elsewhere)
+        attempts = ledger.attempts.get(position, 0) + 1
+        ledger.attempts[position] = attempts
+        shown = position if self.replay is None else self.replay[position]["position"]
+        if attempts <= self.max_retries:
+            log.info(
+                "job %d failed on %s (%s: %s); retry %d of %d",
+                shown,
+                slave,
+                failure.type,
+                failure.message,
+                attempts,
+                self.max_retries,
+            )
+            ledger.retry(position, slave)
+            return
+        entry = record(shown, ledger.value(position), failure.type, failure.message, failure.traceback, attempts, slave)
+        if self.replay is not None:
+            self.failed_again.append(entry)
+        else:
+            self.file.append(entry)  # durable before the job counts as resolved
+        ledger.mark_failed(position)
+        log.error("job %d failed for good after %d attempts: %s: %s", shown, attempts, failure.type, failure.message)
+
+    def finish_replay(self) -> None:
+        """After a whole replay: the file keeps only the jobs that failed again."""
+        self.file.rewrite(self.failed_again)

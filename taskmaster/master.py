@@ -100,9 +100,7 @@ class Master:
         self.disk_error: str | None = None  # a failed job could not be recorded: stop now
         self.closing = False  # the run is over: every slave is told to quit
         self.state = checkpoint.State(target, kwargs)
-        self.retry_entries: list[dict] = []
-        self.refailed: list[dict] = []
-        self.failure_log = failures.FailureLog(config.failures_path)
+        self.failed_jobs = failures.FailedJobs(config.failures_path, config.max_retries)
         self.rate = status.RateMeter()
         self.total: int | None = config.total
         self.started = time.monotonic()
@@ -123,13 +121,13 @@ class Master:
             fileio.check_writable(cfg.state_path, "state file", "--state-file")
         fileio.check_writable(cfg.failures_path, "failures file", "--failures-file")
         if cfg.retry_failed:
-            self.retry_entries = self.failure_log.read()
-            if not self.retry_entries:
+            jobs = self.failed_jobs.start_replay()
+            if not jobs:
                 return Outcome(0, f"no failed jobs to retry in {cfg.failures_path}")
             self.ledger = Ledger(cfg.size)
             self.source = JobSource(self.ledger)
-            self.source.serve([entry["value"] for entry in self.retry_entries])
-            self.total = len(self.retry_entries)
+            self.source.serve(jobs)
+            self.total = len(jobs)
         else:
             state = None if cfg.reset else checkpoint.load(cfg.state_path, self.target, self.kwargs)
             if state is not None and state.complete:
@@ -174,7 +172,7 @@ class Master:
         self.endpoint.bind()
         log.info("listening on %s", self.config.address)
         if self.config.reset and not self.config.retry_failed and os.path.exists(self.config.failures_path):
-            self.failure_log.rewrite([])  # only now: a master that cannot start changes nothing
+            self.failed_jobs.file.rewrite([])  # only now: a master that cannot start changes nothing
         if self.state.has_anchor:
             log.info("resuming at job %d (%d finished before)", self.state.position, self.state.finished)
         self.progress = Progress(self.config.progress, show_queue=True, total=self.total)
@@ -188,7 +186,7 @@ class Master:
             for handler in handlers:
                 handler.cancel()
             self.progress.finish()
-            self.failure_log.close()
+            self.failed_jobs.file.close()
             self.endpoint.close()
         return outcome
 
@@ -336,42 +334,10 @@ class Master:
             if batch is None or not within([(failure.position, failure.position + 1)], batch.ranges):
                 self._bad(None, f"slave {slave.id} reported a failure of a job it was not handed")
                 continue
-            self._job_failed(slave, failure)
-
-    def _job_failed(self, slave: SlaveRecord, failure: protocol.Failure) -> None:
-        ledger, position = self.ledger, failure.position
-        if not ledger.is_pending(position):
-            return
-        attempts = ledger.attempts.get(position, 0) + 1
-        ledger.attempts[position] = attempts
-        real_position = self.retry_entries[position]["position"] if self.config.retry_failed else position
-        if attempts <= self.config.max_retries:
-            log.info(
-                "job %d failed on %s (%s: %s); retry %d of %d",
-                real_position,
-                slave.id,
-                failure.type,
-                failure.message,
-                attempts,
-                self.config.max_retries,
-            )
-            ledger.retry(position, slave.id)
-            return
-        entry = failures.record(
-            real_position, ledger.value(position), failure.type, failure.message, failure.traceback, attempts, slave.id
-        )
-        if self.config.retry_failed:
-            self.refailed.append(entry)  # the failures file is rewritten once the replay is over
-        else:
             try:
-                self.failure_log.append(entry)  # durable before the job counts as resolved
+                self.failed_jobs.failed(self.ledger, failure, slave.id)
             except OSError as exc:
                 self._stop_for_disk(f"cannot record a failed job in {self.config.failures_path}: {exc.strerror or exc}")
-                return  # unresolved, so not in the checkpoint: the next run does it again
-        ledger.mark_failed(position)
-        log.error(
-            "job %d failed for good after %d attempts: %s: %s", real_position, attempts, failure.type, failure.message
-        )
 
     # --------------------------------------------------------- dispatch
 
@@ -471,11 +437,11 @@ class Master:
         problem = self.disk_error or self.saver.error
         if self.config.retry_failed and complete:
             try:
-                self.failure_log.rewrite(self.refailed)
+                self.failed_jobs.finish_replay()
             except OSError as exc:
                 problem = f"cannot rewrite the failures file {self.config.failures_path}: {exc.strerror or exc}"
         finished, failed = self.ledger.finished, self.ledger.failed
-        any_failed = bool(self.state.failed + failed or self.refailed)
+        any_failed = bool(self.state.failed + failed or self.failed_jobs.failed_again)
         summary = (
             f"{finished} finished, {failed} failed in {duration:.1f}s ({finished / max(duration, 1e-9):.0f} jobs/s)"
         )
