@@ -129,7 +129,12 @@ class Slave:
         timeout = self.config.timeout_ms
         step = min(100, timeout)
         for attempt in range(1, self.config.retries + 1):
-            self.socket.send_multipart(frames)
+            try:
+                # Never block here: this loop keeps its own time, and a request
+                # that cannot be queued now is a try without an answer.
+                self.socket.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.Again:
+                pass
             # Count only the time spent waiting on the socket, at most one step
             # per poll: while a handler hogs the process, the master is not late.
             waited = 0.0

@@ -91,6 +91,7 @@ class Procs:
     ) -> subprocess.Popen:
         full_env = dict(os.environ)
         full_env["PYTHONUNBUFFERED"] = "1"
+        full_env["PYTHONFAULTHANDLER"] = "1"  # SIGABRT dumps every thread's stack: see wait_exit
         if env:
             full_env.update(env)
         proc = subprocess.Popen(
@@ -297,7 +298,13 @@ def wait_exit(proc: subprocess.Popen, timeout: float, log: Path) -> int:
     try:
         return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise AssertionError(f"{proc.args} still running after {timeout}s; its log:\n{tail(log)}") from None
+        # Where is it stuck?  Python's faulthandler writes the stacks to its log.
+        proc.send_signal(signal.SIGABRT)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        raise AssertionError(f"{proc.args} still running after {timeout}s; its log:\n{tail(log, 6000)}") from None
 
 
 def wait_listening(proc: subprocess.Popen, log: Path, timeout: float = 30) -> str:

@@ -52,7 +52,11 @@ def ask(address: str, timeout_ms: int, keys=None) -> dict | None:
         if keys is not None:
             keys.secure_client(sock)
         sock.connect(address)
-        sock.send_multipart(protocol.status_request())
+        try:
+            # not blocking: --timeout bounds the whole question
+            sock.send_multipart(protocol.status_request(), zmq.NOBLOCK)
+        except zmq.Again:
+            return None
         if not sock.poll(timeout_ms):
             return None
         frames = sock.recv_multipart()
