@@ -61,7 +61,8 @@ SYSTEM_NAMES = {
     "executor": "ProcessPoolExecutor",
     "tm": "taskmaster",
 }
-THROUGHPUT_SYSTEMS = ["loop", "pool-1", "pool-best", "executor", "tm-ipc", "tm-tcp"]
+THROUGHPUT_SYSTEMS = ["loop", "pool-1", "pool-best", "executor", "tm-ipc", "tm-tcp", "tm-wide"]
+WIDE_SIZE = 100_000  # tm-wide: Taskmaster's tuning knob, as the chunksize is Pool's (noop only)
 MEMORY_SYSTEMS = ["loop", "pool-best", "executor", "tm-ipc"]
 THROUGHPUT_WORKLOADS = ["noop", "io", "payload"]
 MEMORY_WORKLOADS = ["memory-noop", "memory-payload"]
@@ -463,6 +464,8 @@ class Bench:
                 argv += ["--address", f"tcp://127.0.0.1:{free_port()}"]
             if transport == "nockpt":  # ipc, with the state file written only at the end
                 argv += ["--checkpoint-every", NEVER]
+            if transport == "wide":  # ipc, with a wider window: bigger batches
+                argv += ["--size", str(WIDE_SIZE)]
             # TMPDIR: tm-run's private ipc directory lands in cwd, removed with it.
             env = {"TMPDIR": str(cwd), **self.tm_env}
             ex = execute(argv, cwd=cwd, timeout=self.plan.timeout, env=env, watch="taskmaster.cli.master",
@@ -594,6 +597,8 @@ def setting_for(key: str, kind: str, bench: Bench) -> str:
     concurrency = IO_CONCURRENCY if kind == "io" else 10
     if transport == "nockpt":
         return f"P={P} slaves, ipc, concurrency {concurrency}, checkpoint never (only at the end)"
+    if transport == "wide":
+        return f"P={P} slaves, ipc, concurrency {concurrency}, --size {WIDE_SIZE:,}"
     return f"P={P} slaves, {transport}, concurrency {concurrency}"
 
 
@@ -766,7 +771,7 @@ def build_rows(bench: Bench, systems: list[str], workloads: list[str]) -> list[R
     for kind in THROUGHPUT_WORKLOADS:
         if kind in workloads:
             for key in THROUGHPUT_SYSTEMS:
-                if key in systems:
+                if key in systems and (key != "tm-wide" or kind == "noop"):
                     rows.append(throughput_row(bench, key, kind))
     for workload in MEMORY_WORKLOADS:
         if workload in workloads:

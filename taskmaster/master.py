@@ -35,7 +35,7 @@ from taskmaster.source import JobSource
 
 log = logging.getLogger("taskmaster.master")
 
-MAX_BATCH = 5000  # jobs in one reply, at most
+MAX_BATCH = 20000  # jobs in one reply, at most
 TICK_SECONDS = 0.1  # housekeeping period: progress, leases, rate
 QUIT_LINGER_SECONDS = 0.5  # after telling slaves to quit, how long to answer stragglers
 # A request that finds no job to hand out waits for one this long at most.  A

@@ -44,6 +44,8 @@ def test_quick_benchmark_prints_every_row(procs, tmp_path):
         assert any("taskmaster" == row[0] and "tcp" in row[2] for row in rows if row[1] == workload)
         assert any("chunksize=1" in s and "best of" not in s for s in settings), settings
         assert any("best of" in s for s in settings), settings
+    # and Taskmaster with its window widened (its counterpart of Pool's tuned chunksize), on noop
+    assert any(row[:2] == ["taskmaster", "noop"] and "--size 100,000" in row[2] for row in rows), result.stdout
 
     # Every throughput row has a whole-run rate and a peak RSS.
     for row in rows:
