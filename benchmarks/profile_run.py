@@ -36,7 +36,8 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from run import IO_CONCURRENCY, SUMMARY, WORKLOADS, P, kill_session  # noqa: E402
+from processes import kill_session  # noqa: E402
+from run import IO_CONCURRENCY, SUMMARY, WORKLOADS, P  # noqa: E402
 
 # Runs `python -m MODULE ARGS` under cProfile with the chosen clock, dumping the
 # stats at exit (the commands end with sys.exit).
