@@ -38,17 +38,27 @@ def slave_argv(module: Path, master_argv: list[str]) -> list[str]:
     address = master_argv[master_argv.index("--address") + 1]
     return tm("slave", module, "--address", address, "--no-progress", "--timeout", "500", "--retries", "40")
 
+def gated_run_with_state_dir(procs, tmp_path: Path, module: Path, env: dict):
+    """A run whose second half waits for `gate`, its state file alone in a directory the test can rename away.
+
+    (gate, env, state file, where the directory goes away to, start_run's result)
+    """
+    gate = tmp_path / "gate"
+    env = {**env, "TM_GATE": str(gate), "TM_GATE_AT": str(N // 2)}
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    state = state_dir / "run.state"
+    run = start_run(procs, tmp_path, module, env, "--state-file", str(state))
+    return gate, env, state, tmp_path / "state.away", run
+
+
 
 @pytest.mark.timeout(120)
 def test_state_file_unwritable_for_a_while_then_written_again(procs, tmp_path, recording):
     """The run goes on while the state file cannot be written, and saves again once it can."""
     module, record, env = recording
-    gate = tmp_path / "gate"
-    env = {**env, "TM_GATE": str(gate), "TM_GATE_AT": str(N // 2)}
-    state_dir, away = tmp_path / "state", tmp_path / "state.away"
-    state_dir.mkdir()
-    state = state_dir / "run.state"
-    argv, master, mlog = start_run(procs, tmp_path, module, env, "--state-file", str(state))
+    gate, env, state, away, (argv, master, mlog) = gated_run_with_state_dir(procs, tmp_path, module, env)
+    state_dir = state.parent
     wait_for(state.exists, 30, what="the first checkpoint (the jobs pulled, none done)")
     first = json.loads(state.read_text())
     assert first["finished"] == 0
@@ -78,12 +88,8 @@ def test_state_file_unwritable_for_a_while_then_written_again(procs, tmp_path, r
 def test_state_file_unwritable_at_the_end_exits_1_and_the_same_command_resumes(procs, tmp_path, recording):
     """Every job done but the final save fails: exit 1 with one error line; the old state is kept and resumed."""
     module, record, env = recording
-    gate = tmp_path / "gate"
-    env = {**env, "TM_GATE": str(gate), "TM_GATE_AT": str(N // 2)}
-    state_dir, away = tmp_path / "state", tmp_path / "state.away"
-    state_dir.mkdir()
-    state = state_dir / "run.state"
-    argv, master, mlog = start_run(procs, tmp_path, module, env, "--state-file", str(state))
+    gate, env, state, away, (argv, master, mlog) = gated_run_with_state_dir(procs, tmp_path, module, env)
+    state_dir = state.parent
     start_logged(procs, slave_argv(module, argv), tmp_path / "slave.log", env)
     wait_for(lambda: len(handled(record)) >= N // 2, 60, what="the first half of the jobs")
     wait_for(lambda: json.loads(state.read_text())["finished"] >= N // 2, 30, what="a checkpoint of the first half")
