@@ -116,7 +116,7 @@ class WorkerPool:
 
     def take_report(self, run: str) -> tuple[list, list[protocol.Failure]]:
         """What to tell the master of `run`: acknowledgements and failures."""
-        acks = [ack for batch in self.touched if batch.run == run and (ack := batch.acknowledgement())[1]]
+        acks = [batch.acknowledgement() for batch in self.touched if batch.run == run]
         for batch in self.touched:
             batch.dirty = False
         self.touched = []
@@ -192,19 +192,14 @@ class WorkerPool:
                         finished[index] = 1
                         index += 1
                         if not batch.dirty:  # the first news of this batch since the last report
-                            self._touch(batch)
+                            batch.dirty = True
+                            self.touched.append(batch)
                 except Exception as exc:
                     self._record_failure(batch, index, jobs[index], exc)
                     index += 1
         finally:
             self.running -= end - start
             self.completed += index - start
-
-    def _touch(self, batch: LocalBatch) -> None:
-        """Put `batch` in the next report (which leaves it out if nothing in it finished)."""
-        if not batch.dirty:
-            batch.dirty = True
-            self.touched.append(batch)
 
     def _run_with_timeout(self, batch: LocalBatch, index: int) -> None:
         """Run one job under --job-timeout: gevent.Timeout, and the watchdog for jobs that never yield."""
