@@ -25,7 +25,9 @@ from taskmaster.supervisor import Supervisor, exit_code
 MASTER_FLAGS = common.MASTER_OPTIONS + common.SHARED_OPTIONS + common.COMMON_OPTIONS
 SLAVE_FLAGS = common.SLAVE_OPTIONS + common.SHARED_OPTIONS + common.COMMON_OPTIONS
 OPTION_NAMES = {opt.dest for opt in MASTER_FLAGS + SLAVE_FLAGS}
-SLAVE_EXIT_SECONDS = 2.0  # after the master ends (it told them to quit), how long slaves get to leave
+# After the master ends (it told every slave that joined to quit), how long
+# slaves get to leave by themselves; one still there then never joined.
+SLAVE_EXIT_SECONDS = 0.3
 
 
 @dataclass
@@ -79,22 +81,6 @@ def _flags(values: dict[str, Any], options: list[common.Option]) -> list[str]:
     return argv
 
 
-def _wait_until_listening(master: Any, address: str, secret_file: str | None) -> bool:
-    """Wait until the master answers a status request; False if it exited first.
-
-    Slaves start only then, so a master that refuses to start (bad state
-    file, address in use) is the only one to say why.
-    """
-    from taskmaster import security
-    from taskmaster.cli.status import ask
-
-    keys = security.load_keys(secret_file)
-    while master.poll() is None:
-        if ask(address, 200, keys) is not None:
-            return True
-    return False
-
-
 def launch(
     script: str,
     processes: int,
@@ -132,10 +118,12 @@ def launch(
         supervisor.forward_signals()
     started = time.monotonic()
     try:
+        # Slaves start with the master, not after it: they take as long to
+        # start as it does, and they keep trying to reach it meanwhile.  A
+        # master that refuses to start is stopped with them before they have
+        # anything to say, so its message is the only one.
         master = supervisor.start(master_argv)
-        slaves = []
-        if _wait_until_listening(master, address, options.get("secret_file")):
-            slaves = [supervisor.start(slave_argv) for _ in range(processes)]
+        slaves = [supervisor.start(slave_argv) for _ in range(processes)]
         while not supervisor.wait([master], timeout=0.5):
             if slaves and all(s.poll() not in (None, 0) for s in slaves):
                 # Every slave died (a crash, a bad secret...): nothing will finish the jobs.

@@ -1,13 +1,17 @@
-"""Heartbeats from a real OS thread, so a busy handler cannot silence them.
+"""The slave's liveness thread: heartbeats and give-backs, from a real OS thread.
 
 Greenlets only switch when the running one yields; a CPU-bound handler (a
 plain Python loop) never does.  The GIL, though, is handed between OS threads
 every few milliseconds whatever the code does, so a real thread with its own
-(non-gevent) ZeroMQ socket keeps telling the master this slave is alive.
+(non-gevent) ZeroMQ socket keeps telling the master this slave is alive, and
+answers the master's RECALL at once: it cuts jobs this slave has not started
+off its queue (``give_back``) and says which, so that a slave that runs dry
+gets them while this one is still busy with a long job.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,9 +21,8 @@ from gevent import monkey
 from taskmaster import protocol
 
 # The unpatched primitives: with monkey patching on, `threading` and
-# `time.sleep` would give us greenlets, which is exactly what must not happen.
+# its lock would give us greenlets, which is exactly what must not happen.
 _start_new_thread = monkey.get_original("_thread", "start_new_thread")
-_sleep = monkey.get_original("time", "sleep")
 _allocate_lock = monkey.get_original("_thread", "allocate_lock")
 
 STEP_SECONDS = 0.05
@@ -32,9 +35,11 @@ class HeartbeatThread:
         slave_id: str,
         secure: Callable[[Any], None] | None = None,
         watchdog: Callable[[], None] | None = None,
+        give_back: Callable[[int], tuple[list, list]] | None = None,
     ) -> None:
         self.address = address
         self.watchdog = watchdog  # called every step: looks for jobs past their timeout
+        self.give_back = give_back  # cuts up to N jobs not started off the queue: (cuts, queue after)
         self.slave_id = slave_id
         self.secure = secure  # applies transport security to the socket, if any
         self.run_id = ""
@@ -63,19 +68,37 @@ class HeartbeatThread:
             if self.secure is not None:
                 self.secure(sock)
             sock.connect(self.address)
-            waited = self.interval
+            last_beat, beat_run = 0.0, ""
             while not self.stopped:
-                if waited >= self.interval and self.run_id:
-                    waited = 0.0
-                    try:
-                        sock.send_multipart(protocol.heartbeat(self.slave_id, self.run_id, self.token), zmq.NOBLOCK)
-                    except zmq.ZMQError:
-                        pass  # master unreachable: the request loop notices and reports it
+                now = time.monotonic()
+                if self.run_id and (now - last_beat >= self.interval or beat_run != self.run_id):
+                    # At once for a new run: the master learns where to send recalls.
+                    last_beat, beat_run = now, self.run_id
+                    self._send(sock, protocol.heartbeat(self.slave_id, self.run_id, self.token))
                 if self.watchdog is not None:
                     self.watchdog()
-                _sleep(STEP_SECONDS)
-                waited += STEP_SECONDS
+                if sock.poll(STEP_SECONDS * 1000):
+                    self._answer(sock, sock.recv_multipart())
         finally:
             sock.close(0)
             context.term()
             self._finished.release()
+
+    def _send(self, sock: Any, frames: list[bytes]) -> None:
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # master unreachable: the request loop notices and reports it
+
+    def _answer(self, sock: Any, frames: list[bytes]) -> None:
+        """A RECALL from the master: give back what was asked for, if this slave has it."""
+        try:
+            kind, header, _ = protocol.decode_from_master(frames)
+            want = int(header["want"]) if kind == protocol.RECALL else 0
+        except (ValueError, KeyError, TypeError, protocol.ProtocolError):
+            return
+        if want > 0 and self.give_back is not None and self.run_id:
+            # Answered also when there was nothing to give: the queue it
+            # carries corrects the master's view of this slave.
+            cuts, queue = self.give_back(want)
+            self._send(sock, protocol.give_back(self.slave_id, self.run_id, self.token, cuts, queue))

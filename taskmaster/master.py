@@ -37,7 +37,8 @@ log = logging.getLogger("taskmaster.master")
 
 MAX_BATCH = 20000  # jobs in one reply, at most
 TICK_SECONDS = 0.1  # housekeeping period: progress, leases, rate
-QUIT_LINGER_SECONDS = 0.5  # after telling slaves to quit, how long to answer stragglers
+QUIT_LINGER_SECONDS = 0.5  # after telling slaves to quit, how long to answer stragglers, at most
+QUIET_SECONDS = 0.05  # ... and at least: once every slave was told and this long passed without a word, done
 # A request that finds no job to hand out waits for one this long at most.  A
 # slave still holding jobs gets its answer soon, because while its request
 # waits it cannot acknowledge the jobs it finishes - and those may be what
@@ -93,7 +94,7 @@ class Master:
         self.config = config
         self.endpoint = MasterEndpoint(config.address, keys)
         self.run_id = uuid.uuid4().hex
-        self.waiting: dict[str, float] = {}  # parked requests: slave id -> when to answer anyway
+        self.waiting: dict[str, tuple[float, int]] = {}  # parked requests: slave id -> (when to answer anyway, want)
         self.bad_messages = 0
         self.stopping: int | None = None  # the signal that asked us to stop
         self.stop_deadline = 0.0
@@ -264,10 +265,14 @@ class Master:
             self._bad(identity, str(exc))
             return
         now = time.monotonic()
-        if isinstance(msg, protocol.Heartbeat):
+        if isinstance(msg, (protocol.Heartbeat, protocol.GiveBack)):
             slave = self.registry.get(msg.slave)
             if slave is not None and msg.run == self.run_id and msg.token == slave.token:
                 self.registry.seen(slave, now)
+                slave.beat_identity = identity  # its liveness thread: where recalls go
+                if isinstance(msg, protocol.GiveBack):
+                    self._give_back(slave, msg.cuts)
+                    slave.queue = msg.queue
         elif isinstance(msg, protocol.Hello):
             self._hello(identity, msg, now)
         elif isinstance(msg, protocol.StatusRequest):
@@ -305,6 +310,8 @@ class Master:
             # the batch in it is nobody's - back to the queue with it.
             self.registry.take_back_batch(slave, slave.last_batch)
         slave.last_seq, slave.last_batch = msg.seq, None
+        slave.queue = msg.queue
+        self._give_back(slave, msg.cuts)
         self._apply(slave, msg)
         if slave.gone:
             self.endpoint.send(identity, protocol.quit_("goodbye"))  # it said BYE already
@@ -314,9 +321,17 @@ class Master:
             self.endpoint.send(identity, protocol.quit_("goodbye"))
         elif self.closing or self.stopping is not None or msg.want == 0:
             self._answer_idle(slave)
-        elif not self._dispatch(slave, msg.want):
+        elif not self._dispatch(slave, msg.want, now):
             idle_park = min(PARK_IDLE_SECONDS, slave.timeout_ms / 3000)
-            self.waiting[slave.id] = now + (PARK_HOLDING_SECONDS if self.registry.held(slave) else idle_park)
+            park = PARK_HOLDING_SECONDS if self.registry.held(slave) else idle_park
+            self.waiting[slave.id] = (now + park, msg.want)
+
+    def _give_back(self, slave: SlaveRecord, cuts: list[tuple[int, int]]) -> None:
+        """Jobs `slave` will not start after all: back to the queue, for whoever asks next."""
+        for batch_id, keep in cuts:
+            n = self.registry.give_back(slave, batch_id, keep)
+            if n:
+                log.debug("slave %s gave back %d jobs of batch %d", slave.id, n, batch_id)
 
     def _apply(self, slave: SlaveRecord, msg: protocol.Report) -> None:
         """Record acknowledgements and failures, only for jobs handed to this slave."""
@@ -341,12 +356,19 @@ class Master:
 
     # --------------------------------------------------------- dispatch
 
-    def _dispatch(self, slave: SlaveRecord, want: int) -> bool:
-        """Send `slave` a batch of up to `want` jobs; False when there is none."""
+    def _dispatch(self, slave: SlaveRecord, want: int, now: float) -> bool:
+        """Send `slave` a batch of up to `want` jobs; False when there is none.
+
+        When there is none and `slave` has nothing waiting either, the slave
+        with the largest backlog is asked to give half of it back: its answer
+        puts those jobs in the queue, and a parked request takes them.
+        """
         live = self.registry.live_count() or 1
         n = max(1, min(want, MAX_BATCH, self.config.size // (2 * live)))
         _, jobs, ranges = self.ledger.take(n, slave.id, alone=live == 1)
         if not jobs:
+            if not self.registry.unstarted(slave):
+                self._recall(slave, now)
             return False
         try:
             payload = protocol.pickle_jobs(jobs)
@@ -360,6 +382,13 @@ class Master:
         self.endpoint.send(slave.identity, protocol.jobs(batch_id, ranges, payload))
         return True
 
+    def _recall(self, thief: SlaveRecord, now: float) -> None:
+        found = self.registry.recall_from(thief, now)
+        if found is not None:
+            victim, n = found
+            assert victim.beat_identity is not None
+            self.endpoint.send(victim.beat_identity, protocol.recall(n))
+
     def _answer_idle(self, slave: SlaveRecord) -> None:
         """Reply to a slave that gets no jobs now: QUIT when the run is over."""
         if self.closing:
@@ -370,13 +399,13 @@ class Master:
 
     def _serve_waiting(self, now: float) -> None:
         """Hand jobs to parked requests; answer those parked too long."""
-        for slave_id, deadline in list(self.waiting.items()):
+        for slave_id, (deadline, want) in list(self.waiting.items()):
             slave = self.registry.get(slave_id)
             if slave is None:
                 del self.waiting[slave_id]
                 continue
             busy = self.closing or self.stopping is not None
-            if not busy and self._dispatch(slave, protocol.MAX_WANT):
+            if not busy and self._dispatch(slave, want, now):
                 del self.waiting[slave_id]
             elif busy or now >= deadline:
                 del self.waiting[slave_id]
@@ -491,10 +520,19 @@ class Master:
         # Stay reachable until --linger seconds after start: slaves started with
         # the master (tm-spawn beside tm-master) then hear "quit" even if the
         # run was over before they could join, instead of finding no master.
-        deadline = max(now + QUIT_LINGER_SECONDS, self.started + self.config.linger)
+        # Past that, a request that was already on its way when the run ended
+        # arrives within moments: once none came for QUIET_SECONDS, every
+        # slave has its QUIT and there is no one left to answer.
+        linger_until = self.started + self.config.linger
+        deadline = max(now + QUIT_LINGER_SECONDS, linger_until)
+        quiet_until = now + QUIET_SECONDS
         while True:
-            self._serve_waiting(time.monotonic())
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            self._serve_waiting(now)
+            if now > deadline or now > max(quiet_until, linger_until):
                 return
-            for frames in self.endpoint.receive(50):
+            messages = self.endpoint.receive(10)
+            if messages:
+                quiet_until = time.monotonic() + QUIET_SECONDS
+            for frames in messages:
                 self._handle(frames)

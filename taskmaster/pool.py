@@ -4,6 +4,11 @@ Workers are long-lived greenlets that take jobs in order from the batches
 received, run the handler, and mark each job finished in its batch (one byte
 per job).  The request loop (``slave``) only asks this pool how much is left,
 and collects what to report.
+
+Jobs not started yet can be given back (``give_back``) from the slave's
+liveness thread, a real OS thread, while a handler that never yields holds
+the main one.  Workers claim jobs and the liveness thread cuts them off
+under one real lock, so each job is either started here or given back.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from taskmaster.ranges import position_at, positions_of
 log = logging.getLogger("taskmaster.slave")
 
 YIELD_EVERY = 256  # a worker running fast jobs yields this often
+YIELD_SECONDS = 0.001  # ... and at least this often: the request loop acknowledges between two slow jobs
 MAX_CLAIM = 256  # jobs a worker takes at once, at most
 FAST_JOB_SECONDS = 50e-6  # jobs faster than this on average are claimed several at a time
 MAX_FAILURES_PER_REPORT = 20  # tracebacks are large: spread them over reports
@@ -48,14 +54,15 @@ class LocalBatch:
     report costs nothing.
     """
 
-    __slots__ = ("id", "run", "ranges", "jobs", "cursor", "finished", "dirty")
+    __slots__ = ("id", "run", "ranges", "jobs", "cursor", "end", "finished", "dirty")
 
     def __init__(self, batch_id: int, run: str, ranges: list[list[int]], jobs: list) -> None:
         self.id = batch_id
         self.run = run
         self.ranges = ranges
         self.jobs = jobs
-        self.cursor = 0
+        self.cursor = 0  # the next job to start
+        self.end = len(jobs)  # jobs from here on were given back: never started here
         self.finished = bytearray(len(jobs))
         self.dirty = False  # finished jobs not reported yet
 
@@ -75,9 +82,16 @@ class WorkerPool:
         self.todo: deque[LocalBatch] = deque()
         self.touched: list[LocalBatch] = []  # batches with finished jobs not yet reported
         self.failures: list[tuple[str, protocol.Failure]] = []
+        self.cuts: list[tuple[str, list[int]]] = []  # (run, [batch, keep]) given back, not yet reported
+        # Workers claim jobs and give_back (another thread) cuts them off under this lock.
+        self.claim_lock = monkey.get_original("_thread", "allocate_lock")()
         self.running = 0
         self.completed = 0
         self.failed = 0
+        self.job_seconds = 0.0  # a job's wall time, averaged over recent jobs
+        self.busy_seconds = 0.0  # time with at least one job running
+        self._busy_since = 0.0
+        self.idle_since: float | None = None  # when the pool last ran out of jobs, if it has none now
         self.accepting = True  # False once the slave stops: running jobs finish, no new ones start
         self.work_ready = gevent.event.Event()  # workers: jobs arrived
         self.news = gevent.event.Event()  # request loop: a batch was used up
@@ -103,32 +117,65 @@ class WorkerPool:
 
     # ------------------------------------------------------------ batches
 
-    def add(self, batch: LocalBatch) -> None:
+    def add(self, batch: LocalBatch) -> float:
+        """Queue a batch; how long the pool had sat idle, with nothing to run, before it came."""
         self.todo.append(batch)
         self.work_ready.set()
+        idle_since, self.idle_since = self.idle_since, None
+        return 0.0 if idle_since is None else time.perf_counter() - idle_since
 
     def queued(self) -> int:
         """Jobs received and not started."""
-        return sum(len(batch.jobs) - batch.cursor for batch in self.todo)
+        return sum(batch.end - batch.cursor for batch in self.todo)
+
+    def waiting(self) -> list[list[int]]:
+        """[batch, next, end] for each batch with jobs not started: for the master's choice of whom to recall."""
+        return [[b.id, b.cursor, b.end] for b in self.todo if b.cursor < b.end]
 
     def has_news(self) -> bool:
-        return bool(self.touched or self.failures)
+        return bool(self.touched or self.failures or self.cuts)
 
-    def take_report(self, run: str) -> tuple[list, list[protocol.Failure]]:
-        """What to tell the master of `run`: acknowledgements and failures."""
+    def take_report(self, run: str) -> tuple[list, list[protocol.Failure], list[list[int]]]:
+        """What to tell the master of `run`: acknowledgements, failures and jobs given back."""
         acks = [batch.acknowledgement() for batch in self.touched if batch.run == run]
         for batch in self.touched:
             batch.dirty = False
         self.touched = []
         failures = [f for r, f in self.failures[:MAX_FAILURES_PER_REPORT] if r == run]
         del self.failures[:MAX_FAILURES_PER_REPORT]
-        return acks, failures
+        with self.claim_lock:
+            cuts, self.cuts = self.cuts, []
+        return acks, failures, [cut for r, cut in cuts if r == run]
+
+    def give_back(self, want: int) -> tuple[list[list[int]], list[list[int]]]:
+        """Cut up to `want` jobs not started off the tail of the batches held.
+
+        Returns the cuts, ``[[batch, keep], ...]``, and what still waits
+        after them (as ``waiting``).
+
+        Called from the liveness thread: a worker cannot claim a job while
+        this holds the lock, and none claims past a batch's new end after.
+        """
+        cuts: list[list[int]] = []
+        with self.claim_lock:
+            for batch in reversed(list(self.todo)):
+                spare = min(batch.end - batch.cursor, want)
+                if spare > 0:
+                    batch.end -= spare
+                    want -= spare
+                    cuts.append([batch.id, batch.end])
+                    self.cuts.append((batch.run, [batch.id, batch.end]))
+                if want == 0:
+                    break
+            return cuts, self.waiting()
 
     def forget(self) -> None:
         """Drop the jobs and reports of a run that is over (the master restarted)."""
         self.todo.clear()
         self.touched = []
         self.failures = []
+        with self.claim_lock:
+            self.cuts = []
 
     # ------------------------------------------------------------ workers
 
@@ -136,7 +183,7 @@ class WorkerPool:
         todo = self.todo
         while todo:
             batch = todo[0]
-            if batch.cursor < len(batch.jobs):
+            if batch.cursor < batch.end:
                 return batch
             todo.popleft()
             self.news.set()  # a batch used up: time to ask for more
@@ -152,26 +199,40 @@ class WorkerPool:
         """
         claim = 1
         since_yield = 0
+        last_yield = time.perf_counter()
+        lock = self.claim_lock
         while True:
             batch = self._next_batch() if self.accepting else None
             if batch is None:
+                if not self.running and self.idle_since is None:
+                    self.idle_since = time.perf_counter()
                 self.work_ready.clear()
                 self.work_ready.wait()
+                last_yield = time.perf_counter()
                 continue
-            start = batch.cursor
-            end = min(start + claim, len(batch.jobs))
-            batch.cursor = end
+            with lock:
+                start = batch.cursor
+                end = min(start + claim, batch.end)
+                batch.cursor = end
+            if start >= end:
+                continue  # given back meanwhile
+            began = time.perf_counter()
             if self.job_timeout is None:
-                began = time.perf_counter()
                 self._run(batch, start, end)
-                fast = time.perf_counter() - began < FAST_JOB_SECONDS * (end - start)
-                claim = min(claim * 2, MAX_CLAIM) if fast else 1
             else:
                 self._run_with_timeout(batch, start)
+            now = time.perf_counter()
+            per_job = (now - began) / (end - start)
+            self.job_seconds = per_job if not self.job_seconds else 0.8 * self.job_seconds + 0.2 * per_job
+            if self.job_timeout is None:
+                claim = min(claim * 2, MAX_CLAIM) if per_job < FAST_JOB_SECONDS else 1
             since_yield += end - start
-            if since_yield >= YIELD_EVERY:
+            if since_yield >= YIELD_EVERY or now - last_yield >= YIELD_SECONDS:
+                # Let the request loop acknowledge, ask for more and read
+                # answers between two jobs, also when jobs never yield.
                 since_yield = 0
                 gevent.sleep(0)
+                last_yield = time.perf_counter()
 
     def _run(self, batch: LocalBatch, start: int, end: int) -> None:
         """Run the jobs [start, end) of `batch` and mark each finished or failed.
@@ -182,6 +243,8 @@ class WorkerPool:
         that goes out meanwhile acknowledges the ones before it.
         """
         handle, jobs, finished = self.handle_job, batch.jobs, batch.finished
+        if not self.running:
+            self._busy_since = time.perf_counter()
         self.running += end - start
         index = start
         try:
@@ -200,6 +263,8 @@ class WorkerPool:
         finally:
             self.running -= end - start
             self.completed += index - start
+            if not self.running:
+                self.busy_seconds += time.perf_counter() - self._busy_since
 
     def _run_with_timeout(self, batch: LocalBatch, index: int) -> None:
         """Run one job under --job-timeout: gevent.Timeout, and the watchdog for jobs that never yield."""

@@ -8,20 +8,35 @@ never yields to gevent cannot silence them).
 Slave -> master, always JSON and validated here, never unpickled:
 
     HELLO      {slave, host, pid, concurrency, timeout_ms}
-    REQUEST    {slave, run, token, seq, want, acks, failures}   want more jobs, report done
-    BYE        {slave, run, token, seq, want, acks, failures}   last report, then leaving
+    REQUEST    {slave, run, token, seq, want, acks, failures, queue, cuts}
+                                   report what finished, failed, waits; want more jobs
+    BYE        {slave, run, token, seq, want, acks, failures, queue, cuts}
+                                   last report, then leaving
+    HEARTBEAT  {slave, run, token}                 (liveness thread) still alive
+    GIVEBACK   {slave, run, token, cuts, queue}    (liveness thread) jobs given back
+    STATUS     {}                                  (tm-status) how is the run going?
 
 ``seq`` numbers a slave's requests; a request sent again because its answer
 did not come keeps its number, which tells the master that the batch in that
-answer was lost and must go back to the queue.
-    HEARTBEAT  {slave, run, token}                         still alive
-    STATUS     {}                                   (tm-status) how is the run going?
+answer was lost and must go back to the queue.  ``queue`` lists, for each
+batch the slave holds jobs of that it has not started, ``[batch, next, end]``:
+the jobs at indices ``next .. end-1`` of that batch are waiting; the master
+reads it to choose which slave to ask for jobs back when another runs dry.
+
+``cuts`` is ``[[batch, keep], ...]``: of that batch the slave runs only the
+first ``keep`` jobs, the others it will never start.  A GIVEBACK (with the
+slave's queue after the cut, even when it had nothing to give) answers a
+RECALL at once, from the slave's liveness thread (which runs even while a
+handler holds the main thread); the same cuts ride on the slave's next
+REQUEST too, in case the GIVEBACK was lost.  Cuts are idempotent.
 
 Master -> slave:
 
     WELCOME    {run, token, lease_timeout, heartbeat_interval}
                                    token: the slave's proof, in later messages, that it said hello
     JOBS       {batch, positions} + one pickle frame holding the list of jobs
+    RECALL     {want}              (to the liveness thread) give back up to `want` jobs
+                                   not started, from the tail: another slave ran dry
     QUIT       {reason}            the run is over (or stopping): exit
     RESET      {reason}            unknown run or slave: say HELLO again
     REJECT     {error}             the message was malformed
@@ -47,10 +62,12 @@ HELLO = b"HELLO"
 REQUEST = b"REQUEST"
 BYE = b"BYE"
 HEARTBEAT = b"HEARTBEAT"
+GIVEBACK = b"GIVEBACK"
 STATUS = b"STATUS"  # both ways: the question from tm-status, and the master's answer
 # Master -> slave.
 WELCOME = b"WELCOME"
 JOBS = b"JOBS"
+RECALL = b"RECALL"
 QUIT = b"QUIT"
 RESET = b"RESET"
 REJECT = b"REJECT"
@@ -66,6 +83,7 @@ MAX_FAILURES = 10_000
 MAX_TEXT_CHARS = 64 * 1024
 MAX_POSITION = 2**62
 MAX_WANT = 1_000_000
+MAX_QUEUE_BATCHES = 10_000
 
 Ranges = list  # list of [start, stop] pairs, half-open
 
@@ -106,6 +124,8 @@ class Report:
     acks: list[tuple[int, list[tuple[int, int]]]] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     leaving: bool = False
+    queue: list[tuple[int, int, int]] = field(default_factory=list)  # (batch, next, end): not started
+    cuts: list[tuple[int, int]] = field(default_factory=list)  # (batch, keep): given back
 
 
 @dataclass
@@ -113,6 +133,15 @@ class Heartbeat:
     slave: str
     run: str
     token: str
+
+
+@dataclass
+class GiveBack:
+    slave: str
+    run: str
+    token: str
+    cuts: list[tuple[int, int]]
+    queue: list[tuple[int, int, int]]
 
 
 @dataclass
@@ -133,7 +162,16 @@ def hello(slave: str, host: str, pid: int, concurrency: int, timeout_ms: int) ->
 
 
 def report(
-    slave: str, run: str, token: str, seq: int, want: int, acks: list, failures: list[Failure], leaving: bool = False
+    slave: str,
+    run: str,
+    token: str,
+    seq: int,
+    want: int,
+    acks: list,
+    failures: list[Failure],
+    leaving: bool = False,
+    queue: list | None = None,
+    cuts: list | None = None,
 ) -> list[bytes]:
     body = {
         "slave": slave,
@@ -143,12 +181,22 @@ def report(
         "want": want,
         "acks": acks,
         "failures": [f.__dict__ for f in failures],
+        "queue": queue or [],
+        "cuts": cuts or [],
     }
     return [BYE if leaving else REQUEST, _dumps(body)]
 
 
 def heartbeat(slave: str, run: str, token: str) -> list[bytes]:
     return [HEARTBEAT, _dumps({"slave": slave, "run": run, "token": token})]
+
+
+def give_back(slave: str, run: str, token: str, cuts: list, queue: list) -> list[bytes]:
+    return [GIVEBACK, _dumps({"slave": slave, "run": run, "token": token, "cuts": cuts, "queue": queue})]
+
+
+def recall(want: int) -> list[bytes]:
+    return [RECALL, _dumps({"want": want})]
 
 
 def status_request() -> list[bytes]:
@@ -164,12 +212,15 @@ def welcome(run: str, token: str, lease_timeout: float, heartbeat_interval: floa
     return [WELCOME, _dumps(body)]
 
 
+_NO_JOBS = pickle.dumps([])
+
+
 def jobs(batch: int, positions: list[list[int]], pickled_jobs: bytes) -> list[bytes]:
     return [JOBS, _dumps({"batch": batch, "positions": positions}), pickled_jobs]
 
 
 def no_jobs() -> list[bytes]:
-    return [JOBS, b'{"batch":-1,"positions":[]}', pickle.dumps([])]
+    return jobs(-1, [], _NO_JOBS)
 
 
 def quit_(reason: str) -> list[bytes]:
@@ -256,6 +307,31 @@ def _acks(value: Any) -> list[tuple[int, list[tuple[int, int]]]]:
     return out
 
 
+def _queue(value: Any) -> list[tuple[int, int, int]]:
+    if type(value) is not list or len(value) > MAX_QUEUE_BATCHES:
+        raise ProtocolError(f"'queue' must be a list of at most {MAX_QUEUE_BATCHES} [batch, next, end] triples")
+    out = []
+    for item in value:
+        if type(item) is not list or len(item) != 3 or any(type(x) is not int for x in item):
+            raise ProtocolError("a queue entry must be a [batch, next, end] triple of integers")
+        batch, start, end = item
+        if not (0 <= batch and 0 <= start <= end <= MAX_POSITION):
+            raise ProtocolError("a queue entry must have 0 <= next <= end")
+        out.append((batch, start, end))
+    return out
+
+
+def _cuts(value: Any) -> list[tuple[int, int]]:
+    if type(value) is not list or len(value) > MAX_QUEUE_BATCHES:
+        raise ProtocolError(f"'cuts' must be a list of at most {MAX_QUEUE_BATCHES} [batch, keep] pairs")
+    out = []
+    for item in value:
+        if type(item) is not list or len(item) != 2 or any(type(x) is not int or x < 0 for x in item):
+            raise ProtocolError("a cut must be a [batch, keep] pair of integers >= 0")
+        out.append((item[0], item[1]))
+    return out
+
+
 def _failures(value: Any) -> list[Failure]:
     if type(value) is not list or len(value) > MAX_FAILURES:
         raise ProtocolError(f"'failures' must be a list of at most {MAX_FAILURES} objects")
@@ -275,7 +351,7 @@ def _failures(value: Any) -> list[Failure]:
     return out
 
 
-def decode_from_slave(frames: list[bytes]) -> Hello | Report | Heartbeat | StatusRequest:
+def decode_from_slave(frames: list[bytes]) -> Hello | Report | Heartbeat | GiveBack | StatusRequest:
     """Parse and validate what a slave sent; raise ProtocolError otherwise.
 
     Data only: JSON is parsed, nothing is unpickled, and every field is
@@ -302,6 +378,16 @@ def decode_from_slave(frames: list[bytes]) -> Hello | Report | Heartbeat | Statu
             acks=_acks(body.get("acks", [])),
             failures=_failures(body.get("failures", [])),
             leaving=kind == BYE,
+            queue=_queue(body.get("queue", [])),
+            cuts=_cuts(body.get("cuts", [])),
+        )
+    if kind == GIVEBACK:
+        return GiveBack(
+            slave=_name(body, "slave"),
+            run=_str(body, "run"),
+            token=_str(body, "token"),
+            cuts=_cuts(body.get("cuts")),
+            queue=_queue(body.get("queue")),
         )
     if kind == HEARTBEAT:
         return Heartbeat(slave=_name(body, "slave"), run=_str(body, "run"), token=_str(body, "token"))

@@ -4,6 +4,15 @@ A batch stays recorded under the slave it was handed to until every job in
 it is resolved, also after its lease ran out and its jobs were requeued: a
 slave that comes back late may still acknowledge them, and an
 acknowledgement is only accepted for jobs that were handed to that slave.
+
+Jobs handed out but not started can move: when a slave runs dry and the
+master has nothing left to hand out, the slave with the largest backlog is
+*recalled* (``recall``): its liveness thread cuts jobs it has not started off
+the tail of its batches and says where it cut (``give_back``).  The cut jobs
+go back to the queue, in front of fresh ones, and the batch keeps only the
+jobs before the cut.  The slave cuts under the same lock its workers claim
+jobs with, so a job is either started there or given back, never both: no
+job runs twice for it and none is left behind.
 """
 
 from __future__ import annotations
@@ -13,18 +22,27 @@ import secrets
 from dataclasses import dataclass, field
 
 from taskmaster.ledger import Ledger
+from taskmaster.ranges import positions_of
 
 log = logging.getLogger("taskmaster.master")
 
 MAX_SLAVES = 10_000  # a flood of HELLOs cannot grow the master without bound
 FORGET_AFTER_LEASES = 10  # a departed slave with nothing left is forgotten after this many leases
+RECALL_AGAIN_SECONDS = 0.05  # a slave asked to give jobs back is not asked again sooner
 
 
 @dataclass
 class Batch:
     id: int
-    ranges: list[list[int]]
+    handed: list[list[int]]  # the positions handed out, in the order of the slave's job list
+    size: int  # how many jobs were handed
+    keep: int = -1  # the first `keep` jobs are still this slave's; the rest it gave back
+    ranges: list[list[int]] = field(default_factory=list)  # positions of those `keep` jobs: what the lease covers
     expired: bool = False  # its lease ran out and its jobs were requeued
+
+    def __post_init__(self) -> None:
+        if self.keep < 0:
+            self.keep, self.ranges = self.size, self.handed
 
 
 @dataclass
@@ -44,6 +62,9 @@ class SlaveRecord:
     token: str = field(default_factory=lambda: secrets.token_hex(8))  # proves later messages come from it
     last_seq: int = -1  # the last request answered, and the batch that answer carried
     last_batch: int | None = None
+    queue: list[tuple[int, int, int]] = field(default_factory=list)  # (batch, next, end) not started, as reported
+    beat_identity: bytes | None = None  # its liveness thread's socket: where recalls go
+    recalled_at: float = -1.0
 
     @property
     def live(self) -> bool:
@@ -91,7 +112,11 @@ class SlaveRegistry:
     def hand_out(self, slave: SlaveRecord, ranges: list[list[int]]) -> int:
         """Record a batch handed to `slave`; its id."""
         self.next_batch += 1
-        slave.batches[self.next_batch] = Batch(self.next_batch, ranges)
+        size = sum(b - a for a, b in ranges)
+        slave.batches[self.next_batch] = Batch(self.next_batch, ranges, size)
+        # Not started, as far as we know until its next report (which will
+        # cover it: the slave reports only once it has read this answer).
+        slave.queue.append((self.next_batch, 0, size))
         return self.next_batch
 
     def settle(self, slave: SlaveRecord, batch_id: int) -> None:
@@ -99,6 +124,55 @@ class SlaveRegistry:
         batch = slave.batches.get(batch_id)
         if batch is not None and self.ledger.unresolved(batch.ranges) == 0:
             del slave.batches[batch_id]
+
+    # ------------------------------------------------- moving unstarted jobs
+
+    def unstarted(self, slave: SlaveRecord) -> int:
+        """Jobs `slave` holds and had not started when it last reported (less what it gave back since)."""
+        count = 0
+        for batch_id, start, end in slave.queue:
+            batch = slave.batches.get(batch_id)
+            if batch is not None and not batch.expired:
+                count += max(0, min(end, batch.keep) - start)
+        return count
+
+    def recall_from(self, thief: SlaveRecord, now: float) -> tuple[SlaveRecord, int] | None:
+        """The slave to ask for jobs back on behalf of `thief`, and how many: half its backlog.
+
+        Only a slave whose liveness thread has spoken can be asked, and only
+        once per RECALL_AGAIN_SECONDS, so one dry slave asking again and
+        again does not strip another bare.
+        """
+        best: SlaveRecord | None = None
+        backlog = 0
+        for slave in self.slaves.values():
+            if slave is thief or not slave.live or slave.beat_identity is None:
+                continue
+            if now - slave.recalled_at < RECALL_AGAIN_SECONDS:
+                continue
+            n = self.unstarted(slave)
+            if n > backlog:
+                best, backlog = slave, n
+        if best is None:
+            return None
+        best.recalled_at = now
+        return best, (backlog + 1) // 2
+
+    def give_back(self, slave: SlaveRecord, batch_id: int, keep: int) -> int:
+        """`slave` will run only the first `keep` jobs of the batch: requeue the rest; how many.
+
+        Applying the same cut twice, or a cut of a batch already settled or
+        expired, changes nothing.
+        """
+        batch = slave.batches.get(batch_id)
+        if batch is None or batch.expired or not 0 <= keep < batch.keep:
+            return 0
+        returned = positions_of([(keep, batch.keep)], batch.handed)
+        batch.keep = keep
+        batch.ranges = positions_of([(0, keep)], batch.handed) if keep else []
+        n = self.ledger.requeue(returned)
+        self.settle(slave, batch_id)
+        return n
 
     def held(self, slave: SlaveRecord) -> int:
         """Unresolved jobs this slave holds under a running lease."""

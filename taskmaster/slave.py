@@ -14,6 +14,7 @@ loses nothing the slave finished.  Heartbeats come from a real thread
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import signal
@@ -38,8 +39,15 @@ from taskmaster.security import CurveKeys
 log = logging.getLogger("taskmaster.slave")
 
 ACK_INTERVAL = 0.005  # longest a finished job waits before it is reported
-PREFETCH_SECONDS = 0.02  # keep this much work (at the current rate) queued
+# Beyond its concurrency a slave holds enough jobs to cover one round trip to
+# the master at its measured pace, and no more: jobs held here are jobs no
+# other slave can run.  The round trip is measured; these bound it.
+MIN_COVER_SECONDS = 0.001
+MAX_COVER_SECONDS = 0.05
 MAX_PREFETCH = 20000
+RECONNECT_FIRST_MS = 10
+RECONNECT_MAX_MS = 1000
+DRY_SECONDS = 0.0002  # a pool idle longer than this (and half a job) before a batch came wants more at once
 
 
 @dataclass
@@ -66,13 +74,14 @@ class Slave:
         self.seq = 0  # numbers our requests; a resent request keeps its number
         self.socket: Any = None
         self.pool = WorkerPool(handle_job, config.concurrency, config.job_timeout)
-        self.rate = 0.0
+        self.rate = 0.0  # jobs finished per second, recently
+        self.round_trip = 0.0  # seconds from a request to its answer, recently
         self.boost = 0  # grows while batches arrive too late to keep the pool busy
         self.quit_reason: str | None = None
         self.stopping: int | None = None
         self.stop_deadline = 0.0
         watchdog = self.pool.interrupt_overdue_job if config.job_timeout else None
-        self.heartbeat = HeartbeatThread(config.address, self.id, secure, watchdog)
+        self.heartbeat = HeartbeatThread(config.address, self.id, secure, watchdog, self.pool.give_back)
         self.error = ""
         self.monitor: Any = None
         self.handshake_failures = 0
@@ -83,6 +92,10 @@ class Slave:
         self._close()
         sock = zmq.Context.instance().socket(zmq.DEALER)
         sock.setsockopt(zmq.LINGER, 0)
+        # A slave often starts beside its master: try again soon after a
+        # refused connect, backing off to once a second while it stays away.
+        sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_FIRST_MS)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
         if self.config.address.startswith("tcp://["):
             sock.setsockopt(zmq.IPV6, 1)
         if self.secure is not None:
@@ -129,6 +142,7 @@ class Slave:
         timeout = self.config.timeout_ms
         step = min(100, timeout)
         for attempt in range(1, self.config.retries + 1):
+            sent = time.monotonic()
             try:
                 # Never block here: this loop keeps its own time, and a request
                 # that cannot be queued now is a try without an answer.
@@ -141,6 +155,8 @@ class Slave:
             while waited < timeout:
                 started = time.monotonic()
                 if self.socket.poll(step):
+                    sample = time.monotonic() - sent
+                    self.round_trip = sample if not self.round_trip else 0.8 * self.round_trip + 0.2 * sample
                     return self.socket.recv_multipart()
                 waited += min(step, (time.monotonic() - started) * 1000)
                 self._read_handshake_events()
@@ -188,7 +204,13 @@ class Slave:
             self._close()
             self.progress.finish()
             pool = self.pool
-            log.info("%d jobs finished, %d failed", pool.completed - pool.failed, pool.failed)
+            log.info(
+                "%d jobs finished, %d failed, busy %.2fs of %.2fs",
+                pool.completed - pool.failed,
+                pool.failed,
+                pool.busy_seconds,
+                time.monotonic() - self.started,
+            )
 
     def _on_signal(self, signum: int) -> None:
         if self.stopping is None:
@@ -269,9 +291,11 @@ class Slave:
             if request[0] == protocol.BYE:
                 return 128 + (self.stopping or signal.SIGTERM)
 
-    def _prefetch_target(self) -> int:
-        by_rate = min(MAX_PREFETCH, int(self.rate * PREFETCH_SECONDS))
-        return max(2 * self.config.concurrency, by_rate, self.boost)
+    def _holding_target(self) -> int:
+        """Jobs to hold, running and waiting: the concurrency plus one round trip's worth at our pace."""
+        cover = min(MAX_COVER_SECONDS, max(MIN_COVER_SECONDS, self.round_trip))
+        prefetch = max(1, min(MAX_PREFETCH, math.ceil(self.rate * cover)), self.boost)
+        return self.config.concurrency + prefetch
 
     def _next_request(self, now: float, last_report: float) -> list[bytes] | None:
         """The next message for the master, or None when there is nothing to say yet."""
@@ -280,27 +304,28 @@ class Slave:
             if self.pool.running == 0 or now >= self.stop_deadline:
                 return self._report(0, leaving=True)
             return self._report(0) if has_news and now - last_report >= ACK_INTERVAL else None
-        target = self._prefetch_target()
+        target = self._holding_target()
         queued = self.pool.queued()
-        want = target - queued
+        want = target - queued - self.pool.running
         idle = queued == 0 and self.pool.running == 0
         if want >= max(1, target // 2) or idle or has_news and now - last_report >= ACK_INTERVAL:
             return self._report(max(0, want))
         return None
 
     def _report(self, want: int, leaving: bool = False) -> list[bytes]:
-        acks, failures = self.pool.take_report(self.run_id)
+        acks, failures, cuts = self.pool.take_report(self.run_id)
         self.seq += 1
-        return protocol.report(self.id, self.run_id, self.token, self.seq, want, acks, failures, leaving)
+        queue = self.pool.waiting()
+        return protocol.report(self.id, self.run_id, self.token, self.seq, want, acks, failures, leaving, queue, cuts)
 
     def _take_reply(self, frames: list[bytes]) -> None:
         kind, header, jobs = protocol.decode_from_master(frames)
         if kind == protocol.JOBS:
             if jobs:
-                if not self.pool.queued() and self.pool.completed and self.boost < MAX_PREFETCH:
-                    # The pool ran dry before this batch came: ask for more next time.
+                dry_for = self.pool.add(LocalBatch(header["batch"], self.run_id, header["positions"], jobs))
+                if dry_for > max(DRY_SECONDS, self.pool.job_seconds / 2) and self.pool.completed:
+                    # The pool sat idle waiting for this batch: ask for more next time.
                     self.boost = min(MAX_PREFETCH, max(2 * self.boost, 2 * len(jobs)))
-                self.pool.add(LocalBatch(header["batch"], self.run_id, header["positions"], jobs))
         elif kind == protocol.QUIT:
             self.quit_reason = header.get("reason", "")
         elif kind == protocol.RESET:

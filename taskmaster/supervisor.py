@@ -70,7 +70,7 @@ class Supervisor:
         while any(child.poll() is None for child in children):
             if deadline is not None and time.monotonic() >= deadline:
                 return False
-            time.sleep(0.05)
+            time.sleep(0.01)
         return True
 
     def stop(self, children: list[subprocess.Popen], timeout: float) -> None:
