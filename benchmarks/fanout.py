@@ -41,6 +41,15 @@ throughput.  The master's CPU per 1,000 jobs is what a dedicated master
 host needs: 1 / (master CPU s per job) is the most jobs/s one master core
 serves.
 
+With ``--tail`` it measures the end of a run instead: each slave runs one
+job at a time (``--concurrency 1 --no-monkey-patch``), every job blocks for
+200 ms (``time.sleep``, a real block, like a C driver), and each job writes
+its slave's pid and end time to a log.  The columns are then when the first
+slave ran dry (its last job ended while others still had work), when the last
+one finished, and the spread between the two in job durations: jobs handed
+out but not started move to a slave that runs dry, so the spread should stay
+within two job durations at any number of slaves.
+
 Standard library only, plus ``taskmaster.cli.status.ask`` (pyzmq) to poll
 the master's status.
 """
@@ -70,6 +79,9 @@ CONCURRENCY = 50
 DELAY = 0.01  # workloads.IO_SECONDS
 FULL_STEPS = [1, 2, 4, 8, 16, 32]
 QUICK_STEPS = [1, 2, 4, 8]
+TAIL_STEPS = [8, 32]
+TAIL_SECONDS = 0.2  # one --tail job
+TAIL_JOBS_PER_SLAVE = 10
 WAITING = re.compile(r"WARNING slave (\S+): master at .* \(try \d+ of ")
 
 
@@ -84,6 +96,8 @@ class Step:
     master_startup_cpu: float = 0.0  # interpreter, imports, loading the module, binding
     all_cpu: float = 0.0
     error: str = ""
+    first_dry: float = 0.0  # --tail: seconds from the first job's start to the first slave's last job end
+    last_done: float = 0.0  # ... and to the last slave's last job end
 
     @property
     def master_cpu_per_1000(self) -> float:
@@ -181,8 +195,47 @@ class EndWatch(threading.Thread):
             self.stopped.wait(interval)
 
 
-def run_step(python: str, slaves: int, jobs: int, workdir: Path, timeout: float) -> Step:
-    step = Step(slaves, jobs, ideal=slaves * CONCURRENCY / DELAY)
+def get_tail_jobs(last=0, n="100", **kwargs):
+    """--tail jobs: 0 .. n-1."""
+    yield from range(int(last), int(n))
+
+
+def handle_tail(i: int) -> None:
+    """--tail: block for TAIL_SECONDS, then log "pid start end" with one write."""
+    started = time.time()
+    time.sleep(TAIL_SECONDS)
+    fd = os.open(os.environ["TM_FANOUT_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{os.getpid()} {started:.6f} {time.time():.6f}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def tail_spread(log: Path, step: Step) -> None:
+    """First slave dry and last slave done, from the --tail job log."""
+    last_end: dict[str, float] = {}
+    first_start = float("inf")
+    for line in log.read_text().splitlines():
+        pid, start, end = line.split()
+        first_start = min(first_start, float(start))
+        last_end[pid] = max(last_end.get(pid, 0.0), float(end))
+    if len(last_end) < step.slaves:
+        raise RuntimeError(f"only {len(last_end)} of {step.slaves} slaves ran a job")
+    step.first_dry = min(last_end.values()) - first_start
+    step.last_done = max(last_end.values()) - first_start
+
+
+def run_step(python: str, slaves: int, jobs: int, workdir: Path, timeout: float, tail: bool = False) -> Step:
+    concurrency = 1 if tail else CONCURRENCY
+    step = Step(slaves, jobs, ideal=slaves * concurrency / (TAIL_SECONDS if tail else DELAY))
+    job_log = workdir / f"jobs-{slaves}.log"
+    env = dict(os.environ, TM_FANOUT_LOG=str(job_log))
+    if tail:
+        handler, source, extra = f"{HERE / 'fanout.py'}:handle_tail", f"{HERE / 'fanout.py'}:get_tail_jobs", []
+        slave_flags = ["--no-monkey-patch"]
+    else:
+        handler, source, extra = f"{WORKLOADS}:handle_io", str(WORKLOADS), ["kind=io"]
+        slave_flags = []
     address = f"tcp://127.0.0.1:{free_port()}"
     spawn_log, master_log = workdir / f"spawn-{slaves}.log", workdir / f"master-{slaves}.log"
     result_file = workdir / f"result-{slaves}.json"
@@ -191,9 +244,10 @@ def run_step(python: str, slaves: int, jobs: int, workdir: Path, timeout: float)
     try:
         with open(spawn_log, "w") as log:
             spawn = subprocess.Popen(
-                [python, "-m", "taskmaster", "spawn", f"{WORKLOADS}:handle_io", str(slaves), "--address", address,
-                 "--concurrency", str(CONCURRENCY), "--timeout", "1000", "--retries", "120", "--no-progress"],
-                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, cwd=workdir,
+                [python, "-m", "taskmaster", "spawn", handler, str(slaves), "--address", address,
+                 "--concurrency", str(concurrency), "--timeout", "1000", "--retries", "120", "--no-progress",
+                 *slave_flags],
+                stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, cwd=workdir, env=env,
             )
         deadline = time.monotonic() + timeout
         while len(set(WAITING.findall(spawn_log.read_text(errors="replace")))) < slaves:
@@ -202,7 +256,7 @@ def run_step(python: str, slaves: int, jobs: int, workdir: Path, timeout: float)
             time.sleep(0.1)
         with open(master_log, "w") as log:
             master = subprocess.Popen(
-                [python, "-m", "taskmaster", "master", str(WORKLOADS), f"n={jobs}", "kind=io", "--address", address,
+                [python, "-m", "taskmaster", "master", source, f"n={jobs}", *extra, "--address", address,
                  "--state-file", str(workdir / f"run-{slaves}.state"), "--reset", "--no-progress",
                  "--result-file", str(result_file)],
                 stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True, cwd=workdir,
@@ -233,6 +287,8 @@ def run_step(python: str, slaves: int, jobs: int, workdir: Path, timeout: float)
         step.seconds = watch.seconds if watch.seconds else result["duration"]
         step.rate = jobs / step.seconds
         step.all_cpu = children_cpu() - cpu_before
+        if tail:
+            tail_spread(job_log, step)
     except (RuntimeError, TimeoutError, OSError, ValueError, KeyError) as exc:
         step.error = str(exc) or f"timed out after {timeout:.0f}s"
     finally:
@@ -246,6 +302,34 @@ def run_step(python: str, slaves: int, jobs: int, workdir: Path, timeout: float)
 
 HEADER = ("slaves", "greenlets", "jobs", "seconds", "jobs/s", "ideal jobs/s", "% ideal",
           "master start-up CPU s", "master CPU s", "master CPU s/1000 jobs", "all CPU s/1000 jobs")
+
+
+TAIL_HEADER = ("slaves", "jobs", "seconds", "% ideal", "first slave dry s", "last slave done s", "spread (jobs)")
+
+
+def render_tail(steps: list[Step]) -> str:
+    rows = [TAIL_HEADER]
+    for s in steps:
+        if s.error:
+            rows.append((str(s.slaves), str(s.jobs), "FAILED", *["-"] * 4))
+            continue
+        rows.append((
+            str(s.slaves),
+            str(s.jobs),
+            f"{s.seconds:.2f}",
+            f"{100 * s.rate / s.ideal:.0f}",
+            f"{s.first_dry:.2f}",
+            f"{s.last_done:.2f}",
+            f"{(s.last_done - s.first_dry) / TAIL_SECONDS:.1f}",
+        ))
+    return _table(rows)
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
 
 
 def render(steps: list[Step]) -> str:
@@ -267,15 +351,13 @@ def render(steps: list[Step]) -> str:
             f"{s.master_cpu_per_1000:.3f}",
             f"{s.all_cpu_per_1000:.3f}",
         ))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(HEADER))]
-    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return _table(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1, 2, 4, 8 slaves and fewer jobs")
+    parser.add_argument("--tail", action="store_true", help="the end of a run: 200 ms blocking jobs, 8 and 32 slaves")
     parser.add_argument("--steps", help="comma-separated slave counts (default 1,2,4,8,16,32)")
     parser.add_argument("--jobs-per-slave", type=int, help="jobs per slave process in each step")
     parser.add_argument("--max-jobs", type=int, default=400_000, help="cap on the jobs of one step")
@@ -285,16 +367,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the logs (their directory is printed)")
     args = parser.parse_args(argv)
 
-    steps = [int(x) for x in args.steps.split(",")] if args.steps else QUICK_STEPS if args.quick else FULL_STEPS
-    per_slave = args.jobs_per_slave or (5_000 if args.quick else 20_000)
+    default_steps = TAIL_STEPS if args.tail else QUICK_STEPS if args.quick else FULL_STEPS
+    steps = [int(x) for x in args.steps.split(",")] if args.steps else default_steps
+    per_slave = args.jobs_per_slave or (TAIL_JOBS_PER_SLAVE if args.tail else 5_000 if args.quick else 20_000)
     workdir = Path(tempfile.mkdtemp(prefix="tm-fanout-"))
-    print(f"fan-out: {CONCURRENCY} greenlets per slave, handler sleeps {DELAY * 1000:.0f} ms, TCP loopback, "
-          f"{os.cpu_count()} CPUs", flush=True)
+    if args.tail:
+        print(f"tail: 1 job at a time per slave, each blocks {TAIL_SECONDS * 1000:.0f} ms (--no-monkey-patch), "
+              f"TCP loopback, {os.cpu_count()} CPUs", flush=True)
+    else:
+        print(f"fan-out: {CONCURRENCY} greenlets per slave, handler sleeps {DELAY * 1000:.0f} ms, TCP loopback, "
+              f"{os.cpu_count()} CPUs", flush=True)
     results = []
     try:
         for slaves in steps:
             jobs = min(args.max_jobs, per_slave * slaves)
-            step = run_step(args.python, slaves, jobs, workdir, args.timeout)
+            step = run_step(args.python, slaves, jobs, workdir, args.timeout, args.tail)
             results.append(step)
             status = f"FAILED: {step.error}" if step.error else f"{step.rate:.0f} jobs/s"
             print(f"  {slaves} slaves, {jobs} jobs: {status}", file=sys.stderr, flush=True)
@@ -303,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"logs in {workdir}", file=sys.stderr)
         else:
             shutil.rmtree(workdir, ignore_errors=True)
-    print(render(results))
+    print(render_tail(results) if args.tail else render(results))
     if args.json:
         doc = [dict(asdict(s), master_cpu_per_1000=s.master_cpu_per_1000, all_cpu_per_1000=s.all_cpu_per_1000)
                for s in results]

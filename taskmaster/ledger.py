@@ -2,8 +2,11 @@
 
 Jobs are numbered in the order ``get_jobs`` yields them.  The ledger keeps the
 window ``[low, high)`` of positions that were pulled from the iterator but are
-not all resolved yet, in a ring of ``size`` slots, so the master's memory is
-bounded by ``--size`` whatever the total number of jobs:
+not all resolved yet, in a ring of slots, so the master's memory is bounded
+by ``--size`` whatever the total number of jobs.  The window holds ``--size``
+jobs; while jobs are small it may stretch to the whole ring, a fixed multiple
+of ``--size`` (see ``master.SMALL_JOB_BYTES``): tiny jobs then fill the pipe to
+every slave without costing more memory than ``--size`` larger ones would.
 
 * ``low``   - the first position not resolved (finished or failed for good);
 * ``fresh`` - the first position never handed to a slave;
@@ -30,12 +33,16 @@ _RESOLVED_RUNS = re.compile(rb"[\x01\x02]+")
 
 
 class Ledger:
-    def __init__(self, size: int, start: int = 0, resolved_ahead: Iterable[tuple[int, int]] = ()) -> None:
-        if size < 1:
-            raise ValueError("size must be positive")
-        self.size = size
-        self.values: list[Any] = [None] * size
-        self.states = bytearray(size)
+    def __init__(
+        self, size: int, start: int = 0, resolved_ahead: Iterable[tuple[int, int]] = (), stretch: int = 1
+    ) -> None:
+        if size < 1 or stretch < 1:
+            raise ValueError("size and stretch must be positive")
+        self.window = size  # jobs held at most (``--size``) ...
+        self.size = size * stretch  # ... or up to this many, the ring's slots, while they are small
+        self.limit = size  # the window in force now
+        self.values: list[Any] = [None] * self.size
+        self.states = bytearray(self.size)
         self.start = start
         self.low = start
         self.high = start
@@ -45,6 +52,7 @@ class Ledger:
         # (position, slave that failed it): retried, preferably elsewhere.
         self.retries: deque[tuple[int, str]] = deque()
         self.attempts: dict[int, int] = {}
+        self.failed_on: dict[int, str] = {}  # the slave a job last failed on, until it is resolved
         # Positions resolved in an earlier run (from the checkpoint): they are
         # marked resolved as the iterator reaches them, never sent again.
         self.resolved_ahead: list[tuple[int, int]] = sorted((a, b) for a, b in resolved_ahead if b > start)
@@ -54,7 +62,11 @@ class Ledger:
     # ------------------------------------------------------------ capacity
 
     def space(self) -> int:
-        return self.size - (self.high - self.low)
+        return max(0, self.limit - (self.high - self.low))
+
+    def stretch(self, small_jobs: bool) -> None:
+        """Hold up to all the ring's slots while jobs are small, else ``--size``."""
+        self.limit = self.size if small_jobs else self.window
 
     def undispatched(self) -> int:
         """Jobs waiting to be handed out (some may be resolved meanwhile)."""
@@ -168,11 +180,15 @@ class Ledger:
         for a, b in ranges:
             for p in range(max(a, self.low), min(b, self.high)):
                 if self.states[p % self.size] == PENDING:
-                    self.requeued.append(p)
+                    if p in self.failed_on:  # still a retry: it keeps avoiding the slave it failed on
+                        self.retries.append((p, self.failed_on[p]))
+                    else:
+                        self.requeued.append(p)
                     count += 1
         return count
 
     def retry(self, position: int, slave: str) -> None:
+        self.failed_on[position] = slave
         self.retries.append((position, slave))
 
     # ----------------------------------------------------------- resolution
@@ -193,6 +209,7 @@ class Ledger:
             if self.attempts:
                 for p in [p for p in self.attempts if a <= p < b]:
                     del self.attempts[p]
+                    self.failed_on.pop(p, None)
         if newly:
             self.finished += newly
             self._advance()
@@ -204,6 +221,7 @@ class Ledger:
             return False
         self.states[position % self.size] = FAILED
         self.attempts.pop(position, None)
+        self.failed_on.pop(position, None)
         self.failed += 1
         self._advance()
         return True

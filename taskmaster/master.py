@@ -36,6 +36,12 @@ from taskmaster.source import JobSource
 log = logging.getLogger("taskmaster.master")
 
 MAX_BATCH = 20000  # jobs in one reply, at most
+# While jobs pickle to this many bytes or fewer on average, the window holds up
+# to WINDOW_STRETCH x --size of them: a round trip to a slave takes the same
+# time whatever the job, and --size tiny jobs do not cover it at millions of
+# jobs a second.  The memory is that of --size jobs of about 1 KB.
+SMALL_JOB_BYTES = 64
+WINDOW_STRETCH = 16
 TICK_SECONDS = 0.1  # housekeeping period: progress, leases, rate
 QUIT_LINGER_SECONDS = 0.5  # after telling slaves to quit, how long to answer stragglers, at most
 QUIET_SECONDS = 0.05  # ... and at least: once every slave was told and this long passed without a word, done
@@ -96,6 +102,7 @@ class Master:
         self.run_id = uuid.uuid4().hex
         self.waiting: dict[str, tuple[float, int]] = {}  # parked requests: slave id -> (when to answer anyway, want)
         self.bad_messages = 0
+        self.job_bytes = 0.0  # pickled size of a job, on average over recent batches
         self.stopping: int | None = None  # the signal that asked us to stop
         self.stop_deadline = 0.0
         self.disk_error: str | None = None  # a failed job could not be recorded: stop now
@@ -125,7 +132,7 @@ class Master:
             jobs = self.failed_jobs.start_replay()
             if not jobs:
                 return Outcome(0, f"no failed jobs to retry in {cfg.failures_path}")
-            self.ledger = Ledger(cfg.size)
+            self.ledger = Ledger(cfg.size, stretch=WINDOW_STRETCH)
             self.source = JobSource(self.ledger)
             self.source.serve(jobs)
             self.total = len(jobs)
@@ -141,7 +148,7 @@ class Master:
             if resume:
                 self.state = state
             start, resolved = (self.state.position, self.state.resolved) if resume else (0, [])
-            self.ledger = Ledger(cfg.size, start=start, resolved_ahead=resolved)
+            self.ledger = Ledger(cfg.size, start=start, resolved_ahead=resolved, stretch=WINDOW_STRETCH)
             self.source = JobSource(self.ledger)
             if resume:
                 self.source.open(self.get_jobs, self.kwargs, last=self.state.anchor)
@@ -212,7 +219,10 @@ class Master:
         next_tick = 0.0
         next_checkpoint = time.monotonic() + self.config.checkpoint_interval
         while True:
-            for frames in self.endpoint.receive(5 if self.waiting else int(TICK_SECONDS * 1000)):
+            # A parked request waits for the filler, not for the socket, when there is room to fill.
+            filling = self.waiting and self.ledger.space() > 0 and not self.source.exhausted
+            timeout_ms = 0 if filling else 5 if self.waiting else int(TICK_SECONDS * 1000)
+            for frames in self.endpoint.receive(timeout_ms):
                 self._handle(frames)
             now = time.monotonic()
             if self.ledger.space() > 0 and not self.source.exhausted:
@@ -265,7 +275,12 @@ class Master:
             self._bad(identity, str(exc))
             return
         now = time.monotonic()
-        if isinstance(msg, (protocol.Heartbeat, protocol.GiveBack)):
+        if isinstance(msg, protocol.Ack):
+            slave = self.registry.get(msg.slave)
+            if slave is not None and msg.run == self.run_id and msg.token == slave.token and not slave.gone:
+                self.registry.seen(slave, now)
+                self._apply_acks(slave, msg.acks)
+        elif isinstance(msg, (protocol.Heartbeat, protocol.GiveBack)):
             slave = self.registry.get(msg.slave)
             if slave is not None and msg.run == self.run_id and msg.token == slave.token:
                 self.registry.seen(slave, now)
@@ -335,15 +350,7 @@ class Master:
 
     def _apply(self, slave: SlaveRecord, msg: protocol.Report) -> None:
         """Record acknowledgements and failures, only for jobs handed to this slave."""
-        for batch_id, ranges in msg.acks:
-            batch = slave.batches.get(batch_id)
-            if batch is None and batch_id <= self.registry.next_batch:
-                continue  # a batch whose jobs are all resolved already: nothing to learn
-            if batch is None or not within(ranges, batch.ranges):
-                self._bad(None, f"slave {slave.id} acknowledged jobs it was not handed (batch {batch_id})")
-                continue
-            slave.finished += self.ledger.mark_done(ranges)
-            self.registry.settle(slave, batch_id)
+        self._apply_acks(slave, msg.acks)
         for failure in msg.failures:
             batch = slave.batches.get(failure.batch)
             if batch is None or not within([(failure.position, failure.position + 1)], batch.ranges):
@@ -353,6 +360,17 @@ class Master:
                 self.failed_jobs.failed(self.ledger, failure, slave.id)
             except OSError as exc:
                 self._stop_for_disk(f"cannot record a failed job in {self.config.failures_path}: {exc.strerror or exc}")
+
+    def _apply_acks(self, slave: SlaveRecord, acks: list[tuple[int, list[tuple[int, int]]]]) -> None:
+        for batch_id, ranges in acks:
+            batch = slave.batches.get(batch_id)
+            if batch is None and batch_id <= self.registry.next_batch:
+                continue  # a batch whose jobs are all resolved already: nothing to learn
+            if batch is None or not within(ranges, batch.ranges):
+                self._bad(None, f"slave {slave.id} acknowledged jobs it was not handed (batch {batch_id})")
+                continue
+            slave.finished += self.ledger.mark_done(ranges)
+            self.registry.settle(slave, batch_id)
 
     # --------------------------------------------------------- dispatch
 
@@ -364,7 +382,7 @@ class Master:
         puts those jobs in the queue, and a parked request takes them.
         """
         live = self.registry.live_count() or 1
-        n = max(1, min(want, MAX_BATCH, self.config.size // (2 * live)))
+        n = max(1, min(want, MAX_BATCH, self.ledger.limit // (2 * live)))
         _, jobs, ranges = self.ledger.take(n, slave.id, alone=live == 1)
         if not jobs:
             if not self.registry.unstarted(slave):
@@ -377,6 +395,9 @@ class Master:
             if not jobs:
                 return False
             payload = protocol.pickle_jobs(jobs)
+        per_job = len(payload) / len(jobs)
+        self.job_bytes = 0.9 * self.job_bytes + 0.1 * per_job if self.job_bytes else per_job
+        self.ledger.stretch(self.job_bytes <= SMALL_JOB_BYTES)
         batch_id = self.registry.hand_out(slave, ranges)
         slave.last_batch = batch_id
         self.endpoint.send(slave.identity, protocol.jobs(batch_id, ranges, payload))

@@ -81,6 +81,7 @@ class WorkerPool:
         self.job_timeout = job_timeout
         self.todo: deque[LocalBatch] = deque()
         self.touched: list[LocalBatch] = []  # batches with finished jobs not yet reported
+        self.unconfirmed: list[LocalBatch] = []  # acknowledged by an ACK only: the next report says it again
         self.failures: list[tuple[str, protocol.Failure]] = []
         self.cuts: list[tuple[str, list[int]]] = []  # (run, [batch, keep]) given back, not yet reported
         # Workers claim jobs and give_back (another thread) cuts them off under this lock.
@@ -135,12 +136,22 @@ class WorkerPool:
     def has_news(self) -> bool:
         return bool(self.touched or self.failures or self.cuts)
 
-    def take_report(self, run: str) -> tuple[list, list[protocol.Failure], list[list[int]]]:
-        """What to tell the master of `run`: acknowledgements, failures and jobs given back."""
+    def take_acks(self, run: str) -> list:
+        """Acknowledgements for an ACK: the batches stay due for the next report."""
         acks = [batch.acknowledgement() for batch in self.touched if batch.run == run]
         for batch in self.touched:
             batch.dirty = False
+        self.unconfirmed += self.touched
         self.touched = []
+        return acks
+
+    def take_report(self, run: str) -> tuple[list, list[protocol.Failure], list[list[int]]]:
+        """What to tell the master of `run`: acknowledgements, failures and jobs given back."""
+        batches = {id(batch): batch for batch in self.unconfirmed + self.touched}.values()
+        acks = [batch.acknowledgement() for batch in batches if batch.run == run]
+        for batch in self.touched:
+            batch.dirty = False
+        self.touched, self.unconfirmed = [], []
         failures = [f for r, f in self.failures[:MAX_FAILURES_PER_REPORT] if r == run]
         del self.failures[:MAX_FAILURES_PER_REPORT]
         with self.claim_lock:
@@ -172,7 +183,7 @@ class WorkerPool:
     def forget(self) -> None:
         """Drop the jobs and reports of a run that is over (the master restarted)."""
         self.todo.clear()
-        self.touched = []
+        self.touched, self.unconfirmed = [], []
         self.failures = []
         with self.claim_lock:
             self.cuts = []

@@ -12,6 +12,7 @@ Slave -> master, always JSON and validated here, never unpickled:
                                    report what finished, failed, waits; want more jobs
     BYE        {slave, run, token, seq, want, acks, failures, queue, cuts}
                                    last report, then leaving
+    ACK        {slave, run, token, acks}           finished jobs, while a REQUEST waits
     HEARTBEAT  {slave, run, token}                 (liveness thread) still alive
     GIVEBACK   {slave, run, token, cuts, queue}    (liveness thread) jobs given back
     STATUS     {}                                  (tm-status) how is the run going?
@@ -22,6 +23,10 @@ answer was lost and must go back to the queue.  ``queue`` lists, for each
 batch the slave holds jobs of that it has not started, ``[batch, next, end]``:
 the jobs at indices ``next .. end-1`` of that batch are waiting; the master
 reads it to choose which slave to ask for jobs back when another runs dry.
+
+An ACK gets no answer: it lets finished jobs free their place in the
+master's window (``--size``) while the slave's request is parked there, and
+the slave's next REQUEST acknowledges them again, in case it was lost.
 
 ``cuts`` is ``[[batch, keep], ...]``: of that batch the slave runs only the
 first ``keep`` jobs, the others it will never start.  A GIVEBACK (with the
@@ -62,6 +67,7 @@ HELLO = b"HELLO"
 REQUEST = b"REQUEST"
 BYE = b"BYE"
 HEARTBEAT = b"HEARTBEAT"
+ACK = b"ACK"
 GIVEBACK = b"GIVEBACK"
 STATUS = b"STATUS"  # both ways: the question from tm-status, and the master's answer
 # Master -> slave.
@@ -136,6 +142,14 @@ class Heartbeat:
 
 
 @dataclass
+class Ack:
+    slave: str
+    run: str
+    token: str
+    acks: list[tuple[int, list[tuple[int, int]]]]
+
+
+@dataclass
 class GiveBack:
     slave: str
     run: str
@@ -189,6 +203,10 @@ def report(
 
 def heartbeat(slave: str, run: str, token: str) -> list[bytes]:
     return [HEARTBEAT, _dumps({"slave": slave, "run": run, "token": token})]
+
+
+def ack(slave: str, run: str, token: str, acks: list) -> list[bytes]:
+    return [ACK, _dumps({"slave": slave, "run": run, "token": token, "acks": acks})]
 
 
 def give_back(slave: str, run: str, token: str, cuts: list, queue: list) -> list[bytes]:
@@ -351,7 +369,7 @@ def _failures(value: Any) -> list[Failure]:
     return out
 
 
-def decode_from_slave(frames: list[bytes]) -> Hello | Report | Heartbeat | GiveBack | StatusRequest:
+def decode_from_slave(frames: list[bytes]) -> Hello | Report | Ack | Heartbeat | GiveBack | StatusRequest:
     """Parse and validate what a slave sent; raise ProtocolError otherwise.
 
     Data only: JSON is parsed, nothing is unpickled, and every field is
@@ -381,6 +399,9 @@ def decode_from_slave(frames: list[bytes]) -> Hello | Report | Heartbeat | GiveB
             queue=_queue(body.get("queue", [])),
             cuts=_cuts(body.get("cuts", [])),
         )
+    if kind == ACK:
+        slave, run, token = _name(body, "slave"), _str(body, "run"), _str(body, "token")
+        return Ack(slave=slave, run=run, token=token, acks=_acks(body.get("acks")))
     if kind == GIVEBACK:
         return GiveBack(
             slave=_name(body, "slave"),

@@ -39,6 +39,7 @@ from taskmaster.security import CurveKeys
 log = logging.getLogger("taskmaster.slave")
 
 ACK_INTERVAL = 0.005  # longest a finished job waits before it is reported
+ACK_WHILE_WAITING = 0.001  # while a request waits for its answer, finished jobs go in an ACK this often
 # Beyond its concurrency a slave holds enough jobs to cover one round trip to
 # the master at its measured pace, and no more: jobs held here are jobs no
 # other slave can run.  The round trip is measured; these bound it.
@@ -71,6 +72,7 @@ class Slave:
         self.id = f"{self.host[:64]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.run_id = ""
         self.token = ""
+        self.joined = False  # welcomed by a master at least once
         self.seq = 0  # numbers our requests; a resent request keeps its number
         self.socket: Any = None
         self.pool = WorkerPool(handle_job, config.concurrency, config.job_timeout)
@@ -140,7 +142,6 @@ class Slave:
         While this waits, the worker greenlets keep running jobs.
         """
         timeout = self.config.timeout_ms
-        step = min(100, timeout)
         for attempt in range(1, self.config.retries + 1):
             sent = time.monotonic()
             try:
@@ -154,6 +155,8 @@ class Slave:
             waited = 0.0
             while waited < timeout:
                 started = time.monotonic()
+                busy = self.pool.running or self.pool.todo
+                step = min(timeout, int(ACK_WHILE_WAITING * 1000) if busy else 100)
                 if self.socket.poll(step):
                     sample = time.monotonic() - sent
                     self.round_trip = sample if not self.round_trip else 0.8 * self.round_trip + 0.2 * sample
@@ -161,6 +164,8 @@ class Slave:
                 waited += min(step, (time.monotonic() - started) * 1000)
                 self._read_handshake_events()
                 self._tick()
+                if frames[0] == protocol.REQUEST:
+                    self._send_acks()
                 if self._give_up_asking(frames[0]):
                     return None
             if self.stopping is not None:
@@ -172,6 +177,15 @@ class Slave:
                 )
             self._connect()  # drop whatever is queued for the dead peer
         return None
+
+    def _send_acks(self) -> None:
+        """Acknowledge finished jobs now, without waiting for the request's answer."""
+        if self.pool.touched and self.run_id:
+            acks = self.pool.take_acks(self.run_id)
+            try:
+                self.socket.send_multipart(protocol.ack(self.id, self.run_id, self.token, acks), zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # the next report carries them
 
     def _give_up_asking(self, kind: bytes) -> bool:
         """Stopping: a hello is not worth waiting for; a report is, within the grace."""
@@ -204,13 +218,21 @@ class Slave:
             self._close()
             self.progress.finish()
             pool = self.pool
-            log.info(
-                "%d jobs finished, %d failed, busy %.2fs of %.2fs",
-                pool.completed - pool.failed,
-                pool.failed,
-                pool.busy_seconds,
-                time.monotonic() - self.started,
+            log.debug(
+                "pace: round trip %.1f ms, %.0f jobs/s, holding up to %d jobs, %d requests",
+                self.round_trip * 1000,
+                self.rate,
+                self._holding_target(),
+                self.seq,
             )
+            if self.joined:  # one stopped (or refused) before it had a run has nothing to sum up
+                log.info(
+                    "%d jobs finished, %d failed, busy %.2fs of %.2fs",
+                    pool.completed - pool.failed,
+                    pool.failed,
+                    pool.busy_seconds,
+                    time.monotonic() - self.started,
+                )
 
     def _on_signal(self, signum: int) -> None:
         if self.stopping is None:
@@ -248,6 +270,7 @@ class Slave:
             return False
         self.run_id = header["run"]
         self.token = header["token"]
+        self.joined = True
         self.heartbeat.interval = float(header["heartbeat_interval"])
         self.heartbeat.token = self.token
         self.heartbeat.run_id = self.run_id
