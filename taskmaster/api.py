@@ -26,8 +26,9 @@ MASTER_FLAGS = common.MASTER_OPTIONS + common.SHARED_OPTIONS + common.COMMON_OPT
 SLAVE_FLAGS = common.SLAVE_OPTIONS + common.SHARED_OPTIONS + common.COMMON_OPTIONS
 OPTION_NAMES = {opt.dest for opt in MASTER_FLAGS + SLAVE_FLAGS}
 # After the master ends (it told every slave that joined to quit), how long
-# slaves get to leave by themselves; one still there then never joined.
-SLAVE_EXIT_SECONDS = 0.3
+# slaves get to leave by themselves; one still there then is still starting,
+# too late for a run that is over, and is stopped.
+SLAVE_EXIT_SECONDS = 0.05
 
 
 @dataclass
