@@ -9,7 +9,6 @@ a SIGKILL of the supervisor leaves no process behind for long.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import signal
@@ -22,14 +21,22 @@ log = logging.getLogger("taskmaster.supervisor")
 _PR_SET_PDEATHSIG = 1
 
 
+def _load_prctl():
+    """prctl from the C library, looked up once here rather than in every child (that runs ldconfig)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None  # not Linux: the children still exit when the master tells them to
+
+
+_prctl = _load_prctl()
+
+
 def _in_child() -> None:
     """Runs in the child between fork and exec: own process group, die with us."""
     os.setpgid(0, 0)
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass  # not Linux: the children still exit when the master tells them to
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def exit_code(returncode: int) -> int:
