@@ -242,6 +242,7 @@ class Ledger:
         return count
 
     def _advance(self) -> None:
+        before = self.low
         while self.low < self.high:
             i, j = self._segments(self.low, self.high)[0]
             k = self.states.find(0, i, j)
@@ -250,6 +251,17 @@ class Ledger:
             else:
                 self.low += k - i
                 break
+        if self.low > before:
+            # Drop the values behind the window, but the last one: it is the
+            # checkpoint's anchor once everything pulled is resolved.  The
+            # ring may be far larger than the window, so values left in its
+            # slots would hold far more than --size jobs' worth of memory.
+            # (A slot of a position p behind the window already holds p + size
+            # when p + size < high: that one is left alone.)
+            first = max(self.start, before - 1, self.high - self.size)
+            if first < self.low - 1:
+                for i, j in self._segments(first, self.low - 1):
+                    self.values[i:j] = [None] * (j - i)
 
     # ------------------------------------------------------------ checkpoint
 
