@@ -2,7 +2,10 @@
 
 A filler greenlet pulls jobs while the ledger has room, in chunks, yielding
 between chunks so the master keeps answering slaves; with monkey patching, a
-get_jobs that waits on a database yields too.  The source also remembers why
+get_jobs that waits on a database yields too.  A chunk is sized to take about
+FILL_SECONDS at the iterator's measured pace: thousands of jobs from a range,
+one or two from a get_jobs that queries a database per job - whose jobs must
+not wait in a half-pulled chunk while slaves run dry.  The source also remembers why
 it stopped: the iterator ran out, raised, or produced a job that cannot be
 pickled - the run is then cut just before that job.
 """
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from itertools import islice
@@ -25,7 +29,8 @@ from taskmaster.ranges import expand, to_ranges
 
 log = logging.getLogger("taskmaster.master")
 
-FILL_CHUNK = 2048  # jobs pulled from the iterator between two looks at the socket
+FILL_CHUNK = 2048  # jobs pulled from the iterator between two looks at the socket, at most
+FILL_SECONDS = 0.002  # ... and about this long, at the pace the iterator has shown
 
 
 class JobSource:
@@ -57,14 +62,16 @@ class JobSource:
     def fill(self) -> None:
         """The filler greenlet: pull jobs from the iterator whenever the ledger has room."""
         ledger = self.ledger
+        chunk_size = 1  # grows as fast as the iterator shows it is fast
         while not self.exhausted:
             room = ledger.space()
-            if room == 0 or room < min(FILL_CHUNK, ledger.size // 4 or 1) and ledger.undispatched() > 0:
+            if room == 0 or room < min(chunk_size, ledger.size // 4 or 1) and ledger.undispatched() > 0:
                 self.room.clear()
                 self.room.wait()
                 continue
-            n = min(room, FILL_CHUNK)
+            n = min(room, chunk_size)
             chunk: list[Any] = []
+            began = time.perf_counter()
             try:
                 chunk.extend(islice(self.iterator, n))  # keeps what came before an exception
             except Exception:
@@ -73,6 +80,8 @@ class JobSource:
                 return
             if chunk:
                 ledger.add(chunk)
+                per_job = (time.perf_counter() - began) / len(chunk)
+                chunk_size = max(1, min(FILL_CHUNK, 2 * chunk_size, int(FILL_SECONDS / max(per_job, 1e-9))))
             if len(chunk) < n or self.error:
                 self.exhausted = True
                 return
