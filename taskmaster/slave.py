@@ -43,7 +43,7 @@ ACK_WHILE_WAITING = 0.001  # while a request waits for its answer, finished jobs
 # Beyond its concurrency a slave holds enough jobs to cover one round trip to
 # the master at its measured pace, and no more: jobs held here are jobs no
 # other slave can run.  The round trip is measured; these bound it.
-MIN_COVER_SECONDS = 0.001
+MIN_COVER_SECONDS = 0.005
 MAX_COVER_SECONDS = 0.05
 MAX_PREFETCH = 20000
 RECONNECT_FIRST_MS = 10
