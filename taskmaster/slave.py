@@ -8,7 +8,8 @@ the jobs finished since the last one and asks for enough jobs to keep the
 pool busy.  Acknowledgements are only forgotten once the master has answered
 the request that carried them, so a master that goes away and comes back
 loses nothing the slave finished.  Heartbeats come from a real thread
-(``heartbeat``), so the master's lease does not run out while a handler works.
+(``heartbeat``), so the master's lease does not run out while a handler works;
+the same thread gives back jobs not started when the master recalls them.
 """
 
 from __future__ import annotations
