@@ -219,9 +219,11 @@ class Master:
         next_tick = 0.0
         next_checkpoint = time.monotonic() + self.config.checkpoint_interval
         while True:
-            # A parked request waits for the filler, not for the socket, when there is room to fill.
+            # A parked request waits for the filler rather than for the socket
+            # when there is room to fill: look again after a millisecond (not
+            # at once: a get_jobs waiting on a database would make it a spin).
             filling = self.waiting and self.ledger.space() > 0 and not self.source.exhausted
-            timeout_ms = 0 if filling else 5 if self.waiting else int(TICK_SECONDS * 1000)
+            timeout_ms = 1 if filling else 5 if self.waiting else int(TICK_SECONDS * 1000)
             for frames in self.endpoint.receive(timeout_ms):
                 self._handle(frames)
             now = time.monotonic()
