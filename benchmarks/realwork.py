@@ -196,8 +196,9 @@ class Setup(contextlib.ExitStack):
     """
 
     def __init__(self, chosen: list[str], python: str, workdir: Path, sizes: dict[str, dict[str, tuple[int, int]]],
-                 say: Callable[[str], None]) -> None:
+                 say: Callable[[str], None], loops_per_second: float | None = None) -> None:
         super().__init__()
+        self.loops_per_second = loops_per_second  # given: the same work as another run (old tree against new)
         self.chosen = [w for w in chosen if w in WORKLOADS]
         self.python, self.workdir, self.sizes, self.say = python, workdir, sizes, say
         self.specs: dict[str, JobSpec] = {}
@@ -208,10 +209,11 @@ class Setup(contextlib.ExitStack):
         super().__enter__()
         try:
             if any(w in CPU_SECONDS for w in self.chosen):
-                rate = workloads.loops_per_second()
+                rate = self.loops_per_second or workloads.loops_per_second()
                 self.meta["loops_per_second"] = round(rate)
                 self.specs.update(cpu_specs(self.chosen, rate))
-                self.say(f"calibrated: {rate:,.0f} loops/s here, 20 ms = {round(rate * 0.02):,} loops")
+                how = "given" if self.loops_per_second else "calibrated"
+                self.say(f"{how}: {rate:,.0f} loops/s here, 20 ms = {round(rate * 0.02):,} loops")
             if "sleep-20ms" in self.chosen:
                 self.specs["sleep-20ms"] = sleep_spec()
             if "db" in self.chosen:

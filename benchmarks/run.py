@@ -611,6 +611,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workloads", help=f"comma list of {','.join(ALL_WORKLOADS)} (default: all)")
     parser.add_argument("--python", default=sys.executable,
                         help="interpreter with taskmaster installed (default: this one)")
+    parser.add_argument("--loops-per-second", type=float, metavar="N",
+                        help="CPU rows: use this calibration (printed by an earlier run) instead of measuring one, so "
+                             "that two runs - e.g. old tree and new - do exactly the same work")
     parser.add_argument("--taskmaster", metavar="DIR",
                         help="benchmark the taskmaster package found in DIR (prepended to PYTHONPATH), e.g. an "
                              "export of another commit")
@@ -655,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Calibration and the database server, for the real-work rows; the server stops on the way out.
         chosen = args.workloads if set(args.systems) & set(realwork.SYSTEMS) else []
-        with realwork.Setup(chosen, args.python, workdir, plan.sizes, bench.say) as setup:
+        with realwork.Setup(chosen, args.python, workdir, plan.sizes, bench.say, args.loops_per_second) as setup:
             bench.specs, bench.setup_errors, footnotes = setup.specs, setup.errors, setup.footnotes()
             meta["realwork"] = setup.meta
             rows = build_rows(bench, args.systems, args.workloads)
