@@ -139,6 +139,14 @@ class Master:
         else:
             state = None if cfg.reset else checkpoint.load(cfg.state_path, self.target, self.kwargs)
             if state is not None and state.complete:
+                still_failed = len(self.failed_jobs.file.read()) if os.path.exists(cfg.failures_path) else 0
+                if still_failed:
+                    # Not a success to report as one: jobs failed for good and wait in the file.
+                    return Outcome(
+                        1,
+                        f"this run already finished, but {still_failed} jobs failed for good; they are in "
+                        f"{cfg.failures_path}: run them again with --retry-failed (or start over with --reset)",
+                    )
                 return Outcome(
                     0,
                     f"this run already finished ({state.finished} jobs finished, {state.failed} failed, "

@@ -279,6 +279,20 @@ def test_cpu_bound_handler_keeps_its_lease(procs, tmp_path):
 
 
 @pytest.mark.timeout(90)
+def test_a_finished_run_with_failed_jobs_run_again_exits_1_and_points_to_retry_failed(procs, tmp_path):
+    """Running a finished run again is no success while jobs wait in the failures file."""
+    run = Run(procs, tmp_path, 50, TM_BAD="7")
+    master = run.master("--max-retries", 0)
+    run.slave()
+    assert run.wait(master, 60) == 1, run.log(master)
+    again = run.master("--max-retries", 0)
+    assert run.wait(again, 30) == 1, run.log(again)
+    line = summary_line(run.log(again))
+    assert "already finished" in line and "1 jobs failed for good" in line, line
+    assert str(run.failures) in line and "--retry-failed" in line, line
+
+
+@pytest.mark.timeout(90)
 def test_failing_jobs_are_recorded_then_retry_failed_replays_them(procs, tmp_path):
     """A handler that always raises for some jobs: retried, recorded, replayed with --retry-failed."""
     bad = [7, 123, 250, 499]
