@@ -291,7 +291,7 @@ class Slave:
                 if self.socket.poll(0):  # unprompted: the master says quit
                     self._take_reply(self.socket.recv_multipart())
                     if self.quit_reason is not None:
-                        return 128 + self.stopping if self.stopping else 0
+                        return self._quit_code()
                 self.pool.news.clear()
                 self.pool.news.wait(ACK_INTERVAL)  # nothing to say yet: let the workers run
                 continue
@@ -311,7 +311,7 @@ class Slave:
                 self.error = self.pool.error
                 return 1
             if self.quit_reason is not None:
-                return 128 + self.stopping if self.stopping else 0
+                return self._quit_code()
             if request[0] == protocol.BYE:
                 return 128 + (self.stopping or signal.SIGTERM)
 
@@ -366,7 +366,13 @@ class Slave:
         self.pool.forget()
         self.run_id = ""
         if not self._hello():
-            self.quit_reason = self.quit_reason or ""
+            self.quit_reason = self.quit_reason or ""  # stop; _hello set self.error unless told to quit
+
+    def _quit_code(self) -> int:
+        """The exit code once the loop stops: 1 after an error (a failed rejoin), 128+N after a signal, else 0."""
+        if self.error:
+            return 1
+        return 128 + self.stopping if self.stopping else 0
 
     def _tick(self) -> None:
         now = time.monotonic()

@@ -593,3 +593,45 @@ def test_restarted_master_slaves_rejoin_and_run_completes(procs, tmp_path):
         assert "the master restarted; joining its new run" in run.log(slave)
     run.assert_all_handled(max_repeats=allowed)
     assert run.state_doc()["finished"] == run.n
+
+
+@pytest.mark.timeout(60)
+def test_a_slave_whose_rejoin_after_reset_fails_exits_1(procs, tmp_path):
+    """A master says RESET, then never answers the new hello: the slave says so and exits 1 (issue 12, defect 1)."""
+    import zmq
+
+    from taskmaster import protocol
+
+    context = zmq.Context()
+    master = context.socket(zmq.ROUTER)
+    master.setsockopt(zmq.LINGER, 0)
+    port = master.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        module = write_module(tmp_path, "rejoin_jobs", "def handle_job(i):\n    pass\n")
+        log = tmp_path / "slave.log"
+        with open(log, "w") as out:
+            slave = procs.start(
+                tm("slave", module, "--address", f"tcp://127.0.0.1:{port}", "--timeout", 300, "--retries", 2,
+                   "--no-progress"),
+                stdout=out,
+                stderr=out,
+            )
+        hellos = resets = 0
+        deadline = time.monotonic() + 30
+        while slave.poll() is None and time.monotonic() < deadline:
+            if not master.poll(100):
+                continue
+            identity, kind, *_ = master.recv_multipart()
+            if kind == protocol.HELLO:
+                hellos += 1
+                if hellos == 1:  # welcome the first hello only
+                    master.send_multipart([identity, *protocol.welcome("run-1", "token-1", 30.0, 10.0)])
+            elif kind == protocol.REQUEST and not resets:
+                resets += 1
+                master.send_multipart([identity, *protocol.reset("this master does not know that run")])
+        assert slave.wait(30) == 1, log.read_text()
+        assert hellos >= 2 and resets == 1, (hellos, resets)
+        assert "no master answered" in log.read_text(), log.read_text()
+    finally:
+        master.close(0)
+        context.term()
