@@ -71,13 +71,15 @@ def main(argv: list[str] | None = None, prog: str = "tm-master") -> int:
     common.check_log_level(parser, args.log_level)
 
     def body() -> int:
+        from taskmaster import target  # no I/O library: safe before the patching
+
+        kwargs = target.parse_kwargs(args.kwargs)  # bad arguments fail before anything else happens
         common.monkey_patch(args.no_monkey_patch)
         common.setup_logging(args.log_level, "master", args.log_file)
-        from taskmaster import checkpoint, failures, security, target
+        from taskmaster import checkpoint, failures, security
         from taskmaster.master import Master, MasterConfig
 
         keys = security.load_keys(args.secret_file)
-        kwargs = target.parse_kwargs(args.kwargs)
         get_jobs = target.load(args.target, "get_jobs")
         target_id = target.identity(args.target, "get_jobs")
         state_path = args.state_file or checkpoint.default_path(target_id, kwargs)
