@@ -15,9 +15,9 @@ import pickle
 import time
 from typing import TYPE_CHECKING, Any
 
-from taskmaster.checkpoint import short_repr
 from taskmaster.errors import UsageError
 from taskmaster.fileio import open_private_append, write_atomically
+from taskmaster.text import short_repr
 
 if TYPE_CHECKING:
     from taskmaster.ledger import Ledger

@@ -7,6 +7,8 @@ import re
 import pytest
 from conftest import PYTHON, REPO
 
+pytestmark = pytest.mark.slow
+
 SYSTEMS = ["in-process loop", "multiprocessing.Pool", "ProcessPoolExecutor", "taskmaster"]
 WORKLOADS = ["noop", "io", "payload", "memory-noop", "memory-payload"]
 # The real-work rows: Taskmaster against Pool(P) chunksize 1 and the Executor, on jobs that take time.
