@@ -74,3 +74,17 @@ def test_a_second_hello_under_one_id_takes_back_what_the_first_held():
     again = registry.join("a", "h", 1, 2, 1000, b"a2", now=1.0)
     assert again is not a and again.token != a.token
     assert registry.held(again) == 0 and ledger.undispatched() == 10
+
+
+def test_a_retry_whose_slave_is_lost_goes_out_once_not_twice():
+    """Found by the property test: the retry was queued once for the failure and
+    again with the lost slave's batch, and the next batch carried the job twice
+    under one position, so the slave's jobs and positions no longer matched."""
+    ledger, registry = setup(jobs=1)
+    a = registry.join("a", "h", 1, 2, 1000, b"a", now=0.0)
+    give(registry, ledger, a, 1)
+    ledger.attempts[0] = 1
+    ledger.retry(0, "a")
+    registry.leave(a)
+    _, jobs, ranges = ledger.take(5, "b", alone=True)
+    assert (jobs, ranges) == ([0], [[0, 1]])
