@@ -68,6 +68,7 @@ class MasterConfig:
     progress: bool = True
     total: int | None = None
     linger: float = 3.0
+    metrics_address: str | None = None  # serve /metrics here (see taskmaster.metrics)
 
 
 @dataclass
@@ -112,6 +113,9 @@ class Master:
         self.rate = status.RateMeter()
         self.total: int | None = config.total
         self.started = time.monotonic()
+        self.paused: bool = False
+        self.rate_limit: float | None = None
+        self.checkpointed_at: float | None = None  # when the state file last held our progress (monotonic)
         self.ledger: Ledger
         self.registry: SlaveRegistry
         self.source: JobSource
@@ -185,12 +189,23 @@ class Master:
         early = self.prepare()
         if early is not None:
             return early
-        self.endpoint.bind()
-        log.info("listening on %s", self.config.address)
+        metrics = self._start_metrics()
+        try:
+            self.endpoint.bind()
+        except BaseException:
+            if metrics is not None:
+                metrics.stop()
+            raise
+        log.info("listening on %s", self.config.address, extra={"event": "listening", "address": self.config.address})
         if self.config.reset and not self.config.retry_failed and os.path.exists(self.config.failures_path):
             self.failed_jobs.file.rewrite([])  # only now: a master that cannot start changes nothing
         if self.state.has_anchor:
-            log.info("resuming at job %d (%d finished before)", self.state.position, self.state.finished)
+            log.info(
+                "resuming at job %d (%d finished before)",
+                self.state.position,
+                self.state.finished,
+                extra={"event": "resumed", "position": self.state.position, "finished": self.state.finished},
+            )
         self.progress = Progress(self.config.progress, show_queue=True, total=self.total)
         self.started = time.monotonic()
         filler = gevent.spawn(self.source.fill)
@@ -204,7 +219,21 @@ class Master:
             self.progress.finish()
             self.failed_jobs.file.close()
             self.endpoint.close()
+            if metrics is not None:
+                metrics.stop()
         return outcome
+
+    def _start_metrics(self) -> Any:
+        """Serve /metrics if asked to; UsageError if its address cannot be had."""
+        if self.config.metrics_address is None:
+            return None
+        from taskmaster.metrics import MetricsServer  # prometheus_client only when asked for
+
+        server = MetricsServer(self, self.config.metrics_address)
+        server.start()
+        if not self.config.retry_failed:  # a replay writes no state file: no checkpoint age
+            self.checkpointed_at = time.monotonic()  # nothing done yet: nothing to lose
+        return server
 
     def _on_signal(self, signum: int) -> None:
         now = time.monotonic()
@@ -453,6 +482,8 @@ class Master:
     def _checkpoint(self, complete: bool = False) -> None:
         if not self.config.retry_failed:  # a replay of failures leaves the state file alone
             self.saver.save(self.ledger, self.total, complete)
+            if self.saver.error is None:
+                self.checkpointed_at = time.monotonic()
 
     def snapshot(self) -> dict[str, Any]:
         """The run as tm-status shows it."""

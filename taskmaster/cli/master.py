@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None, prog: str = "tm-master") -> int:
 
         kwargs = target.parse_kwargs(args.kwargs)  # bad arguments fail before anything else happens
         common.monkey_patch(args.no_monkey_patch)
-        common.setup_logging(args.log_level, "master", args.log_file)
+        common.setup_logging(args.log_level, "master", args.log_file, args.log_format)
         from taskmaster import checkpoint, failures, security
         from taskmaster.master import Master, MasterConfig
 
@@ -97,14 +97,19 @@ def main(argv: list[str] | None = None, prog: str = "tm-master") -> int:
             total=args.total,
             linger=args.linger,
             checkpoint_interval=args.checkpoint_every,
+            metrics_address=args.metrics_address,
         )
         count_jobs = target.optional(args.target, "count_jobs")
         outcome = Master(get_jobs, target_id, kwargs, config, keys, count_jobs).run()
+        counts = {"finished": outcome.finished, "failed": outcome.failed, "exit_code": outcome.code}
         if outcome.summary:
-            sys.stderr.write(f"{prog}: {outcome.summary}\n")
-            common.log_to_file("taskmaster.master", f"summary: {outcome.summary}")
+            if args.log_format == "json":
+                common.say(prog, outcome.summary, logger="taskmaster.master", event="summary", **counts)
+            else:
+                sys.stderr.write(f"{prog}: {outcome.summary}\n")
+                common.log_to_file("taskmaster.master", f"summary: {outcome.summary}")
         if outcome.error:
-            sys.stderr.write(f"{prog}: error: {outcome.error}\n")
+            common.say(prog, outcome.error, error=True, logger="taskmaster.master", **counts)
         if args.result_file:
             write_result(args.result_file, outcome)
         return outcome.code
