@@ -108,6 +108,7 @@ class Master:
         self.stop_deadline = 0.0
         self.disk_error: str | None = None  # a failed job could not be recorded: stop now
         self.closing = False  # the run is over: every slave is told to quit
+        self.ended: str | None = None  # how the run ended (complete, interrupted...): tm-status --watch reports it
         self.state = checkpoint.State(target, kwargs)
         self.failed_jobs = failures.FailedJobs(config.failures_path, config.max_retries)
         self.rate = status.RateMeter()
@@ -515,6 +516,7 @@ class Master:
             "state_file": os.path.abspath(self.config.state_path),
             "failures_file": os.path.abspath(self.config.failures_path),
             "pid": os.getpid(),
+            "ended": self.ended,
             "slaves": self.registry.rows(now),
         }
 
@@ -522,6 +524,7 @@ class Master:
 
     def _finish(self, how: str) -> Outcome:
         duration = time.monotonic() - self.started  # the run, not the goodbyes after it
+        self.ended = how
         self._tell_slaves_to_quit()
         complete = how == "complete"
         self._checkpoint(complete=complete)
