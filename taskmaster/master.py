@@ -217,6 +217,7 @@ class Master:
             filler.kill()
             for handler in handlers:
                 handler.cancel()
+            self._show_progress()  # the last jobs too: a bar that ends at 99% would be a lie
             self.progress.finish()
             self.failed_jobs.file.close()
             self.endpoint.close()
@@ -276,15 +277,18 @@ class Master:
                 for slave in self.registry.expire(now):
                     self.waiting.pop(slave.id, None)
                 self.rate.sample(now, self._resolved())
-                self.progress.update(
-                    self._total_finished(), f"{self.ledger.undispatched()}/{self.config.size}", self._resolved()
-                )
+                self._show_progress()
             if now >= next_checkpoint:
                 next_checkpoint = now + self.config.checkpoint_interval
                 self._checkpoint()
             ended = self._ended(now)
             if ended:
                 return self._finish(ended)
+
+    def _show_progress(self) -> None:
+        self.progress.update(
+            self._total_finished(), f"{self.ledger.undispatched()}/{self.config.size}", self._resolved()
+        )
 
     def _ended(self, now: float) -> str:
         if self.stopping is not None:
