@@ -68,8 +68,13 @@ def from_state_file(last: dict[str, Any]) -> tuple[int, str]:
         with open(last["state_file"]) as f:
             state = json.load(f)
         complete, finished, failed = bool(state["complete"]), int(state["finished"]), int(state["failed"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return NO_ANSWER, "the master went away before its run was over (as far as can be seen from here)"
+    except OSError as exc:
+        return NO_ANSWER, (
+            f"the master went away and its state file {last['state_file']} cannot be read here "
+            f"({exc.strerror or exc}): its run may not be over; if so, run its command again to resume"
+        )
+    except (ValueError, KeyError, TypeError):
+        return NO_ANSWER, f"the master went away and its state file {last['state_file']} makes no sense"
     if not complete:
         return NO_ANSWER, (
             f"the master went away before its run was over ({finished} finished, {failed} failed, "
