@@ -135,7 +135,10 @@ class MetricsServer:
 
     def __init__(self, master: Master, address: str) -> None:
         self.address = address
-        self.host, self.port = parse_address(address)
+        try:
+            self.host, self.port = parse_address(address)
+        except ValueError as exc:  # the CLI checks first; this is for MasterConfig built in Python
+            raise UsageError(f"{address!r} is not a metrics address ({exc}); use HOST:PORT") from None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(MasterCollector(master))
         self.server: WSGIServer | None = None

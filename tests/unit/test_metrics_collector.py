@@ -118,3 +118,10 @@ def test_metrics_addresses_default_to_loopback(text, expected):
 def test_bad_metrics_addresses_say_why(text):
     with pytest.raises(ValueError):
         parse_address(text)
+
+
+def test_a_bad_address_given_in_python_is_a_usage_error(tmp_path):
+    from taskmaster.errors import UsageError
+
+    with pytest.raises(UsageError, match="is not a metrics address"):
+        MetricsServer(prepared_master(tmp_path), "localhost:http")
