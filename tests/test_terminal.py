@@ -50,13 +50,17 @@ class Terminal:
             self.chunks.append(data)
 
     def start(self, procs, argv: list[str], env: dict):
-        proc = procs.start(argv, env=env, stdout=self.slave_fd, stderr=self.slave_fd)
-        return proc
+        return procs.start(argv, env=env, stdout=self.slave_fd, stderr=self.slave_fd)
 
     def close_writer(self) -> None:
         os.close(self.slave_fd)
 
     def text(self) -> str:
+        """Everything written, once every writer is gone (the reader saw the end)."""
+        self.reader.join(timeout=10)
+        if not self.reader.is_alive():
+            os.close(self.master_fd)
+            self.master_fd = -1
         return b"".join(self.chunks).decode(errors="replace")
 
 
@@ -72,7 +76,6 @@ def run_master_on_a_terminal(procs, tmp_path, env: dict, n: int = 400, concurren
     )
     assert master.wait(timeout=120) == 0
     slave.communicate(timeout=30)
-    terminal.reader.join(timeout=10)
     return terminal.text()
 
 

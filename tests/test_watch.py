@@ -97,7 +97,6 @@ def test_on_a_terminal_the_status_is_redrawn_in_place(procs, tmp_path, recording
     watcher = terminal.start(procs, argv, {"TERM": "xterm-256color"})
     terminal.close_writer()
     assert watcher.wait(timeout=60) == 0
-    terminal.reader.join(timeout=10)
     out = terminal.text()
     redraws = out.count("\x1b[J")  # clear to the end of the screen, after going back up
     assert redraws >= 2 and "F\x1b[J" in out, repr(out[-1500:])
@@ -115,6 +114,5 @@ def test_term_dumb_gets_plain_blocks(procs, tmp_path, recording):
     watcher = terminal.start(procs, argv, {"TERM": "dumb"})
     terminal.close_writer()
     assert watcher.wait(timeout=60) == 0
-    terminal.reader.join(timeout=10)
     out = terminal.text()
     assert "\x1b" not in out and out.count("target      ") >= 2
