@@ -231,11 +231,7 @@ class Master:
             return None
         from taskmaster.metrics import MetricsServer  # prometheus_client only when asked for
 
-        server = MetricsServer(self, self.config.metrics_address)
-        server.start()
-        if not self.config.retry_failed:  # a replay writes no state file: no checkpoint age
-            self.checkpointed_at = time.monotonic()  # nothing done yet: nothing to lose
-        return server
+        return MetricsServer(self, self.config.metrics_address).start()
 
     def _on_signal(self, signum: int) -> None:
         now = time.monotonic()

@@ -121,8 +121,10 @@ class MasterCollector(Collector):
         yield run
         yield _gauge("taskmaster_rate_limit", "most jobs started per second (0: no limit)", m.rate_limit or 0)
         yield _gauge("taskmaster_paused", "1 while no new jobs are handed out on request (tm-ctl pause)", int(m.paused))
-        checkpointed = m.checkpointed_at
-        if checkpointed is not None:
+        # Before the first checkpoint: nothing done yet, nothing a crash would lose.  A
+        # replay of failures (--retry-failed) writes no state file: no age to show.
+        checkpointed = m.started if m.checkpointed_at is None else m.checkpointed_at
+        if not m.config.retry_failed:
             yield _gauge(
                 "taskmaster_checkpoint_age_seconds",
                 "seconds since the state file last held the run's progress",
@@ -153,7 +155,7 @@ class MetricsServer:
         start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
         return [f"not found; metrics are at {METRICS_PATH}\n".encode()]
 
-    def start(self) -> None:
+    def start(self) -> MetricsServer:
         """Listen; UsageError (one line) when the address cannot be had."""
         from gevent.pywsgi import WSGIServer
 
@@ -170,6 +172,7 @@ class MetricsServer:
         self.server = server
         host = f"[{self.host}]" if ":" in self.host else self.host
         log.info("serving metrics on http://%s:%d%s", host, self.port, METRICS_PATH)
+        return self
 
     def stop(self) -> None:
         if self.server is not None:
