@@ -35,10 +35,11 @@ def test_tm_run_with_json_logs_writes_only_json_with_event_fields(procs, tmp_pat
     docs = json_lines(result.stderr)
     assert {d["role"] for d in docs} == {"master", "slave"}
 
+    # (a slave may start after a short run is over: told to quit at hello, it never joins)
     joined = [d for d in docs if d.get("event") == "slave_joined"]
-    assert len(joined) == 2 and all(isinstance(d["pid"], int) and d["slave"] for d in joined)
-    slave_ids = {d["slave"] for d in joined}
-    assert {d["slave"] for d in docs if d["role"] == "slave"} == slave_ids  # a slave's lines carry its id
+    assert joined and all(isinstance(d["pid"], int) and d["slave"] for d in joined)
+    slave_ids = {d["slave"] for d in docs if d["role"] == "slave"}  # a slave's lines carry its id
+    assert {d["slave"] for d in joined} <= slave_ids and len(slave_ids) == 2
 
     failed = [d for d in docs if d.get("event") == "job_failed"]
     assert sorted(d["position"] for d in failed) == list(range(0, 200, 25))
