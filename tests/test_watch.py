@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 
 import pytest
 from conftest import handled, start_logged, tail, tcp_address, tm, wait_exit, wait_for, wait_listening
@@ -59,12 +60,21 @@ def test_watch_exits_1_when_jobs_failed_for_good(procs, tmp_path, recording):
 def test_a_master_gone_before_we_hear_the_end_is_read_from_its_state_file(procs, tmp_path, recording):
     """--linger 0: the master leaves as soon as its run is over; the next ask finds nobody, the state file says."""
     module, record, env = recording
-    address, master = start_run(procs, tmp_path, module, {**env, "TM_DELAY": "0.005"}, 200, "--linger", "0")
-    result = watch(procs, address, "6")
+    gate = tmp_path / "gate"  # the last jobs wait for it: the run cannot end before the watcher's first ask
+    env = {**env, "TM_DELAY": "0.005", "TM_GATE": str(gate), "TM_GATE_AT": "190"}
+    address, master = start_run(procs, tmp_path, module, env, 200, "--linger", "0")
+    watcher = procs.start(tm("status", "--address", address, "--timeout", "1000", "--watch", "5"))
+    first_block = [watcher.stdout.readline() for _ in range(12)]  # the time line and the status above the slaves
+    asked = time.monotonic()  # the second ask comes 5 s after the first: not before asked + 4
+    assert any(line.startswith("state       running") or "draining" in line for line in first_block), first_block
+    gate.touch()
     assert wait_exit(master, 30, tmp_path / "master.log") == 0
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.count("\nstate       ") == 1  # the first ask; by the second the master was gone
-    assert result.stderr.strip() == "tm-status: the run is over: 200 finished, 0 failed"
+    gone = time.monotonic()
+    out, err = watcher.communicate(timeout=60)
+    assert watcher.returncode == 0, err
+    assert err.strip() == "tm-status: the run is over: 200 finished, 0 failed"
+    if gone - asked < 4:  # gone before the second ask: the state file told
+        assert "\nstate       " not in out
 
 
 @pytest.mark.timeout(120)
