@@ -43,6 +43,7 @@ SLAVE_STATES = ("working", "lost", "gone")
 RUN_STATES = ("running", "draining", "finished")
 METRICS_PATH = "/metrics"
 DEFAULT_HOST = "127.0.0.1"
+MAX_CONNECTIONS = 16
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -160,8 +161,10 @@ class MetricsServer:
         from gevent.pywsgi import WSGIServer
 
         self._metrics = make_wsgi_app(self.registry)
-        # log=None: no access log line per scrape on the master's stderr.
-        server = WSGIServer((self.host, self.port), self._app, log=None, error_log=log)
+        # log=None: no access log line per scrape on the master's stderr.  spawn: at
+        # most that many connections served at once, so that a flood of them cannot
+        # grow the master's memory (more wait in the listen backlog).
+        server = WSGIServer((self.host, self.port), self._app, log=None, error_log=log, spawn=MAX_CONNECTIONS)
         try:
             server.start()
         except OSError as exc:
