@@ -41,12 +41,14 @@ class Progress:
         self.next_log = self.started + LOG_EVERY_SECONDS
         self.first: int | None = None  # jobs already done when this run started (a resume)
         self.last: tuple[int, str, int] = (0, "", 0)
+        self.paused = False  # the master is paused (tm-ctl pause): said first, on the bar and the log line
+        self.mark = progressbar.FormatCustomText("%(mark)s", {"mark": ""})
         if enabled and self._is_terminal():
             self.bar = self._make_bar()
             self.bar.start()
 
     def _make_bar(self) -> progressbar.ProgressBar:
-        widgets: list = ["completed ", progressbar.Counter()]
+        widgets: list = [self.mark, "completed ", progressbar.Counter()]
         if self.total:
             widgets += [" (", progressbar.Variable("percent", width=1, format="{formatted_value}"), ")"]
         if self.show_queue:
@@ -73,9 +75,12 @@ class Progress:
         except (AttributeError, ValueError):
             return False
 
-    def update(self, completed: int, queue: str = "", resolved: int | None = None) -> None:
+    def update(self, completed: int, queue: str = "", resolved: int | None = None, paused: bool = False) -> None:
         """`completed` finished jobs so far; `resolved` also counts failed ones (for percent and ETA)."""
         resolved = completed if resolved is None else resolved
+        if paused != self.paused:
+            self.paused = paused
+            self.mark.update_mapping(mark="PAUSED | " if paused else "")
         if self.first is None:
             self.first = resolved
         self.last = (completed, queue, resolved)
@@ -102,7 +107,8 @@ class Progress:
         now = now or time.monotonic()
         elapsed = now - self.started
         estimate = self._estimate(resolved, now)
-        parts = [f"completed {completed}" + (f" ({estimate['percent']})" if estimate else "")]
+        parts = ["PAUSED"] if self.paused else []
+        parts.append(f"completed {completed}" + (f" ({estimate['percent']})" if estimate else ""))
         if self.show_queue and queue:
             parts.append(f"in queue {queue}")
         rate = (completed - min(self.first or 0, completed)) / elapsed if elapsed > 0 else 0.0
