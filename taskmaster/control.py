@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -140,7 +141,7 @@ class Controls:
         return batch is None or batch.expired or batch.keep < batch.size
 
     def on_news(self, slave: SlaveRecord, now: float) -> None:
-        """While paused: `slave` reported (a request or a give-back); recall again, answer pauses."""
+        """While paused or halted: `slave` reported (a request or a give-back); recall again, answer pauses."""
         if not self.settled(slave):
             self._recall_all(slave, now)
         if self.pending:
@@ -174,9 +175,21 @@ class Controls:
         resolved = m.ledger.finished + failed
         if limit.exceeded(failed, resolved):
             m.halted = limit.describe(failed, resolved)
-            log.error("halting: %s; no new jobs, waiting up to %gs for the jobs in flight", m.halted, m.config.grace)
+            log.error("halting: %s; no new jobs, waiting up to %gs for the jobs running", m.halted, m.config.grace)
             if m.stopping is None:
                 m._on_signal(signal.SIGTERM)
+            # Jobs handed out and not started would go on failing: take them back.
+            now = time.monotonic()
+            for slave in m.registry.slaves.values():
+                self._recall_all(slave, now, force=True)
+
+    def halt_summary(self, summary: str) -> str:
+        """The one line a halted run ends with: how many failed, where they are, how to go on."""
+        m = self.master
+        assert m.config.max_failures is not None
+        failed = m.ledger.failed
+        why = m.config.max_failures.describe(failed, m.ledger.finished + failed)
+        return f"halted: {why}; fix the cause and run the same command to continue ({summary})"
 
 
 def describe(answer: dict[str, Any]) -> str:

@@ -314,7 +314,7 @@ class Master:
                 if isinstance(msg, protocol.GiveBack):
                     self._give_back(slave, msg.cuts)
                     slave.queue = msg.queue
-                    if self.paused:
+                    if self.paused or self.halted:
                         self.control.on_news(slave, now)
         elif isinstance(msg, protocol.Hello):
             self._hello(identity, msg, now)
@@ -358,7 +358,7 @@ class Master:
         slave.queue = msg.queue
         self._give_back(slave, msg.cuts)
         self._apply(slave, msg)
-        if self.paused:
+        if self.paused or self.halted:
             self.control.on_news(slave, now)
         if slave.gone:
             self.endpoint.send(identity, protocol.quit_("goodbye"))  # it said BYE already
@@ -560,8 +560,7 @@ class Master:
                 f"interrupted: {self._total_finished()} finished, run the same command to resume ({summary})"
             )
         elif how == "halted":
-            outcome.code = 1
-            outcome.summary = f"halted: {self.halted}; fix the cause and run the same command to continue ({summary})"
+            outcome.code, outcome.summary = 1, self.control.halt_summary(summary)
         elif how == "source-error":
             outcome.code = 1
             outcome.error = (
