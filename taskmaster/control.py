@@ -51,6 +51,7 @@ class Controls:
     def __init__(self, master: Master) -> None:
         self.master = master
         self.pending: list[PendingPause] = []  # pause commands waiting for the slaves to settle
+        self.refused = 0  # control commands refused (logged at the 1st, 10th, 100th...: no flood)
 
     # ------------------------------------------------------- commands
 
@@ -70,7 +71,11 @@ class Controls:
         m = self.master
         refusal = self.refusal()
         if refusal is not None:
-            log.warning("refused a control command (%s): no --secret-file on a non-loopback address", request.command)
+            self.refused += 1
+            if self.refused in (1, 10, 100) or self.refused % 1000 == 0:
+                log.warning(
+                    "refused a control command (%d so far): no --secret-file on a non-loopback address", self.refused
+                )
             m.endpoint.send(identity, protocol.control_reply({"ok": False, "error": refusal}))
             return
         if request.command == "pause":
