@@ -51,27 +51,20 @@ def ask(address: str, frames: list[bytes], kind: bytes, timeout_ms: int, keys: C
         poller.register(sock, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
         deadline = time.monotonic() + timeout_ms / 1000
-        refused = False
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                break
+                raise NoAnswer(f"no master answered at {address} within {timeout_ms} ms")
             ready = dict(poller.poll(max(1, int(left * 1000))))
-            if monitor in ready:
-                event = recv_monitor_message(monitor)["event"]
-                if event & security.HANDSHAKE_FAILED:
-                    refused = True
-                elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                    refused = False
             if sock in ready:
                 return _decode(sock.recv_multipart(), kind, address)
-        if refused:
-            raise NoAnswer(
-                f"the master at {address} refused this connection: secrets differ (use the run's "
-                "--secret-file, or none if the master has none)",
-                refused=True,
-            )
-        raise NoAnswer(f"no master answered at {address} within {timeout_ms} ms")
+            if monitor in ready and recv_monitor_message(monitor)["event"] & security.HANDSHAKE_FAILED:
+                # Keys that do not match fail the same way every time: no point waiting on.
+                raise NoAnswer(
+                    f"the master at {address} refused this connection: secrets differ (use the run's "
+                    "--secret-file, or none if the master has none)",
+                    refused=True,
+                )
     finally:
         if monitor is not None:
             sock.disable_monitor()
