@@ -262,13 +262,16 @@ def test_rate_changes_live_with_tm_ctl_and_tm_status_shows_it(procs, tmp_path, j
 # ---------------------------------------------------------------- halting
 
 
+HALT_JOBS = 6000
+
+
 def halting_run(procs, tmp_path: Path, module: Path, env: dict, *extra: str) -> subprocess.CompletedProcess:
-    """tm-run of 3000 jobs, one in ten failing until the fix: halt past 5 % failed."""
+    """tm-run of HALT_JOBS jobs, one in ten failing until the fix: halt past 5 % failed."""
     argv = tm(
         "run",
         module,
         2,
-        "n=3000",
+        f"n={HALT_JOBS}",
         "--max-failures",
         "5%",
         "--max-retries",
@@ -298,7 +301,7 @@ def test_tm_run_halts_past_max_failures_and_the_same_command_continues_after_the
     assert "more than --max-failures 5%" in line and str(failures) in line.replace("./", f"{tmp_path}/")
     assert "run the same command to continue" in line
     assert len(failures.read_text().splitlines()) == failed
-    assert resolved < 3000, "the halt did not stop the run"
+    assert resolved < HALT_JOBS / 2, "the halt did not stop the run"
 
     fixed.touch()  # the fix
     again = halting_run(procs, tmp_path, module, env)
@@ -308,11 +311,11 @@ def test_tm_run_halts_past_max_failures_and_the_same_command_continues_after_the
     assert "replay them with --retry-failed" in again.stderr
     done = set(joblog.ended())
     failed_positions = {json.loads(x)["position"] for x in failures.read_text().splitlines()}
-    assert done | failed_positions == set(range(3000)) and not done & failed_positions
+    assert done | failed_positions == set(range(HALT_JOBS)) and not done & failed_positions
     # ... and --retry-failed runs them
     replay = halting_run(procs, tmp_path, module, env, "--retry-failed")
     assert replay.returncode == 0, replay.stderr[-3000:]
-    assert sorted(joblog.ended()) == list(range(3000))
+    assert sorted(joblog.ended()) == list(range(HALT_JOBS))
 
 
 @pytest.mark.timeout(180)
