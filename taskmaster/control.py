@@ -119,7 +119,7 @@ class Controls:
         """The state after a command, for tm-ctl: the status snapshot without its slave rows."""
         snap = self.master.snapshot()
         del snap["slaves"]
-        snap.update(ok=True, command=command, unsettled_slaves=unsettled)
+        snap.update(ok=True, command=command, unsettled_slaves=unsettled, stopping=self.master.stopping is not None)
         return snap
 
     # ------------------------------------------------- pause, settling
@@ -200,9 +200,11 @@ class Controls:
 def describe(answer: dict[str, Any]) -> str:
     """tm-ctl's answer as one line a person reads."""
     command = answer.get("command", "")
-    if answer.get("state") in ("finished",):
+    if answer.get("state") == "finished":
         head = "the run is over"
-    elif command == "stop" or answer.get("halted"):
+    elif answer.get("halted"):
+        head = f"halting ({answer['halted']}): waiting for the {answer['in_flight']} jobs in flight"
+    elif command == "stop" or answer.get("stopping"):
         head = f"stopping: waiting for the {answer['in_flight']} jobs in flight, then checkpoint and exit"
     elif answer.get("paused"):
         head = f"paused: no new job starts; the {answer['in_flight']} jobs in flight finish (tm-ctl resume to go on)"
