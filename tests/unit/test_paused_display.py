@@ -46,3 +46,38 @@ def test_tm_status_lines_for_the_live_settings():
         "halt after  never (no --max-failures)",
         "halted      12 jobs failed",
     ]
+
+
+def answer(**changes) -> dict:
+    doc = {
+        "command": "pause",
+        "state": "paused",
+        "paused": True,
+        "rate_limit": None,
+        "max_failures": None,
+        "halted": None,
+        "stopping": False,
+        "finished": 10,
+        "failed": 1,
+        "in_flight": 3,
+        "unsettled_slaves": 0,
+    }
+    doc.update(changes)
+    return doc
+
+
+def test_tm_ctl_answers_in_one_line():
+    from taskmaster.control import describe
+
+    assert describe(answer()) == (
+        "paused: no new job starts; the 3 jobs in flight finish (tm-ctl resume to go on) | rate limit none | "
+        "halt after never | 10 finished, 1 failed, 3 in flight"
+    )
+    assert "2 slaves did not give back their unstarted jobs in time" in describe(answer(unsettled_slaves=2))
+    running = describe(answer(command="rate", paused=False, state="running", rate_limit=250.0, max_failures="5%"))
+    assert running.startswith("running | rate limit 250 jobs/s | halt after more than 5% failed | ")
+    assert describe(answer(command="stop", stopping=True)).startswith("stopping: waiting for the 3 jobs in flight")
+    assert describe(answer(command="resume", paused=False, stopping=True)).startswith("stopping: ")
+    assert describe(answer(halted="12 jobs failed")).startswith("halting (12 jobs failed): ")
+    assert describe(answer(state="finished")).startswith("the run is over | ")
+    assert "\n" not in describe(answer(unsettled_slaves=2))
