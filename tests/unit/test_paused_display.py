@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+from taskmaster.control import describe
 from taskmaster.progress import Progress
 from taskmaster.status import control_lines
 
@@ -67,8 +68,6 @@ def answer(**changes) -> dict:
 
 
 def test_tm_ctl_answers_in_one_line():
-    from taskmaster.control import describe
-
     assert describe(answer()) == (
         "paused: no new job starts; the 3 jobs in flight finish (tm-ctl resume to go on) | rate limit none | "
         "halt after never | 10 finished, 1 failed, 3 in flight"
