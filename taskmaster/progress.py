@@ -68,6 +68,8 @@ class Progress:
         self.next_log = self.started + LOG_EVERY_SECONDS
         self.first: int | None = None  # jobs already done when this run started (a resume)
         self.last: tuple[int, str, int] = (0, "", 0)
+        self.paused = False  # the master is paused (tm-ctl pause): said first, on the bar and the log line
+        self.mark = progressbar.FormatCustomText("%(mark)s", {"mark": ""})
         if enabled and _may_draw and can_draw(self.stream):
             self.bar = self._drawn_bar() if total else self._counter_line()
             self.bar.start()
@@ -80,6 +82,7 @@ class Progress:
         shows the queue).
         """
         widgets: list = [
+            self.mark,
             progressbar.Percentage(),
             " ",
             progressbar.Bar(left="|", right="|"),
@@ -101,7 +104,7 @@ class Progress:
         )
 
     def _counter_line(self) -> progressbar.ProgressBar:
-        widgets: list = ["completed ", progressbar.Counter()]
+        widgets: list = [self.mark, "completed ", progressbar.Counter()]
         if self.show_queue:
             widgets += [" | in queue ", progressbar.Variable("queue", width=1, format="{formatted_value}")]
         widgets += [
@@ -119,9 +122,12 @@ class Progress:
             enable_colors=colours_wanted(),
         )
 
-    def update(self, completed: int, queue: str = "", resolved: int | None = None) -> None:
+    def update(self, completed: int, queue: str = "", resolved: int | None = None, paused: bool = False) -> None:
         """`completed` finished jobs so far; `resolved` also counts failed ones (for percent and ETA)."""
         resolved = completed if resolved is None else resolved
+        if paused != self.paused:
+            self.paused = paused
+            self.mark.update_mapping(mark="PAUSED | " if paused else "")
         if self.first is None:
             self.first = resolved
         self.last = (completed, queue, resolved)
@@ -136,14 +142,14 @@ class Progress:
             completed, _, resolved = self.last
             log.info("%s", self.line(now), extra={"completed": completed, "resolved": resolved, "total": self.total})
 
-    def _draw(self, completed: int, queue: str, resolved: int) -> None:
+    def _draw(self, completed: int, queue: str, resolved: int, force: bool = False) -> None:
         assert self.bar is not None
         if not self.total:
-            self.bar.update(completed, queue=queue or "-")
+            self.bar.update(completed, queue=queue or "-", force=force)
             return
         failed = resolved - completed
         done = f"{completed}/{self.total}" + (f", {failed} failed" if failed else "")
-        self.bar.update(resolved, done=done)
+        self.bar.update(resolved, done=done, force=force)
 
     def _estimate(self, resolved: int, now: float | None = None) -> dict[str, str]:
         if not self.total:
@@ -158,7 +164,8 @@ class Progress:
         now = now or time.monotonic()
         elapsed = now - self.started
         estimate = self._estimate(resolved, now)
-        parts = [f"completed {completed}" + (f" ({estimate['percent']})" if estimate else "")]
+        parts = ["PAUSED"] if self.paused else []
+        parts.append(f"completed {completed}" + (f" ({estimate['percent']})" if estimate else ""))
         if self.show_queue and queue:
             parts.append(f"in queue {queue}")
         rate = (completed - min(self.first or 0, completed)) / elapsed if elapsed > 0 else 0.0
@@ -170,6 +177,6 @@ class Progress:
 
     def finish(self) -> None:
         if self.bar is not None:
-            self._draw(*self.last)
+            self._draw(*self.last, force=True)  # the last jobs and mark, not what was drawn 0.2 s ago
             self.bar.finish(dirty=True)  # as it stands: a run stopped at 40% is not drawn as 100%
             self.bar = None

@@ -57,6 +57,27 @@ positive_float = _number(True, "a positive number")
 non_negative_float = _number(False, "a number >= 0")
 
 
+MAX_RATE = 1e12  # as protocol.MAX_RATE (not imported here: this module imports no zmq)
+
+
+def rate(text: str) -> float:
+    """--rate and tm-ctl rate: jobs per second, a positive number."""
+    value = positive_float(text)
+    if value > MAX_RATE:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {MAX_RATE:g} jobs a second")
+    return value
+
+
+def failure_limit(text: str) -> Any:
+    """--max-failures: N jobs, or P% of the jobs resolved."""
+    from taskmaster import halting
+
+    try:
+        return halting.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 _TCP = re.compile(r"^tcp://(\*|[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})$")
 
 
@@ -168,6 +189,21 @@ MASTER_OPTIONS = [
         "serve Prometheus metrics at http://HOST:PORT/metrics; PORT alone or :PORT means 127.0.0.1:PORT, "
         "* as HOST every interface (default: no metrics)",
         "HOST:PORT",
+    ),
+    Option(
+        "--rate",
+        rate,
+        None,
+        "start at most N jobs a second across all slaves; tm-ctl rate changes it live (default: no limit)",
+        "N",
+    ),
+    Option(
+        "--max-failures",
+        failure_limit,
+        None,
+        "LIMIT is N or P%%: halt the run once more than N jobs failed for good in this run, or more than "
+        "P%% of the jobs resolved in it (judged from 1,000 resolved on) (default: never)",
+        "LIMIT",
     ),
 ]
 

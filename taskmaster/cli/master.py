@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None, prog: str = "tm-master") -> int:
             linger=args.linger,
             checkpoint_interval=args.checkpoint_every,
             metrics_address=args.metrics_address,
+            rate=args.rate,
+            max_failures=args.max_failures,
         )
         count_jobs = target.optional(args.target, "count_jobs")
         outcome = Master(get_jobs, target_id, kwargs, config, keys, count_jobs).run()

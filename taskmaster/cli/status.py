@@ -64,38 +64,12 @@ def build_parser(prog: str = "tm-status") -> common.Parser:
 
 def ask(address: str, timeout_ms: int, keys=None) -> dict | None:
     """The master's status snapshot, or None if it did not answer in time."""
-    import zmq
+    from taskmaster import client, protocol
 
-    from taskmaster import protocol
-
-    context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
     try:
-        sock.setsockopt(zmq.LINGER, 0)
-        if address.startswith("tcp://["):
-            sock.setsockopt(zmq.IPV6, 1)
-        if keys is not None:
-            keys.secure_client(sock)
-        sock.connect(address)
-        try:
-            # not blocking: --timeout bounds the whole question
-            sock.send_multipart(protocol.status_request(), zmq.NOBLOCK)
-        except zmq.Again:
-            return None
-        if not sock.poll(timeout_ms):
-            return None
-        frames = sock.recv_multipart()
-        # JSON only: tm-status unpickles nothing, whoever answers at that address.
-        if len(frames) != 2 or frames[0] != protocol.STATUS:
-            return None
-        try:
-            snapshot = json.loads(frames[1])
-        except ValueError:
-            return None
-        return snapshot if isinstance(snapshot, dict) else None
-    finally:
-        sock.close(0)
-        context.term()
+        return client.ask(address, protocol.status_request(), protocol.STATUS, timeout_ms, keys)
+    except client.NoAnswer:
+        return None
 
 
 def main(argv: list[str] | None = None, prog: str = "tm-status") -> int:
