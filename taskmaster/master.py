@@ -98,13 +98,16 @@ class Master:
         config: MasterConfig,
         keys: CurveKeys | None = None,
         count_jobs: Callable[..., Any] | None = None,
+        endpoint: MasterEndpoint | None = None,
     ) -> None:
         self.get_jobs = get_jobs
         self.count_jobs = count_jobs
         self.target = target
         self.kwargs = kwargs
         self.config = config
-        self.endpoint = MasterEndpoint(config.address, keys)
+        # The transport: the real ROUTER socket, or (in-process tests) any
+        # object with the same bind/receive/send/close and `keys`, `refusals`.
+        self.endpoint = endpoint if endpoint is not None else MasterEndpoint(config.address, keys)
         self.run_id = uuid.uuid4().hex
         self.waiting: dict[str, tuple[float, int]] = {}  # parked requests: slave id -> (when to answer anyway, want)
         self.bad_messages = 0
@@ -126,6 +129,9 @@ class Master:
         self.rate_limit: float | None = config.rate
         self.throttle: Throttle | None = Throttle(config.rate, self.started) if config.rate else None
         self.halted: str | None = None  # why --max-failures halted the run
+        self.next_tick = 0.0  # when the housekeeping of `tick` is due next
+        self.next_checkpoint = 0.0
+        self.progress = Progress(False, show_queue=True)  # the real one comes with `start`
         self.control = Controls(self)
         self.ledger: Ledger
         self.registry: SlaveRegistry
@@ -217,8 +223,7 @@ class Master:
                 self.state.finished,
                 extra={"event": "resumed", "position": self.state.position, "finished": self.state.finished},
             )
-        self.progress = Progress(self.config.progress, show_queue=True, total=self.total)
-        self.started = time.monotonic()
+        self.start(time.monotonic())
         filler = gevent.spawn(self.source.fill)
         handlers = [gevent.signal_handler(s, self._on_signal, s) for s in (signal.SIGINT, signal.SIGTERM)]
         try:
@@ -234,6 +239,13 @@ class Master:
             if metrics is not None:
                 metrics.stop()
         return outcome
+
+    def start(self, now: float) -> None:
+        """The run starts at `now`: its clock, its progress bar, its first checkpoint time."""
+        self.progress = Progress(self.config.progress, show_queue=True, total=self.total)
+        self.started = now
+        self.next_tick = 0.0
+        self.next_checkpoint = now + self.config.checkpoint_interval
 
     def _start_metrics(self) -> Any:
         """Serve /metrics if asked to; UsageError if its address cannot be had."""
@@ -261,38 +273,45 @@ class Master:
         self.stop_deadline = time.monotonic()
 
     def _serve(self) -> Outcome:
-        next_tick = 0.0
-        next_checkpoint = time.monotonic() + self.config.checkpoint_interval
+        """The loop of a real master: receive, handle each message, tick; until the run ends."""
         while True:
-            # A parked request waits for the filler rather than for the socket
-            # when there is room to fill: look again after a millisecond (not
-            # at once: a get_jobs waiting on a database would make it a spin).
-            filling = self.waiting and self.ledger.space() > 0 and not self.source.exhausted
-            timeout_ms = 1 if filling else 5 if self.waiting else int(TICK_SECONDS * 1000)
-            for frames in self.endpoint.receive(timeout_ms):
-                self._handle(frames)
-            now = time.monotonic()
-            if self.ledger.space() > 0 and not self.source.exhausted:
-                self.source.wake()
-                if self.waiting:
-                    gevent.sleep(0)  # let the filler use the room the acknowledgements made
-            if self.waiting:
-                self._serve_waiting(now)
-            if self.control.pending:
-                self.control.answer_settled(now)
-            if now >= next_tick:
-                next_tick = now + TICK_SECONDS
-                for slave in self.registry.expire(now):
-                    self.waiting.pop(slave.id, None)
-                self.rate.sample(now, self._resolved())
-                self._show_progress()
-                self.control.check_failures()
-            if now >= next_checkpoint:
-                next_checkpoint = now + self.config.checkpoint_interval
-                self._checkpoint()
-            ended = self._ended(now)
+            for frames in self.endpoint.receive(self._poll_ms()):
+                self.handle(frames, time.monotonic())
+            ended = self.tick(time.monotonic())
             if ended:
                 return self._finish(ended)
+
+    def _poll_ms(self) -> int:
+        """How long to wait for messages before the next tick."""
+        # A parked request waits for the filler rather than for the socket
+        # when there is room to fill: look again after a millisecond (not
+        # at once: a get_jobs waiting on a database would make it a spin).
+        filling = self.waiting and self.ledger.space() > 0 and not self.source.exhausted
+        return 1 if filling else 5 if self.waiting else int(TICK_SECONDS * 1000)
+
+    def tick(self, now: float) -> str:
+        """The time is `now`: serve parked requests, take back expired leases,
+        show progress, checkpoint, answer pending pauses; how the run ended, if it did.
+        """
+        if self.ledger.space() > 0 and not self.source.exhausted:
+            self.source.wake()
+            if self.waiting:
+                gevent.sleep(0)  # let the filler use the room the acknowledgements made
+        if self.waiting:
+            self._serve_waiting(now)
+        if self.control.pending:
+            self.control.answer_settled(now)
+        if now >= self.next_tick:
+            self.next_tick = now + TICK_SECONDS
+            for slave in self.registry.expire(now):
+                self.waiting.pop(slave.id, None)
+            self.rate.sample(now, self._resolved())
+            self._show_progress()
+            self.control.check_failures()
+        if now >= self.next_checkpoint:
+            self.next_checkpoint = now + self.config.checkpoint_interval
+            self._checkpoint()
+        return self._ended(now)
 
     def _show_progress(self) -> None:
         queue = f"{self.ledger.undispatched()}/{self.config.size}"
@@ -318,7 +337,8 @@ class Master:
         if identity is not None:
             self.endpoint.send(identity, protocol.reject(reason))
 
-    def _handle(self, frames: list[bytes]) -> None:
+    def handle(self, frames: list[bytes], now: float) -> None:
+        """Handle one message (identity frame first) that arrived at time `now`."""
         if len(frames) < 2:
             self._bad(None, "no body")
             return
@@ -328,7 +348,6 @@ class Master:
         except protocol.ProtocolError as exc:
             self._bad(identity, str(exc))
             return
-        now = time.monotonic()
         if isinstance(msg, protocol.Ack):
             slave = self.registry.get(msg.slave)
             if slave is not None and msg.run == self.run_id and msg.token == slave.token and not slave.gone:
@@ -638,4 +657,4 @@ class Master:
             if messages:
                 quiet_until = time.monotonic() + QUIET_SECONDS
             for frames in messages:
-                self._handle(frames)
+                self.handle(frames, time.monotonic())
