@@ -27,7 +27,7 @@ _LAZY = {
     "RunResult": "taskmaster.api",
     "Master": "taskmaster.master",
     "MasterConfig": "taskmaster.master",
-    "Outcome": "taskmaster.master",
+    "Outcome": "taskmaster.outcome",
     "Slave": "taskmaster.slave",
     "SlaveConfig": "taskmaster.slave",
     "UsageError": "taskmaster.errors",

@@ -119,7 +119,8 @@ class Controls:
         """The state after a command, for tm-ctl: the status snapshot without its slave rows."""
         snap = self.master.snapshot()
         del snap["slaves"]
-        snap.update(ok=True, command=command, unsettled_slaves=unsettled, stopping=self.master.stopping is not None)
+        stopping = self.master.shutdown.stop_signal is not None
+        snap.update(ok=True, command=command, unsettled_slaves=unsettled, stopping=stopping)
         return snap
 
     # ------------------------------------------------- pause, settling
@@ -181,20 +182,19 @@ class Controls:
         if limit.exceeded(failed, resolved):
             m.halted = limit.describe(failed, resolved)
             log.error("halting: %s; no new jobs, waiting up to %gs for the jobs running", m.halted, m.config.grace)
-            if m.stopping is None:
+            if m.shutdown.running:
                 m._on_signal(signal.SIGTERM)
             # Jobs handed out and not started would go on failing: take them back.
             now = time.monotonic()
             for slave in m.registry.slaves.values():
                 self._recall_all(slave, now, force=True)
 
-    def halt_summary(self, summary: str) -> str:
-        """The one line a halted run ends with: how many failed, where they are, how to go on."""
+    def halt_reason(self) -> str:
+        """Why the run halted, with the counts at its end (the jobs in flight then finished too)."""
         m = self.master
         assert m.config.max_failures is not None
         failed = m.ledger.failed
-        why = m.config.max_failures.describe(failed, m.ledger.finished + failed)
-        return f"halted: {why}; fix the cause and run the same command to continue ({summary})"
+        return m.config.max_failures.describe(failed, m.ledger.finished + failed)
 
 
 def describe(answer: dict[str, Any]) -> str:

@@ -29,10 +29,13 @@ from taskmaster.control import Controls
 from taskmaster.endpoint import MasterEndpoint
 from taskmaster.halting import FailureLimit
 from taskmaster.ledger import Ledger
+from taskmaster.outcome import EndDetail, EndReason, Outcome, Tally
+from taskmaster.outcome import build as build_outcome
 from taskmaster.progress import Progress
 from taskmaster.ranges import within
 from taskmaster.registry import SlaveRecord, SlaveRegistry
 from taskmaster.security import CurveKeys
+from taskmaster.shutdown import Phase, Shutdown
 from taskmaster.source import JobSource
 from taskmaster.throttle import Throttle
 
@@ -46,8 +49,7 @@ MAX_BATCH = 20000  # jobs in one reply, at most
 SMALL_JOB_BYTES = 64
 WINDOW_STRETCH = 16
 TICK_SECONDS = 0.1  # housekeeping period: progress, leases, rate
-QUIT_LINGER_SECONDS = 0.5  # after telling slaves to quit, how long to answer stragglers, at most
-QUIET_SECONDS = 0.05  # ... and at least: once every slave was told and this long passed without a word, done
+LINGER_POLL_MS = 10  # while lingering (see taskmaster.shutdown), look for stragglers this often
 # A request that finds no job to hand out waits for one this long at most.  A
 # slave still holding jobs gets its answer soon, because while its request
 # waits it cannot acknowledge the jobs it finishes - and those may be what
@@ -76,19 +78,6 @@ class MasterConfig:
     max_failures: FailureLimit | None = None  # --max-failures: halt past this
 
 
-@dataclass
-class Outcome:
-    """How a run ended: the exit code and what to tell the user."""
-
-    code: int
-    summary: str = ""
-    error: str = ""
-    finished: int = 0
-    failed: int = 0
-    duration: float = 0.0
-    served: bool = False  # the master listened and told its slaves when to quit
-
-
 class Master:
     def __init__(
         self,
@@ -112,11 +101,10 @@ class Master:
         self.waiting: dict[str, tuple[float, int]] = {}  # parked requests: slave id -> (when to answer anyway, want)
         self.bad_messages = 0
         self.job_bytes = 0.0  # pickled size of a job, on average over recent batches
-        self.stopping: int | None = None  # the signal that asked us to stop
-        self.stop_deadline = 0.0
+        self.shutdown = Shutdown(config.grace, config.linger)  # the phase: running, stopping, closing
         self.disk_error: str | None = None  # a failed job could not be recorded: stop now
-        self.closing = False  # the run is over: every slave is told to quit
-        self.ended: str | None = None  # how the run ended (complete, interrupted...): tm-status --watch reports it
+        self.ended: EndReason | None = None  # how the run ended: tm-status --watch reports it
+        self.duration = 0.0  # from the start to the end of the run (set at its end)
         self.state = checkpoint.State(target, kwargs)
         self.failed_jobs = failures.FailedJobs(config.failures_path, config.max_retries)
         self.rate = status.RateMeter()
@@ -255,44 +243,49 @@ class Master:
 
         return MetricsServer(self, self.config.metrics_address).start()
 
+    @property
+    def phase(self) -> Phase:
+        return self.shutdown.phase
+
     def _on_signal(self, signum: int) -> None:
-        now = time.monotonic()
-        if self.stopping is None:
-            self.stopping = signum
-            self.stop_deadline = now + self.config.grace
+        """SIGINT, SIGTERM (tm-ctl stop and halting too): stop, waiting for the jobs in flight; again: now."""
+        if self.shutdown.stop(signum, time.monotonic()):
             log.warning("stopping: waiting up to %gs for the jobs in flight (again to stop now)", self.config.grace)
-        else:
-            self.stop_deadline = now
 
     def _stop_for_disk(self, error: str) -> None:
         """Stop at once: a job that cannot be recorded must not be counted as resolved."""
         if self.disk_error is None:
             log.error("%s; stopping", error)
             self.disk_error = error
-        self.stopping = self.stopping or signal.SIGTERM
-        self.stop_deadline = time.monotonic()
+        self.shutdown.stop_now(signal.SIGTERM, time.monotonic())
 
     def _serve(self) -> Outcome:
         """The loop of a real master: receive, handle each message, tick; until the run ends."""
         while True:
             for frames in self.endpoint.receive(self._poll_ms()):
                 self.handle(frames, time.monotonic())
-            ended = self.tick(time.monotonic())
-            if ended:
-                return self._finish(ended)
+            outcome = self.tick(time.monotonic())
+            if outcome is not None:
+                return outcome
 
     def _poll_ms(self) -> int:
         """How long to wait for messages before the next tick."""
+        if self.phase is Phase.CLOSING:
+            return LINGER_POLL_MS
         # A parked request waits for the filler rather than for the socket
         # when there is room to fill: look again after a millisecond (not
         # at once: a get_jobs waiting on a database would make it a spin).
         filling = self.waiting and self.ledger.space() > 0 and not self.source.exhausted
         return 1 if filling else 5 if self.waiting else int(TICK_SECONDS * 1000)
 
-    def tick(self, now: float) -> str:
+    def tick(self, now: float) -> Outcome | None:
         """The time is `now`: serve parked requests, take back expired leases,
-        show progress, checkpoint, answer pending pauses; how the run ended, if it did.
+        show progress, checkpoint, answer pending pauses, see whether the run
+        ended; the Outcome once it ended and the master lingered (see taskmaster.shutdown).
         """
+        if self.phase is Phase.CLOSING:
+            self._serve_waiting(now)
+            return self._finish() if self.shutdown.lingered(now) else None
         if self.ledger.space() > 0 and not self.source.exhausted:
             self.source.wake()
             if self.waiting:
@@ -311,22 +304,26 @@ class Master:
         if now >= self.next_checkpoint:
             self.next_checkpoint = now + self.config.checkpoint_interval
             self._checkpoint()
-        return self._ended(now)
+        reason = self._end_reason(now)
+        if reason is not None:
+            self._close(reason, now)
+        return None
 
     def _show_progress(self) -> None:
         queue = f"{self.ledger.undispatched()}/{self.config.size}"
         self.progress.update(self._total_finished(), queue, self._resolved(), paused=self.paused)
 
-    def _ended(self, now: float) -> str:
-        if self.stopping is not None:
-            if self.registry.in_flight() == 0 or now >= self.stop_deadline:
-                return "halted" if self.halted else "interrupted"
-            return ""
+    def _end_reason(self, now: float) -> EndReason | None:
+        """Why the run is over, if it is."""
+        if self.phase is Phase.STOPPING:
+            if self.shutdown.wait_over(self.registry.in_flight(), now):
+                return EndReason.HALTED if self.halted else EndReason.INTERRUPTED
+            return None
         if self.source.exhausted and self.ledger.drained():
             if self.source.error:
-                return "source-error"
-            return "unpicklable" if self.source.poison else "complete"
-        return ""
+                return EndReason.SOURCE_ERROR
+            return EndReason.UNPICKLABLE if self.source.poison else EndReason.COMPLETE
+        return None
 
     # --------------------------------------------------------- messages
 
@@ -343,6 +340,8 @@ class Master:
             self._bad(None, "no body")
             return
         identity = frames[0]
+        if self.phase is Phase.CLOSING:
+            self.shutdown.heard(now)
         try:
             msg = protocol.decode_from_slave(frames[1:])
         except protocol.ProtocolError as exc:
@@ -373,7 +372,7 @@ class Master:
             self._report(identity, msg, now)
 
     def _hello(self, identity: bytes, msg: protocol.Hello, now: float) -> None:
-        if self.closing:
+        if self.phase is Phase.CLOSING:
             self.endpoint.send(identity, protocol.quit_("the run is over"))
             return
         slave = self.registry.join(msg.slave, msg.host, msg.pid, msg.concurrency, msg.timeout_ms, identity, now)
@@ -413,7 +412,7 @@ class Master:
             self.registry.leave(slave)
             self.waiting.pop(slave.id, None)
             self.endpoint.send(identity, protocol.quit_("goodbye"))
-        elif self.closing or self.stopping is not None or msg.want == 0:
+        elif not self.shutdown.running or msg.want == 0:
             self._answer_idle(slave)
         elif not self._dispatch(slave, msg.want, now):
             idle_park = min(PARK_IDLE_SECONDS, slave.timeout_ms / 3000)
@@ -501,7 +500,7 @@ class Master:
 
     def _answer_idle(self, slave: SlaveRecord) -> None:
         """Reply to a slave that gets no jobs now: QUIT when the run is over."""
-        if self.closing:
+        if self.phase is Phase.CLOSING:
             slave.told_quit = True
             self.endpoint.send(slave.identity, protocol.quit_("the run is over"))
         else:
@@ -514,10 +513,10 @@ class Master:
             if slave is None:
                 del self.waiting[slave_id]
                 continue
-            busy = self.closing or self.stopping is not None
-            if not busy and self._dispatch(slave, want, now):
+            running = self.shutdown.running
+            if running and self._dispatch(slave, want, now):
                 del self.waiting[slave_id]
-            elif busy or now >= deadline:
+            elif not running or now >= deadline:
                 del self.waiting[slave_id]
                 self._answer_idle(slave)
 
@@ -541,9 +540,9 @@ class Master:
         rate_10s = self.rate.rate()
         elapsed = now - self.started
         resolved = self._resolved()
-        if self.closing:
+        if self.phase is Phase.CLOSING:
             state = "finished"
-        elif self.stopping is not None or self.source.exhausted and not self.ledger.undispatched():
+        elif self.phase is Phase.STOPPING or self.source.exhausted and not self.ledger.undispatched():
             state = "draining"  # nothing more to hand out: waiting for the jobs in flight
         elif self.paused:
             state = "paused"
@@ -567,7 +566,7 @@ class Master:
             "state_file": os.path.abspath(self.config.state_path),
             "failures_file": os.path.abspath(self.config.failures_path),
             "pid": os.getpid(),
-            "ended": self.ended,
+            "ended": self.ended.value if self.ended else None,
             "slaves": self.registry.rows(now),
             "paused": self.paused,
             "rate_limit": self.rate_limit,
@@ -577,11 +576,20 @@ class Master:
 
     # ------------------------------------------------------------ end
 
-    def _finish(self, how: str) -> Outcome:
-        duration = time.monotonic() - self.started  # the run, not the goodbyes after it
-        self.ended = how
-        self._tell_slaves_to_quit()
-        complete = how == "complete"
+    def _close(self, reason: EndReason, now: float) -> None:
+        """The run ended for `reason`: tell every slave to quit, and linger (see taskmaster.shutdown)."""
+        self.duration = now - self.started  # the run, not the goodbyes after it
+        self.ended = reason
+        self.shutdown.close(now, self.started)
+        for slave in self.registry.slaves.values():
+            if slave.live and not slave.told_quit:
+                slave.told_quit = True
+                self.endpoint.send(slave.identity, protocol.quit_("the run is over"))
+
+    def _finish(self) -> Outcome:
+        """The last checkpoint, once the master lingered; the Outcome."""
+        assert self.ended is not None
+        complete = self.ended is EndReason.COMPLETE
         self._checkpoint(complete=complete)
         problem = self.disk_error or self.saver.error
         if self.config.retry_failed and complete:
@@ -590,71 +598,22 @@ class Master:
             except OSError as exc:
                 problem = f"cannot rewrite the failures file {self.config.failures_path}: {exc.strerror or exc}"
         finished, failed = self.ledger.finished, self.ledger.failed
-        any_failed = bool(self.state.failed + failed or self.failed_jobs.failed_again)
-        summary = (
-            f"{finished} finished, {failed} failed in {duration:.1f}s ({finished / max(duration, 1e-9):.0f} jobs/s)"
+        tally = Tally(
+            finished=finished,
+            failed=failed,
+            duration=self.duration,
+            finished_overall=self._total_finished(),
+            any_failed=bool(self.state.failed + failed or self.failed_jobs.failed_again),
+            bad_messages=self.bad_messages,
+            refusals=self.endpoint.refusals,
         )
-        if any_failed:
-            summary += f"; failed jobs are in {self.config.failures_path} (replay them with --retry-failed)"
-        if self.bad_messages:
-            summary += f"; {self.bad_messages} malformed messages ignored"
-        if self.endpoint.refusals:
-            summary += f"; {self.endpoint.refusals} connections refused"
-        if not self.config.retry_failed:
-            summary += f"; state in {self.config.state_path}"
-        outcome = Outcome(
-            1 if any_failed else 0, summary, finished=finished, failed=failed, duration=duration, served=True
+        detail = EndDetail(
+            failures_path=self.config.failures_path,
+            state_path=None if self.config.retry_failed else self.config.state_path,
+            stop_signal=self.shutdown.stop_signal,
+            halt_reason=self.control.halt_reason() if self.ended is EndReason.HALTED else None,
+            source_error=self.source.error,
+            unpicklable_error=self.source.poison,
+            problem=problem,
         )
-        if how == "interrupted":
-            outcome.code = 128 + (self.stopping or signal.SIGINT)
-            outcome.summary = (
-                f"interrupted: {self._total_finished()} finished, run the same command to resume ({summary})"
-            )
-        elif how == "halted":
-            outcome.code, outcome.summary = 1, self.control.halt_summary(summary)
-        elif how == "source-error":
-            outcome.code = 1
-            outcome.error = (
-                "get_jobs raised an exception; fix it and run the same command to resume:\n"
-                f"{(self.source.error or '').rstrip()}"
-            )
-        elif how == "unpicklable":
-            outcome.code, outcome.error = 2, self.source.poison or ""
-        if problem and not outcome.error:
-            # Nothing is lost: every file still holds its last good contents,
-            # which at worst makes the next run redo some jobs.
-            outcome.code = 1
-            outcome.error = f"{problem}; fix that and run the same command to resume"
-        return outcome
-
-    def _tell_slaves_to_quit(self) -> None:
-        """Tell every slave to quit, then answer stragglers with QUIT for a moment.
-
-        A slave busy with long jobs may have nothing to ask; it is told
-        anyway, on its request socket, which it watches while idle.
-        """
-        self.closing = True
-        for slave in self.registry.slaves.values():
-            if slave.live and not slave.told_quit:
-                slave.told_quit = True
-                self.endpoint.send(slave.identity, protocol.quit_("the run is over"))
-        now = time.monotonic()
-        # Stay reachable until --linger seconds after start: slaves started with
-        # the master (tm-spawn beside tm-master) then hear "quit" even if the
-        # run was over before they could join, instead of finding no master.
-        # Past that, a request that was already on its way when the run ended
-        # arrives within moments: once none came for QUIET_SECONDS, every
-        # slave has its QUIT and there is no one left to answer.
-        linger_until = self.started + self.config.linger
-        deadline = max(now + QUIT_LINGER_SECONDS, linger_until)
-        quiet_until = now + QUIET_SECONDS
-        while True:
-            now = time.monotonic()
-            self._serve_waiting(now)
-            if now > deadline or now > max(quiet_until, linger_until):
-                return
-            messages = self.endpoint.receive(10)
-            if messages:
-                quiet_until = time.monotonic() + QUIET_SECONDS
-            for frames in messages:
-                self.handle(frames, time.monotonic())
+        return build_outcome(self.ended, tally, detail)
