@@ -92,7 +92,7 @@ class Controls:
             self.set_rate(request.rate, now)
         elif request.command == "stop":
             log.warning("asked to stop (tm-ctl), as by SIGTERM")
-            m._on_signal(signal.SIGTERM)
+            m.on_signal(signal.SIGTERM)
         m.endpoint.send(identity, protocol.control_reply(self.answer(request.command)))
 
     def pause(self, now: float) -> None:
@@ -183,7 +183,7 @@ class Controls:
             m.halted = limit.describe(failed, resolved)
             log.error("halting: %s; no new jobs, waiting up to %gs for the jobs running", m.halted, m.config.grace)
             if m.shutdown.running:
-                m._on_signal(signal.SIGTERM)
+                m.on_signal(signal.SIGTERM)
             # Jobs handed out and not started would go on failing: take them back.
             now = time.monotonic()
             for slave in m.registry.slaves.values():

@@ -1,19 +1,23 @@
-"""The master: one loop that hands out batches of jobs and records their fate.
+"""The master: hands out batches of jobs and records their fate.
 
 A filler greenlet pulls jobs from the user's iterator into the ledger while
-there is room (at most ``--size`` jobs held, buffered or leased).  The main
-loop answers slaves: each REQUEST acknowledges finished jobs, reports failed
-ones and asks for more; the reply is one batch, pickled once.  A request that
-finds nothing to hand out is parked until jobs arrive.  Every second the loop
-writes the checkpoint; every tick it takes back the jobs of slaves whose
-lease ran out.  Nothing a slave sends is ever unpickled: it is JSON,
+there is room (at most ``--size`` jobs held, buffered or leased).  The master
+answers slaves: each REQUEST acknowledges finished jobs, reports failed ones
+and asks for more; the reply is one batch, pickled once.  A request that
+finds nothing to hand out is parked until jobs arrive (``dispatch``).  Every
+second the checkpoint is written; every tick the jobs of slaves whose lease
+ran out are taken back.  Nothing a slave sends is ever unpickled: it is JSON,
 validated by ``protocol`` and checked against what that slave was handed.
+
+The master is driven by two calls: ``handle(frames, now)`` for each message
+and ``tick(now)`` for the passing of time; ``serving`` makes those calls in a
+real process, tests make them in-process.  Where a run starts is decided in
+``opening``, how it ends in ``shutdown`` and ``outcome``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import time
 import uuid
@@ -24,38 +28,26 @@ from typing import Any
 import gevent
 import gevent.event
 
-from taskmaster import checkpoint, failures, fileio, protocol, status
+from taskmaster import checkpoint, failures, protocol, serving, status
 from taskmaster.control import Controls
+from taskmaster.dispatch import Dispatcher
 from taskmaster.endpoint import MasterEndpoint
 from taskmaster.halting import FailureLimit
 from taskmaster.ledger import Ledger
+from taskmaster.opening import open_run
 from taskmaster.outcome import EndDetail, EndReason, Outcome, Tally
 from taskmaster.outcome import build as build_outcome
 from taskmaster.progress import Progress
 from taskmaster.ranges import within
 from taskmaster.registry import SlaveRecord, SlaveRegistry
 from taskmaster.security import CurveKeys
+from taskmaster.serving import TICK_SECONDS
 from taskmaster.shutdown import Phase, Shutdown
 from taskmaster.source import JobSource
 from taskmaster.throttle import Throttle
 
 log = logging.getLogger("taskmaster.master")
 
-MAX_BATCH = 20000  # jobs in one reply, at most
-# While jobs pickle to this many bytes or fewer on average, the window holds up
-# to WINDOW_STRETCH x --size of them: a round trip to a slave takes the same
-# time whatever the job, and --size tiny jobs do not cover it at millions of
-# jobs a second.  The memory is that of --size jobs of about 1 KB.
-SMALL_JOB_BYTES = 64
-WINDOW_STRETCH = 16
-TICK_SECONDS = 0.1  # housekeeping period: progress, leases, rate
-LINGER_POLL_MS = 10  # while lingering (see taskmaster.shutdown), look for stragglers this often
-# A request that finds no job to hand out waits for one this long at most.  A
-# slave still holding jobs gets its answer soon, because while its request
-# waits it cannot acknowledge the jobs it finishes - and those may be what
-# holds the window (--size) shut for everyone.
-PARK_HOLDING_SECONDS = 0.02
-PARK_IDLE_SECONDS = 1.0
 
 
 @dataclass
@@ -98,9 +90,7 @@ class Master:
         # object with the same bind/receive/send/close and `keys`, `refusals`.
         self.endpoint = endpoint if endpoint is not None else MasterEndpoint(config.address, keys)
         self.run_id = uuid.uuid4().hex
-        self.waiting: dict[str, tuple[float, int]] = {}  # parked requests: slave id -> (when to answer anyway, want)
         self.bad_messages = 0
-        self.job_bytes = 0.0  # pickled size of a job, on average over recent batches
         self.shutdown = Shutdown(config.grace, config.linger)  # the phase: running, stopping, closing
         self.disk_error: str | None = None  # a failed job could not be recorded: stop now
         self.ended: EndReason | None = None  # how the run ended: tm-status --watch reports it
@@ -121,6 +111,7 @@ class Master:
         self.next_checkpoint = 0.0
         self.progress = Progress(False, show_queue=True)  # the real one comes with `start`
         self.control = Controls(self)
+        self.dispatcher = Dispatcher(self)  # hands out batches, parks requests that find none
         self.ledger: Ledger
         self.registry: SlaveRegistry
         self.source: JobSource
@@ -133,100 +124,20 @@ class Master:
 
         Raises UsageError (before anything is written) for a bad state file.
         """
-        cfg = self.config
-        if not cfg.retry_failed:
-            fileio.check_writable(cfg.state_path, "state file", "--state-file")
-        fileio.check_writable(cfg.failures_path, "failures file", "--failures-file")
-        if cfg.retry_failed:
-            jobs = self.failed_jobs.start_replay()
-            if not jobs:
-                return Outcome(0, f"no failed jobs to retry in {cfg.failures_path}")
-            self.ledger = Ledger(cfg.size, stretch=WINDOW_STRETCH)
-            self.source = JobSource(self.ledger)
-            self.source.serve(jobs)
-            self.total = len(jobs)
-        else:
-            state = None if cfg.reset else checkpoint.load(cfg.state_path, self.target, self.kwargs)
-            if state is not None and state.complete:
-                still_failed = len(self.failed_jobs.file.read()) if os.path.exists(cfg.failures_path) else 0
-                if still_failed:
-                    # Not a success to report as one: jobs failed for good and wait in the file.
-                    return Outcome(
-                        1,
-                        f"this run already finished, but {still_failed} jobs failed for good; they are in "
-                        f"{cfg.failures_path}: run them again with --retry-failed (or start over with --reset)",
-                    )
-                return Outcome(
-                    0,
-                    f"this run already finished ({state.finished} jobs finished, {state.failed} failed, "
-                    f"state file {cfg.state_path}); use --reset to run it again",
-                )
-            resume = state is not None and state.has_anchor
-            if resume:
-                self.state = state
-            start, resolved = (self.state.position, self.state.resolved) if resume else (0, [])
-            self.ledger = Ledger(cfg.size, start=start, resolved_ahead=resolved, stretch=WINDOW_STRETCH)
-            self.source = JobSource(self.ledger)
-            if resume:
-                self.source.open(self.get_jobs, self.kwargs, last=self.state.anchor)
-            else:
-                self.source.open(self.get_jobs, self.kwargs)
-            self.total = self._count() if self.total is None else self.total
-            self.state.total = self.total
-        self.registry = SlaveRegistry(self.ledger, cfg.lease_timeout)
-        self.saver = checkpoint.Saver(cfg.state_path, self.state)
+        opened = open_run(self.config, self.state, self.get_jobs, self.count_jobs, self.failed_jobs)
+        if isinstance(opened, Outcome):
+            return opened
+        self.ledger, self.source, self.total = opened.ledger, opened.source, opened.total
+        self.state = opened.resumed_from
+        self.registry = SlaveRegistry(self.ledger, self.config.lease_timeout)
+        self.saver = checkpoint.Saver(self.config.state_path, self.state)
         return None
-
-    def _count(self) -> int | None:
-        """The user's count_jobs(**kwargs), if any: makes percent done and ETA possible."""
-        if self.count_jobs is None:
-            return self.state.total
-        try:
-            return int(self.count_jobs(**self.kwargs))
-        except Exception as exc:
-            log.warning("count_jobs failed (%s: %s): no ETA for this run", type(exc).__name__, exc)
-            return None
 
     # -------------------------------------------------------------- run
 
     def run(self) -> Outcome:
-        """Prepare, bind, serve until the run ends; the Outcome says how."""
-        early = self.prepare()
-        if early is not None:
-            return early
-        metrics = self._start_metrics()
-        try:
-            self.endpoint.bind()
-        except BaseException:
-            if metrics is not None:
-                metrics.stop()
-            raise
-        log.info("listening on %s", self.config.address, extra={"event": "listening", "address": self.config.address})
-        if self.config.reset and not self.config.retry_failed and os.path.exists(self.config.failures_path):
-            self.failed_jobs.file.rewrite([])  # only now: a master that cannot start changes nothing
-        if self.state.has_anchor:
-            log.info(
-                "resuming at job %d (%d finished before)",
-                self.state.position,
-                self.state.finished,
-                extra={"event": "resumed", "position": self.state.position, "finished": self.state.finished},
-            )
-        self.start(time.monotonic())
-        filler = gevent.spawn(self.source.fill)
-        handlers = [gevent.signal_handler(s, self._on_signal, s) for s in (signal.SIGINT, signal.SIGTERM)]
-        try:
-            outcome = self._serve()
-        finally:
-            filler.kill()
-            for handler in handlers:
-                handler.cancel()
-            self._show_progress()  # the last jobs too: a bar that ends at 99% would be a lie
-            self.progress.finish()
-            self.failed_jobs.file.close()
-            self.endpoint.close()
-            if metrics is not None:
-                metrics.stop()
-        return outcome
+        """Prepare, bind, serve until the run ends; the Outcome says how (see taskmaster.serving)."""
+        return serving.run(self)
 
     def start(self, now: float) -> None:
         """The run starts at `now`: its clock, its progress bar, its first checkpoint time."""
@@ -235,19 +146,11 @@ class Master:
         self.next_tick = 0.0
         self.next_checkpoint = now + self.config.checkpoint_interval
 
-    def _start_metrics(self) -> Any:
-        """Serve /metrics if asked to; UsageError if its address cannot be had."""
-        if self.config.metrics_address is None:
-            return None
-        from taskmaster.metrics import MetricsServer  # prometheus_client only when asked for
-
-        return MetricsServer(self, self.config.metrics_address).start()
-
     @property
     def phase(self) -> Phase:
         return self.shutdown.phase
 
-    def _on_signal(self, signum: int) -> None:
+    def on_signal(self, signum: int) -> None:
         """SIGINT, SIGTERM (tm-ctl stop and halting too): stop, waiting for the jobs in flight; again: now."""
         if self.shutdown.stop(signum, time.monotonic()):
             log.warning("stopping: waiting up to %gs for the jobs in flight (again to stop now)", self.config.grace)
@@ -259,47 +162,28 @@ class Master:
             self.disk_error = error
         self.shutdown.stop_now(signal.SIGTERM, time.monotonic())
 
-    def _serve(self) -> Outcome:
-        """The loop of a real master: receive, handle each message, tick; until the run ends."""
-        while True:
-            for frames in self.endpoint.receive(self._poll_ms()):
-                self.handle(frames, time.monotonic())
-            outcome = self.tick(time.monotonic())
-            if outcome is not None:
-                return outcome
-
-    def _poll_ms(self) -> int:
-        """How long to wait for messages before the next tick."""
-        if self.phase is Phase.CLOSING:
-            return LINGER_POLL_MS
-        # A parked request waits for the filler rather than for the socket
-        # when there is room to fill: look again after a millisecond (not
-        # at once: a get_jobs waiting on a database would make it a spin).
-        filling = self.waiting and self.ledger.space() > 0 and not self.source.exhausted
-        return 1 if filling else 5 if self.waiting else int(TICK_SECONDS * 1000)
-
     def tick(self, now: float) -> Outcome | None:
         """The time is `now`: serve parked requests, take back expired leases,
         show progress, checkpoint, answer pending pauses, see whether the run
         ended; the Outcome once it ended and the master lingered (see taskmaster.shutdown).
         """
         if self.phase is Phase.CLOSING:
-            self._serve_waiting(now)
+            self.dispatcher.serve_parked(now)
             return self._finish() if self.shutdown.lingered(now) else None
         if self.ledger.space() > 0 and not self.source.exhausted:
             self.source.wake()
-            if self.waiting:
+            if self.dispatcher.parked:
                 gevent.sleep(0)  # let the filler use the room the acknowledgements made
-        if self.waiting:
-            self._serve_waiting(now)
+        if self.dispatcher.parked:
+            self.dispatcher.serve_parked(now)
         if self.control.pending:
             self.control.answer_settled(now)
         if now >= self.next_tick:
             self.next_tick = now + TICK_SECONDS
             for slave in self.registry.expire(now):
-                self.waiting.pop(slave.id, None)
-            self.rate.sample(now, self._resolved())
-            self._show_progress()
+                self.dispatcher.forget(slave.id)
+            self.rate.sample(now, self.resolved())
+            self.show_progress()
             self.control.check_failures()
         if now >= self.next_checkpoint:
             self.next_checkpoint = now + self.config.checkpoint_interval
@@ -309,9 +193,9 @@ class Master:
             self._close(reason, now)
         return None
 
-    def _show_progress(self) -> None:
+    def show_progress(self) -> None:
         queue = f"{self.ledger.undispatched()}/{self.config.size}"
-        self.progress.update(self._total_finished(), queue, self._resolved(), paused=self.paused)
+        self.progress.update(self.finished_overall(), queue, self.resolved(), paused=self.paused)
 
     def _end_reason(self, now: float) -> EndReason | None:
         """Why the run is over, if it is."""
@@ -410,14 +294,10 @@ class Master:
             self.endpoint.send(identity, protocol.quit_("goodbye"))  # it said BYE already
         elif msg.leaving:
             self.registry.leave(slave)
-            self.waiting.pop(slave.id, None)
+            self.dispatcher.forget(slave.id)
             self.endpoint.send(identity, protocol.quit_("goodbye"))
-        elif not self.shutdown.running or msg.want == 0:
-            self._answer_idle(slave)
-        elif not self._dispatch(slave, msg.want, now):
-            idle_park = min(PARK_IDLE_SECONDS, slave.timeout_ms / 3000)
-            park = PARK_HOLDING_SECONDS if self.registry.held(slave) else idle_park
-            self.waiting[slave.id] = (now + park, msg.want)
+        else:
+            self.dispatcher.answer(slave, msg.want, now)
 
     def _give_back(self, slave: SlaveRecord, cuts: list[tuple[int, int]]) -> None:
         """Jobs `slave` will not start after all: back to the queue, for whoever asks next."""
@@ -454,78 +334,12 @@ class Master:
             slave.finished += self.ledger.mark_done(ranges)
             self.registry.settle(slave, batch_id)
 
-    # --------------------------------------------------------- dispatch
-
-    def _dispatch(self, slave: SlaveRecord, want: int, now: float) -> bool:
-        """Send `slave` a batch of up to `want` jobs; False when there is none.
-
-        When there is none and `slave` has nothing waiting either, the slave
-        with the largest backlog is asked to give half of it back: its answer
-        puts those jobs in the queue, and a parked request takes them.
-        """
-        live = self.registry.live_count() or 1
-        n = max(1, min(want, MAX_BATCH, self.ledger.limit // (2 * live)))
-        if self.paused or self.throttle is not None:
-            n = 0 if self.paused else self.throttle.allowance(n, now)  # type: ignore[union-attr]
-            if not n:
-                return False  # paused, or too few tokens yet: the request waits, parked
-        _, jobs, ranges = self.ledger.take(n, slave.id, alone=live == 1)
-        if not jobs:
-            if not self.registry.unstarted(slave):
-                self._recall(slave, now)
-            return False
-        try:
-            payload = protocol.pickle_jobs(jobs)
-        except Exception:
-            jobs, ranges = self.source.cut_at_unpicklable(jobs, ranges)
-            if not jobs:
-                return False
-            payload = protocol.pickle_jobs(jobs)
-        if self.throttle is not None:
-            self.throttle.take(len(jobs))
-        per_job = len(payload) / len(jobs)
-        self.job_bytes = 0.9 * self.job_bytes + 0.1 * per_job if self.job_bytes else per_job
-        self.ledger.stretch(self.job_bytes <= SMALL_JOB_BYTES)
-        batch_id = self.registry.hand_out(slave, ranges)
-        slave.last_batch = batch_id
-        self.endpoint.send(slave.identity, protocol.jobs(batch_id, ranges, payload))
-        return True
-
-    def _recall(self, thief: SlaveRecord, now: float) -> None:
-        found = self.registry.recall_from(thief, now)
-        if found is not None:
-            victim, n = found
-            assert victim.beat_identity is not None
-            self.endpoint.send(victim.beat_identity, protocol.recall(n))
-
-    def _answer_idle(self, slave: SlaveRecord) -> None:
-        """Reply to a slave that gets no jobs now: QUIT when the run is over."""
-        if self.phase is Phase.CLOSING:
-            slave.told_quit = True
-            self.endpoint.send(slave.identity, protocol.quit_("the run is over"))
-        else:
-            self.endpoint.send(slave.identity, protocol.no_jobs())
-
-    def _serve_waiting(self, now: float) -> None:
-        """Hand jobs to parked requests; answer those parked too long."""
-        for slave_id, (deadline, want) in list(self.waiting.items()):
-            slave = self.registry.get(slave_id)
-            if slave is None:
-                del self.waiting[slave_id]
-                continue
-            running = self.shutdown.running
-            if running and self._dispatch(slave, want, now):
-                del self.waiting[slave_id]
-            elif not running or now >= deadline:
-                del self.waiting[slave_id]
-                self._answer_idle(slave)
-
     # ------------------------------------------------- checkpoint, status
 
-    def _total_finished(self) -> int:
+    def finished_overall(self) -> int:
         return self.state.finished + self.ledger.finished
 
-    def _resolved(self) -> int:
+    def resolved(self) -> int:
         return self.state.finished + self.state.failed + self.ledger.finished + self.ledger.failed
 
     def _checkpoint(self, complete: bool = False) -> None:
@@ -536,43 +350,7 @@ class Master:
 
     def snapshot(self) -> dict[str, Any]:
         """The run as tm-status shows it."""
-        now = time.monotonic()
-        rate_10s = self.rate.rate()
-        elapsed = now - self.started
-        resolved = self._resolved()
-        if self.phase is Phase.CLOSING:
-            state = "finished"
-        elif self.phase is Phase.STOPPING or self.source.exhausted and not self.ledger.undispatched():
-            state = "draining"  # nothing more to hand out: waiting for the jobs in flight
-        elif self.paused:
-            state = "paused"
-        else:
-            state = "running"
-        return {
-            "target": self.target,
-            "kwargs": self.kwargs,
-            "state": state,
-            "finished": self._total_finished(),
-            "failed": self.state.failed + self.ledger.failed,
-            "in_flight": self.registry.in_flight(),
-            "buffered": self.ledger.undispatched(),
-            "size": self.config.size,
-            "total": self.total,
-            "percent": 100.0 * resolved / self.total if self.total else None,
-            "rate_10s": rate_10s,
-            "rate_overall": (self.ledger.finished + self.ledger.failed) / elapsed if elapsed > 0 else 0.0,
-            "eta_seconds": status.eta_seconds(self.total, resolved, rate_10s),
-            "elapsed": elapsed,
-            "state_file": os.path.abspath(self.config.state_path),
-            "failures_file": os.path.abspath(self.config.failures_path),
-            "pid": os.getpid(),
-            "ended": self.ended.value if self.ended else None,
-            "slaves": self.registry.rows(now),
-            "paused": self.paused,
-            "rate_limit": self.rate_limit,
-            "max_failures": str(self.config.max_failures) if self.config.max_failures else None,
-            "halted": self.halted,
-        }
+        return status.snapshot(self, time.monotonic())
 
     # ------------------------------------------------------------ end
 
@@ -602,7 +380,7 @@ class Master:
             finished=finished,
             failed=failed,
             duration=self.duration,
-            finished_overall=self._total_finished(),
+            finished_overall=self.finished_overall(),
             any_failed=bool(self.state.failed + failed or self.failed_jobs.failed_again),
             bad_messages=self.bad_messages,
             refusals=self.endpoint.refusals,

@@ -6,8 +6,14 @@ it keeps anyway, so answering tm-status costs the run nothing measurable.
 
 from __future__ import annotations
 
+import os
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from taskmaster.shutdown import Phase
+
+if TYPE_CHECKING:
+    from taskmaster.master import Master
 
 RATE_WINDOW_SECONDS = 10.0
 
@@ -28,6 +34,46 @@ class RateMeter:
             return 0.0
         (t0, c0), (t1, c1) = self.samples[0], self.samples[-1]
         return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
+
+
+def snapshot(m: Master, now: float) -> dict[str, Any]:
+    """The run as tm-status shows it, at time `now`."""
+    rate_10s = m.rate.rate()
+    elapsed = now - m.started
+    resolved = m.resolved()
+    if m.phase is Phase.CLOSING:
+        state = "finished"
+    elif m.phase is Phase.STOPPING or m.source.exhausted and not m.ledger.undispatched():
+        state = "draining"  # nothing more to hand out: waiting for the jobs in flight
+    elif m.paused:
+        state = "paused"
+    else:
+        state = "running"
+    return {
+        "target": m.target,
+        "kwargs": m.kwargs,
+        "state": state,
+        "finished": m.finished_overall(),
+        "failed": m.state.failed + m.ledger.failed,
+        "in_flight": m.registry.in_flight(),
+        "buffered": m.ledger.undispatched(),
+        "size": m.config.size,
+        "total": m.total,
+        "percent": 100.0 * resolved / m.total if m.total else None,
+        "rate_10s": rate_10s,
+        "rate_overall": (m.ledger.finished + m.ledger.failed) / elapsed if elapsed > 0 else 0.0,
+        "eta_seconds": eta_seconds(m.total, resolved, rate_10s),
+        "elapsed": elapsed,
+        "state_file": os.path.abspath(m.config.state_path),
+        "failures_file": os.path.abspath(m.config.failures_path),
+        "pid": os.getpid(),
+        "ended": m.ended.value if m.ended else None,  # the EndReason's value: tm-status --watch reads it
+        "slaves": m.registry.rows(now),
+        "paused": m.paused,
+        "rate_limit": m.rate_limit,
+        "max_failures": str(m.config.max_failures) if m.config.max_failures else None,
+        "halted": m.halted,
+    }
 
 
 def eta_seconds(total: int | None, resolved: int, rate: float) -> float | None:

@@ -1,0 +1,127 @@
+"""Handing out jobs: batches for requests, parked requests, recalls.
+
+A request that asks for jobs gets one batch at once if there is one.  If not,
+it is *parked*: the master answers it as soon as jobs come (from the filler,
+from a slave giving some back, from a lease that ran out), or NO_JOBS once it
+waited long enough.  And when there is none because other slaves hold jobs
+they have not started, the slave holding the most is asked to give half of
+them back (a *recall*), so that no slave sits idle while another hoards.
+
+The batch size follows the window: a slave gets at most its share of the
+jobs the master may hold, so that all of them stay busy.  The pace of
+handing out is that of the master's live settings: none while paused,
+--rate's tokens while throttled.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from taskmaster import protocol
+from taskmaster.shutdown import Phase
+
+if TYPE_CHECKING:
+    from taskmaster.master import Master
+    from taskmaster.registry import SlaveRecord
+
+MAX_BATCH = 20000  # jobs in one reply, at most
+# While jobs pickle to this many bytes or fewer on average, the window holds up
+# to WINDOW_STRETCH x --size of them: a round trip to a slave takes the same
+# time whatever the job, and --size tiny jobs do not cover it at millions of
+# jobs a second.  The memory is that of --size jobs of about 1 KB.
+SMALL_JOB_BYTES = 64
+WINDOW_STRETCH = 16
+# A request that finds no job to hand out waits for one this long at most.  A
+# slave still holding jobs gets its answer soon, because while its request
+# waits it cannot acknowledge the jobs it finishes - and those may be what
+# holds the window (--size) shut for everyone.
+PARK_HOLDING_SECONDS = 0.02
+PARK_IDLE_SECONDS = 1.0
+
+
+class Dispatcher:
+    def __init__(self, master: Master) -> None:
+        self.master = master
+        self.parked: dict[str, tuple[float, int]] = {}  # slave id -> (when to answer anyway, jobs it wants)
+        self.job_bytes = 0.0  # pickled size of a job, on average over recent batches
+
+    def answer(self, slave: SlaveRecord, want: int, now: float) -> None:
+        """Answer a request for `want` jobs: a batch, NO_JOBS (or QUIT), or park it."""
+        m = self.master
+        if not m.shutdown.running or want == 0:
+            self.answer_idle(slave)
+        elif not self.dispatch(slave, want, now):
+            idle_park = min(PARK_IDLE_SECONDS, slave.timeout_ms / 3000)
+            park = PARK_HOLDING_SECONDS if m.registry.held(slave) else idle_park
+            self.parked[slave.id] = (now + park, want)
+
+    def forget(self, slave_id: str) -> None:
+        """`slave_id` left or was lost: its parked request needs no answer."""
+        self.parked.pop(slave_id, None)
+
+    def dispatch(self, slave: SlaveRecord, want: int, now: float) -> bool:
+        """Send `slave` a batch of up to `want` jobs; False when there is none.
+
+        When there is none and `slave` has nothing waiting either, the slave
+        with the largest backlog is asked to give half of it back: its answer
+        puts those jobs in the queue, and a parked request takes them.
+        """
+        m = self.master
+        live = m.registry.live_count() or 1
+        n = max(1, min(want, MAX_BATCH, m.ledger.limit // (2 * live)))
+        if m.paused or m.throttle is not None:
+            n = 0 if m.paused else m.throttle.allowance(n, now)  # type: ignore[union-attr]
+            if not n:
+                return False  # paused, or too few tokens yet: the request waits, parked
+        _, jobs, ranges = m.ledger.take(n, slave.id, alone=live == 1)
+        if not jobs:
+            if not m.registry.unstarted(slave):
+                self.recall(slave, now)
+            return False
+        try:
+            payload = protocol.pickle_jobs(jobs)
+        except Exception:
+            jobs, ranges = m.source.cut_at_unpicklable(jobs, ranges)
+            if not jobs:
+                return False
+            payload = protocol.pickle_jobs(jobs)
+        if m.throttle is not None:
+            m.throttle.take(len(jobs))
+        per_job = len(payload) / len(jobs)
+        self.job_bytes = 0.9 * self.job_bytes + 0.1 * per_job if self.job_bytes else per_job
+        m.ledger.stretch(self.job_bytes <= SMALL_JOB_BYTES)
+        batch_id = m.registry.hand_out(slave, ranges)
+        slave.last_batch = batch_id
+        m.endpoint.send(slave.identity, protocol.jobs(batch_id, ranges, payload))
+        return True
+
+    def recall(self, thief: SlaveRecord, now: float) -> None:
+        """`thief` found nothing: ask the slave with the largest backlog for half of it."""
+        found = self.master.registry.recall_from(thief, now)
+        if found is not None:
+            victim, n = found
+            assert victim.beat_identity is not None
+            self.master.endpoint.send(victim.beat_identity, protocol.recall(n))
+
+    def answer_idle(self, slave: SlaveRecord) -> None:
+        """Reply to a slave that gets no jobs now: QUIT when the run is over."""
+        if self.master.phase is Phase.CLOSING:
+            slave.told_quit = True
+            self.master.endpoint.send(slave.identity, protocol.quit_("the run is over"))
+        else:
+            self.master.endpoint.send(slave.identity, protocol.no_jobs())
+
+    def serve_parked(self, now: float) -> None:
+        """Hand jobs to parked requests; answer those parked too long."""
+        m = self.master
+        for slave_id, (deadline, want) in list(self.parked.items()):
+            slave = m.registry.get(slave_id)
+            if slave is None:
+                del self.parked[slave_id]
+                continue
+            running = m.shutdown.running
+            if running and self.dispatch(slave, want, now):
+                del self.parked[slave_id]
+            elif not running or now >= deadline:
+                del self.parked[slave_id]
+                self.answer_idle(slave)

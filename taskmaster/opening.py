@@ -1,0 +1,102 @@
+"""Where a run starts: afresh, from the state file (a resume), or from the failures file (a replay).
+
+Nothing is written here: a state file that cannot be used raises UsageError
+before the run changes anything, and a run that is already over says so
+(an ``Outcome``) without starting.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from taskmaster import checkpoint, fileio
+from taskmaster.dispatch import WINDOW_STRETCH
+from taskmaster.ledger import Ledger
+from taskmaster.outcome import Outcome
+from taskmaster.source import JobSource
+
+if TYPE_CHECKING:
+    from taskmaster.failures import FailedJobs
+    from taskmaster.master import MasterConfig
+
+log = logging.getLogger("taskmaster.master")
+
+
+@dataclass
+class Opened:
+    """A run ready to serve."""
+
+    ledger: Ledger
+    source: JobSource
+    resumed_from: checkpoint.State  # what earlier runs did (a fresh State for a fresh start)
+    total: int | None  # jobs in the run, if known: percent done and ETA
+
+
+def open_run(
+    config: MasterConfig,
+    fresh: checkpoint.State,
+    get_jobs: Callable[..., Any],
+    count_jobs: Callable[..., Any] | None,
+    failed_jobs: FailedJobs,
+) -> Opened | Outcome:
+    """Load the state and open the iterator; an Outcome if there is nothing to run.
+
+    `fresh` is the state of a run that starts from the beginning.  Raises
+    UsageError (before anything is written) for a bad state file.
+    """
+    if not config.retry_failed:
+        fileio.check_writable(config.state_path, "state file", "--state-file")
+    fileio.check_writable(config.failures_path, "failures file", "--failures-file")
+    if config.retry_failed:
+        jobs = failed_jobs.start_replay()
+        if not jobs:
+            return Outcome(0, f"no failed jobs to retry in {config.failures_path}")
+        ledger = Ledger(config.size, stretch=WINDOW_STRETCH)
+        source = JobSource(ledger)
+        source.serve(jobs)
+        return Opened(ledger, source, fresh, len(jobs))
+    state = None if config.reset else checkpoint.load(config.state_path, fresh.target, fresh.kwargs)
+    if state is not None and state.complete:
+        return _already_finished(config, state, failed_jobs)
+    base = state if state is not None and state.has_anchor else fresh
+    start, resolved = (base.position, base.resolved) if base.has_anchor else (0, [])
+    ledger = Ledger(config.size, start=start, resolved_ahead=resolved, stretch=WINDOW_STRETCH)
+    source = JobSource(ledger)
+    if base.has_anchor:
+        source.open(get_jobs, fresh.kwargs, last=base.anchor)
+    else:
+        source.open(get_jobs, fresh.kwargs)
+    total = _count(count_jobs, fresh.kwargs, base.total) if config.total is None else config.total
+    base.total = total
+    return Opened(ledger, source, base, total)
+
+
+def _already_finished(config: MasterConfig, state: checkpoint.State, failed_jobs: FailedJobs) -> Outcome:
+    still_failed = len(failed_jobs.file.read()) if os.path.exists(config.failures_path) else 0
+    if still_failed:
+        # Not a success to report as one: jobs failed for good and wait in the file.
+        return Outcome(
+            1,
+            f"this run already finished, but {still_failed} jobs failed for good; they are in "
+            f"{config.failures_path}: run them again with --retry-failed (or start over with --reset)",
+        )
+    return Outcome(
+        0,
+        f"this run already finished ({state.finished} jobs finished, {state.failed} failed, "
+        f"state file {config.state_path}); use --reset to run it again",
+    )
+
+
+def _count(count_jobs: Callable[..., Any] | None, kwargs: dict[str, str], known: int | None) -> int | None:
+    """The user's count_jobs(**kwargs), if any: makes percent done and ETA possible."""
+    if count_jobs is None:
+        return known
+    try:
+        return int(count_jobs(**kwargs))
+    except Exception as exc:
+        log.warning("count_jobs failed (%s: %s): no ETA for this run", type(exc).__name__, exc)
+        return None
