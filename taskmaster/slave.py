@@ -1,9 +1,8 @@
 """The slave: a pool of worker greenlets fed with batches from the master.
 
-One request loop talks to the master in the Lazy Pirate manner: one request
-in flight at a time, an answer expected within ``--timeout``, else the socket
-is closed, reopened and the same request sent again, ``--retries`` times in
-all before the slave gives up.  Each request carries the acknowledgements of
+One request loop talks to the master in the Lazy Pirate manner (one request
+in flight at a time, sent again on a new socket when no answer comes: see
+``lazy_pirate``).  Each request carries the acknowledgements of
 the jobs finished since the last one and asks for enough jobs to keep the
 pool busy.  Acknowledgements are only forgotten once the master has answered
 the request that carried them, so a master that goes away and comes back
@@ -28,11 +27,10 @@ from typing import Any
 
 import gevent
 import gevent.event
-import zmq.green as zmq
-from zmq.utils.monitor import recv_monitor_message
 
-from taskmaster import protocol, security
+from taskmaster import protocol
 from taskmaster.heartbeat import HeartbeatThread
+from taskmaster.lazy_pirate import LazyPirateClient
 from taskmaster.pool import LocalBatch, WorkerPool
 from taskmaster.progress import Progress
 from taskmaster.security import CurveKeys
@@ -40,15 +38,12 @@ from taskmaster.security import CurveKeys
 log = logging.getLogger("taskmaster.slave")
 
 ACK_INTERVAL = 0.005  # longest a finished job waits before it is reported
-ACK_WHILE_WAITING = 0.001  # while a request waits for its answer, finished jobs go in an ACK this often
 # Beyond its concurrency a slave holds enough jobs to cover one round trip to
 # the master at its measured pace, and no more: jobs held here are jobs no
 # other slave can run.  The round trip is measured; these bound it.
 MIN_COVER_SECONDS = 0.005
 MAX_COVER_SECONDS = 0.05
 MAX_PREFETCH = 20000
-RECONNECT_FIRST_MS = 10
-RECONNECT_MAX_MS = 1000
 DRY_SECONDS = 0.0002  # a pool idle longer than this (and half a job) before a batch came wants more at once
 
 
@@ -64,7 +59,13 @@ class SlaveConfig:
 
 
 class Slave:
-    def __init__(self, handle_job: Callable[[Any], Any], config: SlaveConfig, keys: CurveKeys | None = None) -> None:
+    def __init__(
+        self,
+        handle_job: Callable[[Any], Any],
+        config: SlaveConfig,
+        keys: CurveKeys | None = None,
+        client: LazyPirateClient | None = None,
+    ) -> None:
         self.handle_job = handle_job
         self.config = config
         secure = keys.secure_client if keys is not None else None
@@ -75,10 +76,11 @@ class Slave:
         self.token = ""
         self.joined = False  # welcomed by a master at least once
         self.seq = 0  # numbers our requests; a resent request keeps its number
-        self.socket: Any = None
+        # The request socket: the real one, or (in-process tests) any object
+        # with the same connect/close/ask/send/unprompted/unreachable.
+        self.client = client or LazyPirateClient(config.address, secure, config.timeout_ms, config.retries)
         self.pool = WorkerPool(handle_job, config.concurrency, config.job_timeout)
         self.rate = 0.0  # jobs finished per second, recently
-        self.round_trip = 0.0  # seconds from a request to its answer, recently
         self.boost = 0  # grows while batches arrive too late to keep the pool busy
         self.quit_reason: str | None = None
         self.stopping: int | None = None
@@ -86,107 +88,28 @@ class Slave:
         watchdog = self.pool.interrupt_overdue_job if config.job_timeout else None
         self.heartbeat = HeartbeatThread(config.address, self.id, secure, watchdog, self.pool.give_back)
         self.error = ""
-        self.monitor: Any = None
-        self.handshake_failures = 0
 
-    # ------------------------------------------------------------ sockets
+    # ------------------------------------------------ while a request waits
 
-    def _connect(self) -> None:
-        self._close()
-        sock = zmq.Context.instance().socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        # A slave often starts beside its master: try again soon after a
-        # refused connect, backing off to once a second while it stays away.
-        sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_FIRST_MS)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_MAX_MS)
-        if self.config.address.startswith("tcp://["):
-            sock.setsockopt(zmq.IPV6, 1)
-        if self.secure is not None:
-            self.secure(sock)
-        # Watch the handshake, so that a master that refuses us (secrets
-        # differ) is reported as such rather than as a master that is down.
-        self.monitor = sock.get_monitor_socket(security.MONITORED)
-        sock.connect(self.config.address)
-        self.socket = sock
+    def working(self) -> bool:
+        return bool(self.pool.running or self.pool.todo)
 
-    def _close(self) -> None:
-        if self.socket is not None:
-            self._read_handshake_events()
-            self.socket.disable_monitor()
-            self.monitor.close(0)
-            self.socket.close(0)
-            self.socket = None
+    def while_waiting(self, kind: bytes) -> bool:
+        """A request waits: keep the pace measured and the acknowledgements going; True to give up."""
+        self._tick()
+        if kind == protocol.REQUEST:
+            self._send_acks()
+        return self._give_up_asking(kind)
 
-    def _read_handshake_events(self) -> None:
-        while True:
-            try:
-                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)["event"]
-            except zmq.Again:
-                return
-            if event & security.HANDSHAKE_FAILED:
-                self.handshake_failures += 1
-            elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-                self.handshake_failures = 0
-
-    def _unreachable(self, what: str) -> str:
-        """Why the master did not answer, as the user should hear it."""
-        if self.handshake_failures:
-            return (
-                f"the master refused this slave: secrets differ (the master at {self.config.address} and this "
-                "slave must use the same --secret-file, or neither)"
-            )
-        return what
-
-    def _ask(self, frames: list[bytes]) -> list[bytes] | None:
-        """Send one request, Lazy Pirate style: the reply, or None if none came.
-
-        While this waits, the worker greenlets keep running jobs.
-        """
-        timeout = self.config.timeout_ms
-        for attempt in range(1, self.config.retries + 1):
-            sent = time.monotonic()
-            try:
-                # Never block here: this loop keeps its own time, and a request
-                # that cannot be queued now is a try without an answer.
-                self.socket.send_multipart(frames, zmq.NOBLOCK)
-            except zmq.Again:
-                pass
-            # Count only the time spent waiting on the socket, at most one step
-            # per poll: while a handler hogs the process, the master is not late.
-            waited = 0.0
-            while waited < timeout:
-                started = time.monotonic()
-                busy = self.pool.running or self.pool.todo
-                step = min(timeout, int(ACK_WHILE_WAITING * 1000) if busy else 100)
-                if self.socket.poll(step):
-                    sample = time.monotonic() - sent
-                    self.round_trip = sample if not self.round_trip else 0.8 * self.round_trip + 0.2 * sample
-                    return self.socket.recv_multipart()
-                waited += min(step, (time.monotonic() - started) * 1000)
-                self._read_handshake_events()
-                self._tick()
-                if frames[0] == protocol.REQUEST:
-                    self._send_acks()
-                if self._give_up_asking(frames[0]):
-                    return None
-            if self.stopping is not None:
-                return None  # stopping: one try is all a last report gets
-            if attempt < self.config.retries:
-                why = "it refused the handshake" if self.handshake_failures else f"no answer within {timeout} ms"
-                log.warning(
-                    "master at %s: %s (try %d of %d); retrying", self.config.address, why, attempt, self.config.retries
-                )
-            self._connect()  # drop whatever is queued for the dead peer
-        return None
+    def last_try(self) -> bool:
+        return self.stopping is not None
 
     def _send_acks(self) -> None:
         """Acknowledge finished jobs now, without waiting for the request's answer."""
         if self.pool.touched and self.run_id:
             acks = self.pool.take_acks(self.run_id)
-            try:
-                self.socket.send_multipart(protocol.ack(self.id, self.run_id, self.token, acks), zmq.NOBLOCK)
-            except zmq.Again:
-                pass  # the next report carries them
+            # If it cannot go now, the next report carries them.
+            self.client.send(protocol.ack(self.id, self.run_id, self.token, acks))
 
     def _give_up_asking(self, kind: bytes) -> bool:
         """Stopping: a hello is not worth waiting for; a report is, within the grace."""
@@ -203,7 +126,7 @@ class Slave:
         self._rate_mark = (self.started, 0)
         handlers = [gevent.signal_handler(s, self._on_signal, s) for s in (signal.SIGINT, signal.SIGTERM)]
         try:
-            self._connect()
+            self.client.connect()
             if not self._hello():
                 if self.stopping is not None:
                     return 128 + self.stopping
@@ -216,12 +139,12 @@ class Slave:
             self.heartbeat.stop()
             for handler in handlers:
                 handler.cancel()
-            self._close()
+            self.client.close()
             self.progress.finish()
             pool = self.pool
             log.debug(
                 "pace: round trip %.1f ms, %.0f jobs/s, holding up to %d jobs, %d requests",
-                self.round_trip * 1000,
+                self.client.round_trip * 1000,
                 self.rate,
                 self._holding_target(),
                 self.seq,
@@ -254,11 +177,11 @@ class Slave:
 
     def _hello(self) -> bool:
         hello = protocol.hello(self.id, self.host, os.getpid(), self.config.concurrency, self.config.timeout_ms)
-        reply = self._ask(hello)
+        reply = self.client.ask(hello, self)
         if reply is None:
             if self.stopping is not None:
                 return False  # asked to stop before the master answered: nothing to report
-            self.error = self._unreachable(
+            self.error = self.client.unreachable(
                 f"no master answered at {self.config.address} after {self.config.retries} tries of "
                 f"{self.config.timeout_ms} ms: start tm-master there, or check --address"
             )
@@ -289,19 +212,20 @@ class Slave:
                     self.error = self.pool.error
                     return 1
                 self._tick()
-                if self.socket.poll(0):  # unprompted: the master says quit
-                    self._take_reply(self.socket.recv_multipart())
+                unprompted = self.client.unprompted()  # the master says quit
+                if unprompted is not None:
+                    self._take_reply(unprompted)
                     if self.quit_reason is not None:
                         return self._quit_code()
                 self.pool.news.clear()
                 self.pool.news.wait(ACK_INTERVAL)  # nothing to say yet: let the workers run
                 continue
             last_report = now
-            reply = self._ask(request)
+            reply = self.client.ask(request, self)
             if reply is None:
                 if self.stopping is not None:
                     return 128 + self.stopping
-                self.error = self._unreachable(
+                self.error = self.client.unreachable(
                     f"lost the master at {self.config.address}: no answer after {self.config.retries} tries of "
                     f"{self.config.timeout_ms} ms; start it again and restart this slave "
                     f"({self.pool.completed} jobs done here, unacknowledged ones will run again)"
@@ -318,7 +242,7 @@ class Slave:
 
     def _holding_target(self) -> int:
         """Jobs to hold, running and waiting: the concurrency plus one round trip's worth at our pace."""
-        cover = min(MAX_COVER_SECONDS, max(MIN_COVER_SECONDS, self.round_trip))
+        cover = min(MAX_COVER_SECONDS, max(MIN_COVER_SECONDS, self.client.round_trip))
         prefetch = max(1, min(MAX_PREFETCH, math.ceil(self.rate * cover)), self.boost)
         return self.config.concurrency + prefetch
 
