@@ -152,7 +152,11 @@ class Master:
 
     def on_signal(self, signum: int) -> None:
         """SIGINT, SIGTERM (tm-ctl stop and halting too): stop, waiting for the jobs in flight; again: now."""
-        if self.shutdown.stop(signum, time.monotonic()):
+        self.stop(signum, time.monotonic())
+
+    def stop(self, signum: int, now: float) -> None:
+        """Asked to stop at `now` (as by signal `signum`): see taskmaster.shutdown."""
+        if self.shutdown.stop(signum, now):
             log.warning("stopping: waiting up to %gs for the jobs in flight (again to stop now)", self.config.grace)
 
     def _stop_for_disk(self, error: str) -> None:
