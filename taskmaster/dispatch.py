@@ -73,7 +73,7 @@ class Dispatcher:
             n = 0 if m.paused else m.throttle.allowance(n, now)  # type: ignore[union-attr]
             if not n:
                 return False  # paused, or too few tokens yet: the request waits, parked
-        _, jobs, ranges = m.ledger.take(n, slave.id, alone=live == 1)
+        jobs, ranges = m.ledger.take(n, slave.id, alone=live == 1)
         if not jobs:
             if not m.registry.unstarted(slave):
                 self.recall(slave, now)

@@ -128,10 +128,10 @@ class Ledger:
 
     # ------------------------------------------------------------ dispatch
 
-    def take(self, n: int, slave: str, alone: bool) -> tuple[list[int], list[Any], list[list[int]]]:
+    def take(self, n: int, slave: str, alone: bool) -> tuple[list[Any], list[list[int]]]:
         """Up to n jobs for `slave`: retries, then requeued, then fresh ones.
 
-        Returns (positions handed out again, jobs, ranges).  A job that failed
+        Returns (jobs, ranges).  A job that failed
         on `slave` goes to it again only if it is the only slave (`alone`).
         Jobs are ordered as the ranges list their positions.
         """
@@ -175,7 +175,7 @@ class Ledger:
                 jobs.extend(self.values[p % size] for p in picked)
                 ranges.extend(to_ranges(picked))
         # Requeued positions can touch the fresh ones: one range, as the slave will acknowledge it.
-        return again, jobs, merge(ranges)
+        return jobs, merge(ranges)
 
     def requeue(self, ranges: Iterable[tuple[int, int]]) -> int:
         """Put the unresolved positions of ranges back in front of fresh jobs."""

@@ -28,7 +28,7 @@ from typing import Any
 import gevent
 import gevent.event
 
-from taskmaster import checkpoint, failures, protocol, serving, status
+from taskmaster import checkpoint, failures, protocol, reports, serving, status
 from taskmaster.control import Controls
 from taskmaster.dispatch import Dispatcher
 from taskmaster.endpoint import MasterEndpoint
@@ -38,8 +38,7 @@ from taskmaster.opening import open_run
 from taskmaster.outcome import EndDetail, EndReason, Outcome, Tally
 from taskmaster.outcome import build as build_outcome
 from taskmaster.progress import Progress
-from taskmaster.ranges import within
-from taskmaster.registry import SlaveRecord, SlaveRegistry
+from taskmaster.registry import SlaveRegistry
 from taskmaster.security import CurveKeys
 from taskmaster.serving import TICK_SECONDS
 from taskmaster.shutdown import Phase, Shutdown
@@ -95,7 +94,7 @@ class Master:
         self.disk_error: str | None = None  # a failed job could not be recorded: stop now
         self.ended: EndReason | None = None  # how the run ended: tm-status --watch reports it
         self.duration = 0.0  # from the start to the end of the run (set at its end)
-        self.state = checkpoint.State(target, kwargs)
+        self.resumed_from = checkpoint.State(target, kwargs)  # the resume base: what earlier runs did (none yet)
         self.failed_jobs = failures.FailedJobs(config.failures_path, config.max_retries)
         self.rate = status.RateMeter()
         self.total: int | None = config.total
@@ -124,13 +123,13 @@ class Master:
 
         Raises UsageError (before anything is written) for a bad state file.
         """
-        opened = open_run(self.config, self.state, self.get_jobs, self.count_jobs, self.failed_jobs)
+        opened = open_run(self.config, self.resumed_from, self.get_jobs, self.count_jobs, self.failed_jobs)
         if isinstance(opened, Outcome):
             return opened
         self.ledger, self.source, self.total = opened.ledger, opened.source, opened.total
-        self.state = opened.resumed_from
+        self.resumed_from = opened.resumed_from
         self.registry = SlaveRegistry(self.ledger, self.config.lease_timeout)
-        self.saver = checkpoint.Saver(self.config.state_path, self.state)
+        self.saver = checkpoint.Saver(self.config.state_path, self.resumed_from)
         return None
 
     # -------------------------------------------------------------- run
@@ -159,7 +158,7 @@ class Master:
         if self.shutdown.stop(signum, now):
             log.warning("stopping: waiting up to %gs for the jobs in flight (again to stop now)", self.config.grace)
 
-    def _stop_for_disk(self, error: str) -> None:
+    def stop_for_disk(self, error: str) -> None:
         """Stop at once: a job that cannot be recorded must not be counted as resolved."""
         if self.disk_error is None:
             log.error("%s; stopping", error)
@@ -210,12 +209,13 @@ class Master:
         if self.source.exhausted and self.ledger.drained():
             if self.source.error:
                 return EndReason.SOURCE_ERROR
-            return EndReason.UNPICKLABLE if self.source.poison else EndReason.COMPLETE
+            return EndReason.UNPICKLABLE if self.source.unpicklable_error else EndReason.COMPLETE
         return None
 
     # --------------------------------------------------------- messages
 
-    def _bad(self, identity: bytes | None, reason: str) -> None:
+    def bad(self, identity: bytes | None, reason: str) -> None:
+        """A malformed or impossible message: counted, logged now and then, and refused if it wants an answer."""
         self.bad_messages += 1
         if self.bad_messages in (1, 10, 100) or self.bad_messages % 1000 == 0:
             log.warning("ignored a malformed message (%d so far): %s", self.bad_messages, reason)
@@ -225,7 +225,7 @@ class Master:
     def handle(self, frames: list[bytes], now: float) -> None:
         """Handle one message (identity frame first) that arrived at time `now`."""
         if len(frames) < 2:
-            self._bad(None, "no body")
+            self.bad(None, "no body")
             return
         identity = frames[0]
         if self.phase is Phase.CLOSING:
@@ -233,20 +233,20 @@ class Master:
         try:
             msg = protocol.decode_from_slave(frames[1:])
         except protocol.ProtocolError as exc:
-            self._bad(identity, str(exc))
+            self.bad(identity, str(exc))
             return
         if isinstance(msg, protocol.Ack):
             slave = self.registry.get(msg.slave)
             if slave is not None and msg.run == self.run_id and msg.token == slave.token and not slave.gone:
                 self.registry.seen(slave, now)
-                self._apply_acks(slave, msg.acks)
+                reports.record_acks(self, slave, msg.acks)
         elif isinstance(msg, (protocol.Heartbeat, protocol.GiveBack)):
             slave = self.registry.get(msg.slave)
             if slave is not None and msg.run == self.run_id and msg.token == slave.token:
                 self.registry.seen(slave, now)
                 slave.beat_identity = identity  # its liveness thread: where recalls go
                 if isinstance(msg, protocol.GiveBack):
-                    self._give_back(slave, msg.cuts)
+                    reports.take_back(self, slave, msg.cuts)
                     slave.queue = msg.queue
                     if self.paused or self.halted:
                         self.control.on_news(slave, now)
@@ -257,7 +257,7 @@ class Master:
         elif isinstance(msg, protocol.ControlRequest):
             self.control.handle(identity, msg, now)
         else:
-            self._report(identity, msg, now)
+            self._on_request(identity, msg, now)
 
     def _hello(self, identity: bytes, msg: protocol.Hello, now: float) -> None:
         if self.phase is Phase.CLOSING:
@@ -265,12 +265,13 @@ class Master:
             return
         slave = self.registry.join(msg.slave, msg.host, msg.pid, msg.concurrency, msg.timeout_ms, identity, now)
         if slave is None:
-            self._bad(identity, "too many slaves")
+            self.bad(identity, "too many slaves")
             return
         lease = self.config.lease_timeout
         self.endpoint.send(identity, protocol.welcome(self.run_id, slave.token, lease, lease / 3))
 
-    def _report(self, identity: bytes, msg: protocol.Report, now: float) -> None:
+    def _on_request(self, identity: bytes, msg: protocol.Report, now: float) -> None:
+        """A REQUEST (or BYE): record what it reports, then answer it - jobs, NO_JOBS, QUIT or parked."""
         slave = self.registry.get(msg.slave)
         if msg.run != self.run_id or slave is None:
             # Acknowledgements meant for another run of a master: their
@@ -290,8 +291,8 @@ class Master:
             self.registry.take_back_batch(slave, slave.last_batch)
         slave.last_seq, slave.last_batch = msg.seq, None
         slave.queue = msg.queue
-        self._give_back(slave, msg.cuts)
-        self._apply(slave, msg)
+        reports.take_back(self, slave, msg.cuts)
+        reports.record(self, slave, msg)
         if self.paused or self.halted:
             self.control.on_news(slave, now)
         if slave.gone:
@@ -303,48 +304,13 @@ class Master:
         else:
             self.dispatcher.answer(slave, msg.want, now)
 
-    def _give_back(self, slave: SlaveRecord, cuts: list[tuple[int, int]]) -> None:
-        """Jobs `slave` will not start after all: back to the queue, for whoever asks next."""
-        for batch_id, keep in cuts:
-            n = self.registry.give_back(slave, batch_id, keep)
-            if n:
-                if self.throttle is not None:
-                    self.throttle.refund(n)  # never started: they do not count against --rate
-                log.debug("slave %s gave back %d jobs of batch %d", slave.id, n, batch_id)
-
-    def _apply(self, slave: SlaveRecord, msg: protocol.Report) -> None:
-        """Record acknowledgements and failures, only for jobs handed to this slave."""
-        self._apply_acks(slave, msg.acks)
-        for failure in msg.failures:
-            batch = slave.batches.get(failure.batch)
-            if batch is None or not within([(failure.position, failure.position + 1)], batch.ranges):
-                self._bad(None, f"slave {slave.id} reported a failure of a job it was not handed")
-                continue
-            try:
-                self.failed_jobs.failed(self.ledger, failure, slave.id)
-            except OSError as exc:
-                self._stop_for_disk(f"cannot record a failed job in {self.config.failures_path}: {exc.strerror or exc}")
-        if msg.failures:
-            self.control.check_failures()
-
-    def _apply_acks(self, slave: SlaveRecord, acks: list[tuple[int, list[tuple[int, int]]]]) -> None:
-        for batch_id, ranges in acks:
-            batch = slave.batches.get(batch_id)
-            if batch is None and batch_id <= self.registry.next_batch:
-                continue  # a batch whose jobs are all resolved already: nothing to learn
-            if batch is None or not within(ranges, batch.ranges):
-                self._bad(None, f"slave {slave.id} acknowledged jobs it was not handed (batch {batch_id})")
-                continue
-            slave.finished += self.ledger.mark_done(ranges)
-            self.registry.settle(slave, batch_id)
-
     # ------------------------------------------------- checkpoint, status
 
     def finished_overall(self) -> int:
-        return self.state.finished + self.ledger.finished
+        return self.resumed_from.finished + self.ledger.finished
 
     def resolved(self) -> int:
-        return self.state.finished + self.state.failed + self.ledger.finished + self.ledger.failed
+        return self.resumed_from.finished + self.resumed_from.failed + self.ledger.finished + self.ledger.failed
 
     def _checkpoint(self, complete: bool = False) -> None:
         if not self.config.retry_failed:  # a replay of failures leaves the state file alone
@@ -385,7 +351,7 @@ class Master:
             failed=failed,
             duration=self.duration,
             finished_overall=self.finished_overall(),
-            any_failed=bool(self.state.failed + failed or self.failed_jobs.failed_again),
+            any_failed=bool(self.resumed_from.failed + failed or self.failed_jobs.failed_again),
             bad_messages=self.bad_messages,
             refusals=self.endpoint.refusals,
         )
@@ -395,7 +361,7 @@ class Master:
             stop_signal=self.shutdown.stop_signal,
             halt_reason=self.control.halt_reason() if self.ended is EndReason.HALTED else None,
             source_error=self.source.error,
-            unpicklable_error=self.source.poison,
+            unpicklable_error=self.source.unpicklable_error,
             problem=problem,
         )
         return build_outcome(self.ended, tally, detail)

@@ -87,7 +87,7 @@ class WorkerPool:
         # Workers claim jobs and give_back (another thread) cuts them off under this lock.
         self.claim_lock = monkey.get_original("_thread", "allocate_lock")()
         self.running = 0
-        self.completed = 0
+        self.resolved = 0  # jobs run to their end, finished or failed
         self.failed = 0
         self.job_seconds = 0.0  # a job's wall time, averaged over recent jobs
         self.busy_seconds = 0.0  # time with at least one job running
@@ -95,7 +95,7 @@ class WorkerPool:
         self.idle_since: float | None = None  # when the pool last ran out of jobs, if it has none now
         self.accepting = True  # False once the slave stops: running jobs finish, no new ones start
         self.work_ready = gevent.event.Event()  # workers: jobs arrived
-        self.news = gevent.event.Event()  # request loop: a batch was used up
+        self.batch_used_up = gevent.event.Event()  # wakes the request loop: time to ask for more
         self.error = ""  # a worker crashed: a bug in taskmaster itself
         # worker greenlet -> monotonic start of its current job (only with a job timeout)
         self.running_since: dict[Any, float] = {}
@@ -133,7 +133,8 @@ class WorkerPool:
         """[batch, next, end] for each batch with jobs not started: for the master's choice of whom to recall."""
         return [[b.id, b.cursor, b.end] for b in self.todo if b.cursor < b.end]
 
-    def has_news(self) -> bool:
+    def has_unreported(self) -> bool:
+        """Is there anything for the next report: finished jobs, failures, jobs given back?"""
         return bool(self.touched or self.failures or self.cuts)
 
     def take_acks(self, run: str) -> list:
@@ -197,7 +198,7 @@ class WorkerPool:
             if batch.cursor < batch.end:
                 return batch
             todo.popleft()
-            self.news.set()  # a batch used up: time to ask for more
+            self.batch_used_up.set()
         return None
 
     def _work(self) -> None:
@@ -273,7 +274,7 @@ class WorkerPool:
                     index += 1
         finally:
             self.running -= end - start
-            self.completed += index - start
+            self.resolved += index - start
             if not self.running:
                 self.busy_seconds += time.perf_counter() - self._busy_since
 

@@ -98,7 +98,6 @@ MAX_POSITION = 2**62
 MAX_WANT = 1_000_000
 MAX_QUEUE_BATCHES = 10_000
 
-Ranges = list  # list of [start, stop] pairs, half-open
 
 
 class ProtocolError(ValueError):

@@ -46,12 +46,12 @@ def run(m: Master) -> Outcome:
     log.info("listening on %s", m.config.address, extra={"event": "listening", "address": m.config.address})
     if m.config.reset and not m.config.retry_failed and os.path.exists(m.config.failures_path):
         m.failed_jobs.file.rewrite([])  # only now: a master that cannot start changes nothing
-    if m.state.has_anchor:
+    if m.resumed_from.has_anchor:
         log.info(
             "resuming at job %d (%d finished before)",
-            m.state.position,
-            m.state.finished,
-            extra={"event": "resumed", "position": m.state.position, "finished": m.state.finished},
+            m.resumed_from.position,
+            m.resumed_from.finished,
+            extra={"event": "resumed", "position": m.resumed_from.position, "finished": m.resumed_from.finished},
         )
     m.start(time.monotonic())
     filler = gevent.spawn(m.source.fill)

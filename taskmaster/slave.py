@@ -152,11 +152,11 @@ class Slave:
             if self.joined or self.quit_reason is not None:  # one stopped before it heard a master: nothing to sum up
                 log.info(
                     "%d jobs finished, %d failed, busy %.2fs of %.2fs",
-                    pool.completed - pool.failed,
+                    pool.resolved - pool.failed,
                     pool.failed,
                     pool.busy_seconds,
                     time.monotonic() - self.started,
-                    extra={"event": "slave_done", "finished": pool.completed - pool.failed, "failed": pool.failed},
+                    extra={"event": "slave_done", "finished": pool.resolved - pool.failed, "failed": pool.failed},
                 )
 
     def _on_signal(self, signum: int) -> None:
@@ -217,8 +217,8 @@ class Slave:
                     self._take_reply(unprompted)
                     if self.quit_reason is not None:
                         return self._quit_code()
-                self.pool.news.clear()
-                self.pool.news.wait(ACK_INTERVAL)  # nothing to say yet: let the workers run
+                self.pool.batch_used_up.clear()
+                self.pool.batch_used_up.wait(ACK_INTERVAL)  # nothing to say yet: let the workers run
                 continue
             last_report = now
             reply = self.client.ask(request, self)
@@ -228,7 +228,7 @@ class Slave:
                 self.error = self.client.unreachable(
                     f"lost the master at {self.config.address}: no answer after {self.config.retries} tries of "
                     f"{self.config.timeout_ms} ms; start it again and restart this slave "
-                    f"({self.pool.completed} jobs done here, unacknowledged ones will run again)"
+                    f"({self.pool.resolved} jobs done here, unacknowledged ones will run again)"
                 )
                 return 1
             self._take_reply(reply)
@@ -248,11 +248,11 @@ class Slave:
 
     def _next_request(self, now: float, last_report: float) -> list[bytes] | None:
         """The next message for the master, or None when there is nothing to say yet."""
-        has_news = self.pool.has_news()
+        unreported = self.pool.has_unreported()
         if self.stopping is not None:
             if self.pool.running == 0 or now >= self.stop_deadline:
-                return self._report(0, leaving=True)
-            return self._report(0) if has_news and now - last_report >= ACK_INTERVAL else None
+                return self._build_request(0, leaving=True)
+            return self._build_request(0) if unreported and now - last_report >= ACK_INTERVAL else None
         target = self._holding_target()
         queued = self.pool.queued()
         want = target - queued - self.pool.running
@@ -260,11 +260,11 @@ class Slave:
         # Ask again once half the prefetch is used, so the pool never holds
         # fewer jobs than it has greenlets while the master has more.
         refill = max(1, (target - self.config.concurrency) // 2)
-        if want >= refill or idle or has_news and now - last_report >= ACK_INTERVAL:
-            return self._report(max(0, want))
+        if want >= refill or idle or unreported and now - last_report >= ACK_INTERVAL:
+            return self._build_request(max(0, want))
         return None
 
-    def _report(self, want: int, leaving: bool = False) -> list[bytes]:
+    def _build_request(self, want: int, leaving: bool = False) -> list[bytes]:
         acks, failures, cuts = self.pool.take_report(self.run_id)
         self.seq += 1
         queue = self.pool.waiting()
@@ -275,7 +275,7 @@ class Slave:
         if kind == protocol.JOBS:
             if jobs:
                 dry_for = self.pool.add(LocalBatch(header["batch"], self.run_id, header["positions"], jobs))
-                if dry_for > max(DRY_SECONDS, self.pool.job_seconds / 2) and self.pool.completed:
+                if dry_for > max(DRY_SECONDS, self.pool.job_seconds / 2) and self.pool.resolved:
                     # The pool sat idle waiting for this batch: ask for more next time.
                     self.boost = min(MAX_PREFETCH, max(2 * self.boost, 2 * len(jobs)))
         elif kind == protocol.QUIT:
@@ -303,8 +303,8 @@ class Slave:
         now = time.monotonic()
         since, count = self._rate_mark
         if now - since >= 0.2:
-            completed = self.pool.completed
-            instant = (completed - count) / (now - since)
+            resolved = self.pool.resolved
+            instant = (resolved - count) / (now - since)
             self.rate = instant if self.rate == 0 else 0.7 * self.rate + 0.3 * instant
-            self._rate_mark = (now, completed)
-            self.progress.update(completed)
+            self._rate_mark = (now, resolved)
+            self.progress.update(resolved)  # a slave's bar counts every job it ran, failed ones too

@@ -39,7 +39,7 @@ class JobSource:
         self.iterator: Iterator[Any] = iter(())
         self.exhausted = False  # no more jobs will come
         self.error: str | None = None  # the traceback, when get_jobs raised
-        self.poison: str | None = None  # why the run was cut at an unpicklable job
+        self.unpicklable_error: str | None = None  # why the run was cut at an unpicklable job
         self.room = gevent.event.Event()
 
     def open(self, get_jobs: Callable[..., Any], kwargs: dict[str, str], **last: Any) -> None:
@@ -100,7 +100,7 @@ class JobSource:
                 pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
             except Exception as exc:
                 position = positions[index]
-                self.poison = (
+                self.unpicklable_error = (
                     f"job at position {position} cannot be pickled ({short_repr(job)}): "
                     f"{type(exc).__name__}: {exc}; the jobs before it are finished and saved; make get_jobs "
                     "yield picklable jobs and run the same command to continue"

@@ -54,7 +54,7 @@ def snapshot(m: Master, now: float) -> dict[str, Any]:
         "kwargs": m.kwargs,
         "state": state,
         "finished": m.finished_overall(),
-        "failed": m.state.failed + m.ledger.failed,
+        "failed": m.resumed_from.failed + m.ledger.failed,
         "in_flight": m.registry.in_flight(),
         "buffered": m.ledger.undispatched(),
         "size": m.config.size,

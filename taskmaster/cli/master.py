@@ -59,7 +59,6 @@ def new_secret(argv: list[str], prog: str) -> int:
         return 0
 
     common.run_command(prog, body)
-    return 0  # not reached
 
 
 def main(argv: list[str] | None = None, prog: str = "tm-master") -> int:
@@ -117,7 +116,6 @@ def main(argv: list[str] | None = None, prog: str = "tm-master") -> int:
         return outcome.code
 
     common.run_command(prog, body)
-    return 0  # not reached
 
 
 if __name__ == "__main__":

@@ -65,7 +65,6 @@ def main(argv: list[str] | None = None, prog: str = "tm-run") -> int:
         return result.exit_code
 
     common.run_command(prog, body)
-    return 0  # not reached
 
 
 if __name__ == "__main__":

@@ -49,7 +49,6 @@ def main(argv: list[str] | None = None, prog: str = "tm-slave") -> int:
         return code
 
     common.run_command(prog, body)
-    return 0  # not reached
 
 
 if __name__ == "__main__":

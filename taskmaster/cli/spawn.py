@@ -47,7 +47,6 @@ def main(argv: list[str] | None = None, prog: str = "tm-spawn") -> int:
         return next((code for code in codes if code != 0), 0)
 
     common.run_command(prog, body)
-    return 0  # not reached
 
 
 if __name__ == "__main__":

@@ -92,7 +92,6 @@ def main(argv: list[str] | None = None, prog: str = "tm-status") -> int:
         return 0
 
     common.run_command(prog, body)
-    return 0  # not reached
 
 
 if __name__ == "__main__":

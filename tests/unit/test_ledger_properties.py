@@ -93,7 +93,7 @@ class Bookkeeping(RuleBasedStateMachine):
         slave = self._slave(name)
         if not slave.live:
             return
-        _, jobs, ranges = self.ledger.take(want, name, alone=self.registry.live_count() == 1)
+        jobs, ranges = self.ledger.take(want, name, alone=self.registry.live_count() == 1)
         if not jobs:
             return
         positions = expand(ranges)

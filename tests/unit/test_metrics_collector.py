@@ -65,7 +65,7 @@ def test_counters_and_gauges_follow_the_master_state(tmp_path):
     ledger.add(list(range(10)))
     a = registry.join("a", "host", 1, 4, 2500, b"A", now=time.monotonic())
     registry.join("b", "host", 2, 4, 2500, b"B", now=time.monotonic())
-    _, jobs, ranges = ledger.take(6, "a", alone=False)
+    jobs, ranges = ledger.take(6, "a", alone=False)
     batch = registry.hand_out(a, ranges)
     ledger.mark_done([(0, 3)])
     registry.settle(a, batch)
@@ -91,7 +91,7 @@ def test_counters_and_gauges_follow_the_master_state(tmp_path):
 
 def test_a_resumed_run_counts_from_zero_but_resolved_includes_earlier_runs(tmp_path):
     master = prepared_master(tmp_path, total=100)
-    master.state.finished, master.state.failed = 40, 2  # as a checkpoint of an earlier run says
+    master.resumed_from.finished, master.resumed_from.failed = 40, 2  # as a checkpoint of an earlier run says
     master.ledger.add(list(range(5)))
     master.ledger.mark_done([(0, 5)])
     m = scrape(master)
