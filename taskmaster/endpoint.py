@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket as stdlib_socket
-from typing import Any
+from typing import Any, Protocol
 
 import zmq.green as zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -40,6 +40,21 @@ def _ipc_in_use(path: str) -> bool:
         return False  # a stale file from a master that died: safe to take over
     finally:
         probe.close()
+
+
+class Transport(Protocol):
+    """What the master needs of its socket (``MasterEndpoint``; an in-memory one in unit tests)."""
+
+    keys: CurveKeys | None
+    refusals: int  # connections refused (secrets differ), for the summary
+
+    def bind(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def receive(self, timeout_ms: int) -> list[list[bytes]]: ...
+
+    def send(self, identity: bytes, frames: list[bytes]) -> None: ...
 
 
 class MasterEndpoint:

@@ -31,7 +31,7 @@ import gevent.event
 from taskmaster import checkpoint, failures, protocol, reports, serving, status
 from taskmaster.control import Controls
 from taskmaster.dispatch import Dispatcher
-from taskmaster.endpoint import MasterEndpoint
+from taskmaster.endpoint import MasterEndpoint, Transport
 from taskmaster.halting import FailureLimit
 from taskmaster.ledger import Ledger
 from taskmaster.opening import open_run
@@ -78,16 +78,15 @@ class Master:
         config: MasterConfig,
         keys: CurveKeys | None = None,
         count_jobs: Callable[..., Any] | None = None,
-        endpoint: MasterEndpoint | None = None,
+        endpoint: Transport | None = None,
     ) -> None:
         self.get_jobs = get_jobs
         self.count_jobs = count_jobs
         self.target = target
         self.kwargs = kwargs
         self.config = config
-        # The transport: the real ROUTER socket, or (in-process tests) any
-        # object with the same bind/receive/send/close and `keys`, `refusals`.
-        self.endpoint = endpoint if endpoint is not None else MasterEndpoint(config.address, keys)
+        # The transport: the real ROUTER socket, or (in-process tests) one in memory.
+        self.endpoint: Transport = endpoint if endpoint is not None else MasterEndpoint(config.address, keys)
         self.run_id = uuid.uuid4().hex
         self.bad_messages = 0
         self.shutdown = Shutdown(config.grace, config.linger)  # the phase: running, stopping, closing
