@@ -107,7 +107,7 @@ class Dispatcher:
         """Reply to a slave that gets no jobs now: QUIT when the run is over."""
         if self.master.phase is Phase.CLOSING:
             slave.told_quit = True
-            self.master.endpoint.send(slave.identity, protocol.quit_("the run is over"))
+            self.master.endpoint.send(slave.identity, protocol.quit_(self.master.shutdown.quit_reason()))
         else:
             self.master.endpoint.send(slave.identity, protocol.no_jobs())
 

@@ -260,7 +260,7 @@ class Master:
 
     def _hello(self, identity: bytes, msg: protocol.Hello, now: float) -> None:
         if self.phase is Phase.CLOSING:
-            self.endpoint.send(identity, protocol.quit_("the run is over"))
+            self.endpoint.send(identity, protocol.quit_(self.shutdown.quit_reason()))
             return
         slave = self.registry.join(msg.slave, msg.host, msg.pid, msg.concurrency, msg.timeout_ms, identity, now)
         if slave is None:
@@ -331,7 +331,7 @@ class Master:
         for slave in self.registry.slaves.values():
             if slave.live and not slave.told_quit:
                 slave.told_quit = True
-                self.endpoint.send(slave.identity, protocol.quit_("the run is over"))
+                self.endpoint.send(slave.identity, protocol.quit_(self.shutdown.quit_reason()))
 
     def _finish(self) -> Outcome:
         """The last checkpoint, once the master lingered; the Outcome."""

@@ -93,6 +93,10 @@ class Shutdown:
         self.linger_deadline = max(now + QUIT_LINGER_SECONDS, self.linger_until)
         self.quiet_until = now + QUIET_SECONDS
 
+    def quit_reason(self) -> str:
+        """CLOSING: what every QUIT says."""
+        return "the run is over"
+
     def heard(self, now: float) -> None:
         """CLOSING: a message came; stay a moment longer for the next."""
         self.quiet_until = now + QUIET_SECONDS
