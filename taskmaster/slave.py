@@ -3,7 +3,8 @@
 One request loop talks to the master in the Lazy Pirate manner: one request
 in flight at a time, an answer expected within ``--timeout``, else the socket
 is closed, reopened and the same request sent again, ``--retries`` times in
-all before the slave gives up.  Each request carries the acknowledgements of
+all before the slave gives up (with ``--wait-for-master``, as long as that
+says).  Each request carries the acknowledgements of
 the jobs finished since the last one and asks for enough jobs to keep the
 pool busy.  Acknowledgements are only forgotten once the master has answered
 the request that carried them, so a master that goes away and comes back
@@ -61,6 +62,10 @@ class SlaveConfig:
     job_timeout: float | None = None
     grace: float = 10.0
     progress: bool = True
+    # Seconds to keep trying to reach the master before giving up (0: for
+    # ever); None: --retries tries of --timeout.  On a cluster engine slaves
+    # may come up long before their master, or while it restarts.
+    wait_for_master: float | None = None
 
 
 class Slave:
@@ -143,7 +148,10 @@ class Slave:
         While this waits, the worker greenlets keep running jobs.
         """
         timeout = self.config.timeout_ms
-        for attempt in range(1, self.config.retries + 1):
+        first_try = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
             sent = time.monotonic()
             try:
                 # Never block here: this loop keeps its own time, and a request
@@ -171,13 +179,39 @@ class Slave:
                     return None
             if self.stopping is not None:
                 return None  # stopping: one try is all a last report gets
-            if attempt < self.config.retries:
-                why = "it refused the handshake" if self.handshake_failures else f"no answer within {timeout} ms"
-                log.warning(
-                    "master at %s: %s (try %d of %d); retrying", self.config.address, why, attempt, self.config.retries
-                )
+            again = self._try_again(attempt, first_try)
+            if again:
+                self._log_retry(attempt, timeout)
             self._connect()  # drop whatever is queued for the dead peer
-        return None
+            if not again:
+                return None
+
+    def _try_again(self, attempt: int, first_try: float) -> bool:
+        """Whether a request without an answer is worth another try: --retries, then --wait-for-master."""
+        if attempt < self.config.retries:
+            return True
+        wait = self.config.wait_for_master
+        if wait is None:
+            return False
+        return wait == 0 or time.monotonic() - first_try < wait
+
+    def _log_retry(self, attempt: int, timeout: int) -> None:
+        why = "it refused the handshake" if self.handshake_failures else f"no answer within {timeout} ms"
+        if self.config.wait_for_master is None:
+            log.warning(
+                "master at %s: %s (try %d of %d); retrying", self.config.address, why, attempt, self.config.retries
+            )
+        elif attempt == 1:
+            patience = f"up to {self.config.wait_for_master:g}s" if self.config.wait_for_master else "for ever"
+            log.info("master at %s: %s; waiting for it %s (--wait-for-master)", self.config.address, why, patience)
+        else:
+            log.debug("master at %s: %s (try %d); retrying", self.config.address, why, attempt)
+
+    def _patience(self) -> str:
+        """How long this slave tried to reach the master, as its error message says it."""
+        if self.config.wait_for_master:
+            return f"within --wait-for-master {self.config.wait_for_master:g}s"
+        return f"after {self.config.retries} tries of {self.config.timeout_ms} ms"
 
     def _send_acks(self) -> None:
         """Acknowledge finished jobs now, without waiting for the request's answer."""
@@ -258,8 +292,8 @@ class Slave:
             if self.stopping is not None:
                 return False  # asked to stop before the master answered: nothing to report
             self.error = self._unreachable(
-                f"no master answered at {self.config.address} after {self.config.retries} tries of "
-                f"{self.config.timeout_ms} ms: start tm-master there, or check --address"
+                f"no master answered at {self.config.address} {self._patience()}: "
+                "start tm-master there, or check --address"
             )
             return False
         kind, header, _ = protocol.decode_from_master(reply)
@@ -301,8 +335,8 @@ class Slave:
                 if self.stopping is not None:
                     return 128 + self.stopping
                 self.error = self._unreachable(
-                    f"lost the master at {self.config.address}: no answer after {self.config.retries} tries of "
-                    f"{self.config.timeout_ms} ms; start it again and restart this slave "
+                    f"lost the master at {self.config.address}: no answer {self._patience()}; "
+                    "start it again and restart this slave "
                     f"({self.pool.completed} jobs done here, unacknowledged ones will run again)"
                 )
                 return 1
