@@ -105,3 +105,33 @@ def test_a_slave_gives_up_once_its_wait_is_over(procs, tmp_path, recording):
     text = log.read_text()
     assert f"tm-slave: error: no master answered at {address} within --wait-for-master 2s" in text, text
     assert "Traceback" not in text
+
+
+@pytest.mark.timeout(120)
+def test_a_master_stopped_by_sigterm_mid_run_is_waited_for_not_taken_for_the_end(procs, tmp_path, recording):
+    """A pod deleted, a job cancelled: the master saves its state and says quit, "the master is stopping".
+
+    A slave told to wait for its master waits for the next one and finishes
+    the run with it, instead of exiting 0 as if the run were over.
+    """
+    module, record, env = recording
+    address = tcp_address()
+    state = tmp_path / "run.state"
+    env = {**env, "TM_DELAY": "0.01"}
+    master_argv = tm("master", module, "n=2000", "--address", address, "--state-file", state, "--no-progress")
+    first_log = tmp_path / "master1.log"
+    master = start(procs, master_argv, first_log, env)
+    slave_log = tmp_path / "slave.log"
+    slave_argv = tm("slave", module, "--address", address, "--wait-for-master", 60, "--no-progress")
+    slave = start(procs, slave_argv + ["--timeout", "300", "--retries", "1"], slave_log, env)
+    wait_for(lambda: len(handled(record)) >= 300, 60, what="300 jobs handled")
+    master.send_signal(signal.SIGTERM)
+    assert exit_code(master, first_log, 30) == 143, first_log.read_text()
+    wait_for(lambda: "the master is stopping; waiting for the next one" in slave_log.read_text(), 10, what="the wait")
+    assert slave.poll() is None, slave_log.read_text()
+    second_log = tmp_path / "master2.log"
+    master = start(procs, master_argv, second_log, env)
+    assert exit_code(master, second_log, 90) == 0, second_log.read_text()
+    assert "resuming at job" in second_log.read_text()
+    assert exit_code(slave, slave_log, 30) == 0, slave_log.read_text()
+    assert set(handled(record)) == set(range(2000))
