@@ -67,8 +67,9 @@ WIDE_SIZE = 100_000  # tm-wide: Taskmaster's tuning knob, as the chunksize is Po
 MEMORY_SYSTEMS = ["loop", "pool-best", "executor", "tm-ipc"]
 THROUGHPUT_WORKLOADS = ["noop", "io", "payload"]
 MEMORY_WORKLOADS = ["memory-noop", "memory-payload"]
-ALL_WORKLOADS = THROUGHPUT_WORKLOADS + MEMORY_WORKLOADS + ["scaling", "checkpoint"] + realwork.WORKLOADS
+ALL_WORKLOADS = THROUGHPUT_WORKLOADS + MEMORY_WORKLOADS + ["scaling", "checkpoint", "rate"] + realwork.WORKLOADS
 NEVER = "1000000000"  # --checkpoint-every that never comes: the "no checkpoint" setting
+FAR_ABOVE = "1e9"  # --rate far above what any run reaches: the throttle's cost alone
 
 SUMMARY = re.compile(r"tm-master: (\d+) finished, (\d+) failed in ([\d.]+)s \((\d+) jobs/s\)")
 
@@ -250,6 +251,8 @@ class Bench:
                 argv += ["--checkpoint-every", NEVER]
             if transport == "wide":  # ipc, with a wider window: bigger batches
                 argv += ["--size", str(WIDE_SIZE)]
+            if transport == "rated":  # ipc, with a rate limit it never reaches
+                argv += ["--rate", FAR_ABOVE]
             # TMPDIR: tm-run's private ipc directory lands in cwd, removed with it.
             env = {"TMPDIR": str(cwd), **self.tm_env}
             ex = execute(argv, cwd=cwd, timeout=self.plan.timeout, env=env, watch="taskmaster.cli.master",
@@ -389,6 +392,8 @@ def setting_for(key: str, kind: str, bench: Bench) -> str:
         return f"P={P} slaves, ipc, concurrency {concurrency}, checkpoint never (only at the end)"
     if transport == "wide":
         return f"P={P} slaves, ipc, concurrency {concurrency}, --size {WIDE_SIZE:,}"
+    if transport == "rated":
+        return f"P={P} slaves, ipc, concurrency {concurrency}, --rate {FAR_ABOVE} (far above what it reaches)"
     return f"P={P} slaves, {transport}, concurrency {concurrency}"
 
 
@@ -495,6 +500,17 @@ def checkpoint_rows(bench: Bench) -> list[Row]:
     return [every, never]
 
 
+def rate_rows(bench: Bench) -> list[Row]:
+    """noop without --rate and with --rate far above what it reaches: the cost of the throttle (issue: under 5 %)."""
+    free, rated = throughput_row(bench, "tm-ipc", "noop"), throughput_row(bench, "tm-rated", "noop")
+    for row in (free, rated):
+        row.workload = "rate"
+    free.setting += ", no --rate"
+    if free.steady and rated.steady:
+        rated.note = f"steady {rated.steady / free.steady:.2f} x the rate without --rate"
+    return [free, rated]
+
+
 def add_ratios(rows: list[Row]) -> None:
     workloads = THROUGHPUT_WORKLOADS + realwork.WORKLOADS
     base = {r.workload: r for r in rows if r.key == "tm-ipc" and r.workload in workloads}
@@ -581,6 +597,8 @@ def build_rows(bench: Bench, systems: list[str], workloads: list[str]) -> list[R
         rows += scaling_rows(bench)
     if "checkpoint" in workloads and "tm-ipc" in systems:
         rows += checkpoint_rows(bench)
+    if "rate" in workloads and "tm-ipc" in systems:
+        rows += rate_rows(bench)
     for workload in realwork.WORKLOADS:
         if workload in workloads:
             for key in realwork.SYSTEMS:

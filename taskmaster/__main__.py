@@ -1,11 +1,20 @@
-"""``python -m taskmaster COMMAND ...``: the four commands without their scripts."""
+"""``python -m taskmaster COMMAND ...``: the commands without their scripts."""
 
 from __future__ import annotations
 
 import sys
 
-COMMANDS = {"master": "tm-master", "slave": "tm-slave", "spawn": "tm-spawn", "run": "tm-run", "status": "tm-status"}
-USAGE = "usage: python -m taskmaster {master,slave,spawn,run,status} ... (or: python -m taskmaster.cli.master ...)\n"
+COMMANDS = {
+    "master": "tm-master",
+    "slave": "tm-slave",
+    "spawn": "tm-spawn",
+    "run": "tm-run",
+    "status": "tm-status",
+    "ctl": "tm-ctl",
+}
+USAGE = (
+    "usage: python -m taskmaster {master,slave,spawn,run,status,ctl} ... (or: python -m taskmaster.cli.master ...)\n"
+)
 
 
 def main() -> None:

@@ -53,7 +53,7 @@ def run(target: str, processes: int = 4, size: int = 10000, **kwargs: Any) -> Ru
     `target` is a path/to/file.py or package.module defining get_jobs and
     handle_job.  Keyword arguments named like a master or slave option
     (``state_file``, ``reset``, ``concurrency``, ``lease_timeout``, ``address``,
-    ``get_jobs_callback``, ...) set that option; all others are passed to
+    ``rate``, ``max_failures``, ``get_jobs_callback``, ...) set that option; all others are passed to
     get_jobs, as strings, like key=value on the command line.
     """
     options: dict[str, Any] = {"size": size}

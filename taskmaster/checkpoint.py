@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskmaster.errors import UsageError
 from taskmaster.fileio import write_atomically
+from taskmaster.text import short_repr
 
 if TYPE_CHECKING:
     from taskmaster.ledger import Ledger
@@ -206,10 +207,3 @@ def _typed(doc: dict, key: str, kind: type) -> Any:
 def _args(kwargs: dict[str, str]) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(kwargs.items())) or "(none)"
 
-
-def short_repr(value: Any, limit: int = 200) -> str:
-    try:
-        text = repr(value)
-    except Exception:
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -15,9 +15,9 @@ import pickle
 import time
 from typing import TYPE_CHECKING, Any
 
-from taskmaster.checkpoint import short_repr
 from taskmaster.errors import UsageError
 from taskmaster.fileio import open_private_append, write_atomically
+from taskmaster.text import short_repr
 
 if TYPE_CHECKING:
     from taskmaster.ledger import Ledger
@@ -123,6 +123,7 @@ class FailedJobs:
         self.max_retries = max_retries
         self.replay: list[dict] | None = None
         self.failed_again: list[dict] = []
+        self.retried = 0  # failed tries handed out again, this run (a metric)
 
     def start_replay(self) -> list[Any]:
         """Read the failures file for a replay; the jobs to run, in file order."""
@@ -150,8 +151,10 @@ class FailedJobs:
                 failure.message,
                 attempts,
                 self.max_retries,
+                extra={"event": "job_retried", "position": shown, "slave": slave, "attempts": attempts},
             )
             ledger.retry(position, slave)
+            self.retried += 1
             return
         entry = record(shown, ledger.value(position), failure.type, failure.message, failure.traceback, attempts, slave)
         if self.replay is not None:
@@ -159,7 +162,20 @@ class FailedJobs:
         else:
             self.file.append(entry)  # durable before the job counts as resolved
         ledger.mark_failed(position)
-        log.error("job %d failed for good after %d attempts: %s: %s", shown, attempts, failure.type, failure.message)
+        log.error(
+            "job %d failed for good after %d attempts: %s: %s",
+            shown,
+            attempts,
+            failure.type,
+            failure.message,
+            extra={
+                "event": "job_failed",
+                "position": shown,
+                "slave": slave,
+                "attempts": attempts,
+                "error": failure.type,
+            },
+        )
 
     def finish_replay(self) -> None:
         """After a whole replay: the file keeps only the jobs that failed again."""

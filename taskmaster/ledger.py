@@ -137,20 +137,23 @@ class Ledger:
         """
         states, size = self.states, self.size
         again: list[int] = []
+        chosen: set[int] = set()
         for _ in range(len(self.retries)):
             if len(again) >= n:
                 break
             position, failed_on = self.retries.popleft()
-            if states[position % size] != PENDING or position < self.low:
-                continue
+            if states[position % size] != PENDING or position < self.low or position in chosen:
+                continue  # resolved, or queued twice (a retry requeued again with its lost slave's batch)
             if failed_on != slave or alone:
                 again.append(position)
+                chosen.add(position)
             else:
                 self.retries.append((position, failed_on))
         while self.requeued and len(again) < n:
             position = self.requeued.popleft()
-            if position >= self.low and states[position % size] == PENDING:
+            if position >= self.low and states[position % size] == PENDING and position not in chosen:
                 again.append(position)
+                chosen.add(position)
         again.sort()
         jobs = [self.values[p % size] for p in again]
         ranges = to_ranges(again)

@@ -25,13 +25,16 @@ import gevent
 import gevent.event
 
 from taskmaster import checkpoint, failures, fileio, protocol, status
+from taskmaster.control import Controls
 from taskmaster.endpoint import MasterEndpoint
+from taskmaster.halting import FailureLimit
 from taskmaster.ledger import Ledger
 from taskmaster.progress import Progress
 from taskmaster.ranges import within
 from taskmaster.registry import SlaveRecord, SlaveRegistry
 from taskmaster.security import CurveKeys
 from taskmaster.source import JobSource
+from taskmaster.throttle import Throttle
 
 log = logging.getLogger("taskmaster.master")
 
@@ -68,6 +71,9 @@ class MasterConfig:
     progress: bool = True
     total: int | None = None
     linger: float = 3.0
+    metrics_address: str | None = None  # serve /metrics here (see taskmaster.metrics)
+    rate: float | None = None  # --rate: jobs started per second, at most
+    max_failures: FailureLimit | None = None  # --max-failures: halt past this
 
 
 @dataclass
@@ -107,11 +113,20 @@ class Master:
         self.stop_deadline = 0.0
         self.disk_error: str | None = None  # a failed job could not be recorded: stop now
         self.closing = False  # the run is over: every slave is told to quit
+        self.ended: str | None = None  # how the run ended (complete, interrupted...): tm-status --watch reports it
         self.state = checkpoint.State(target, kwargs)
         self.failed_jobs = failures.FailedJobs(config.failures_path, config.max_retries)
         self.rate = status.RateMeter()
         self.total: int | None = config.total
         self.started = time.monotonic()
+        self.checkpointed_at: float | None = None  # when the state file last held our progress (monotonic)
+        # Live settings (tm-ctl changes them): handing out stops while paused,
+        # and the throttle paces it while there is a rate limit.
+        self.paused: bool = False
+        self.rate_limit: float | None = config.rate
+        self.throttle: Throttle | None = Throttle(config.rate, self.started) if config.rate else None
+        self.halted: str | None = None  # why --max-failures halted the run
+        self.control = Controls(self)
         self.ledger: Ledger
         self.registry: SlaveRegistry
         self.source: JobSource
@@ -185,12 +200,23 @@ class Master:
         early = self.prepare()
         if early is not None:
             return early
-        self.endpoint.bind()
-        log.info("listening on %s", self.config.address)
+        metrics = self._start_metrics()
+        try:
+            self.endpoint.bind()
+        except BaseException:
+            if metrics is not None:
+                metrics.stop()
+            raise
+        log.info("listening on %s", self.config.address, extra={"event": "listening", "address": self.config.address})
         if self.config.reset and not self.config.retry_failed and os.path.exists(self.config.failures_path):
             self.failed_jobs.file.rewrite([])  # only now: a master that cannot start changes nothing
         if self.state.has_anchor:
-            log.info("resuming at job %d (%d finished before)", self.state.position, self.state.finished)
+            log.info(
+                "resuming at job %d (%d finished before)",
+                self.state.position,
+                self.state.finished,
+                extra={"event": "resumed", "position": self.state.position, "finished": self.state.finished},
+            )
         self.progress = Progress(self.config.progress, show_queue=True, total=self.total)
         self.started = time.monotonic()
         filler = gevent.spawn(self.source.fill)
@@ -201,10 +227,21 @@ class Master:
             filler.kill()
             for handler in handlers:
                 handler.cancel()
+            self._show_progress()  # the last jobs too: a bar that ends at 99% would be a lie
             self.progress.finish()
             self.failed_jobs.file.close()
             self.endpoint.close()
+            if metrics is not None:
+                metrics.stop()
         return outcome
+
+    def _start_metrics(self) -> Any:
+        """Serve /metrics if asked to; UsageError if its address cannot be had."""
+        if self.config.metrics_address is None:
+            return None
+        from taskmaster.metrics import MetricsServer  # prometheus_client only when asked for
+
+        return MetricsServer(self, self.config.metrics_address).start()
 
     def _on_signal(self, signum: int) -> None:
         now = time.monotonic()
@@ -241,14 +278,15 @@ class Master:
                     gevent.sleep(0)  # let the filler use the room the acknowledgements made
             if self.waiting:
                 self._serve_waiting(now)
+            if self.control.pending:
+                self.control.answer_settled(now)
             if now >= next_tick:
                 next_tick = now + TICK_SECONDS
                 for slave in self.registry.expire(now):
                     self.waiting.pop(slave.id, None)
                 self.rate.sample(now, self._resolved())
-                self.progress.update(
-                    self._total_finished(), f"{self.ledger.undispatched()}/{self.config.size}", self._resolved()
-                )
+                self._show_progress()
+                self.control.check_failures()
             if now >= next_checkpoint:
                 next_checkpoint = now + self.config.checkpoint_interval
                 self._checkpoint()
@@ -256,9 +294,15 @@ class Master:
             if ended:
                 return self._finish(ended)
 
+    def _show_progress(self) -> None:
+        queue = f"{self.ledger.undispatched()}/{self.config.size}"
+        self.progress.update(self._total_finished(), queue, self._resolved(), paused=self.paused)
+
     def _ended(self, now: float) -> str:
         if self.stopping is not None:
-            return "interrupted" if self.registry.in_flight() == 0 or now >= self.stop_deadline else ""
+            if self.registry.in_flight() == 0 or now >= self.stop_deadline:
+                return "halted" if self.halted else "interrupted"
+            return ""
         if self.source.exhausted and self.ledger.drained():
             if self.source.error:
                 return "source-error"
@@ -298,10 +342,14 @@ class Master:
                 if isinstance(msg, protocol.GiveBack):
                     self._give_back(slave, msg.cuts)
                     slave.queue = msg.queue
+                    if self.paused or self.halted:
+                        self.control.on_news(slave, now)
         elif isinstance(msg, protocol.Hello):
             self._hello(identity, msg, now)
         elif isinstance(msg, protocol.StatusRequest):
             self.endpoint.send(identity, protocol.status_reply(self.snapshot()))
+        elif isinstance(msg, protocol.ControlRequest):
+            self.control.handle(identity, msg, now)
         else:
             self._report(identity, msg, now)
 
@@ -338,6 +386,8 @@ class Master:
         slave.queue = msg.queue
         self._give_back(slave, msg.cuts)
         self._apply(slave, msg)
+        if self.paused or self.halted:
+            self.control.on_news(slave, now)
         if slave.gone:
             self.endpoint.send(identity, protocol.quit_("goodbye"))  # it said BYE already
         elif msg.leaving:
@@ -356,6 +406,8 @@ class Master:
         for batch_id, keep in cuts:
             n = self.registry.give_back(slave, batch_id, keep)
             if n:
+                if self.throttle is not None:
+                    self.throttle.refund(n)  # never started: they do not count against --rate
                 log.debug("slave %s gave back %d jobs of batch %d", slave.id, n, batch_id)
 
     def _apply(self, slave: SlaveRecord, msg: protocol.Report) -> None:
@@ -370,6 +422,8 @@ class Master:
                 self.failed_jobs.failed(self.ledger, failure, slave.id)
             except OSError as exc:
                 self._stop_for_disk(f"cannot record a failed job in {self.config.failures_path}: {exc.strerror or exc}")
+        if msg.failures:
+            self.control.check_failures()
 
     def _apply_acks(self, slave: SlaveRecord, acks: list[tuple[int, list[tuple[int, int]]]]) -> None:
         for batch_id, ranges in acks:
@@ -393,6 +447,10 @@ class Master:
         """
         live = self.registry.live_count() or 1
         n = max(1, min(want, MAX_BATCH, self.ledger.limit // (2 * live)))
+        if self.paused or self.throttle is not None:
+            n = 0 if self.paused else self.throttle.allowance(n, now)  # type: ignore[union-attr]
+            if not n:
+                return False  # paused, or too few tokens yet: the request waits, parked
         _, jobs, ranges = self.ledger.take(n, slave.id, alone=live == 1)
         if not jobs:
             if not self.registry.unstarted(slave):
@@ -405,6 +463,8 @@ class Master:
             if not jobs:
                 return False
             payload = protocol.pickle_jobs(jobs)
+        if self.throttle is not None:
+            self.throttle.take(len(jobs))
         per_job = len(payload) / len(jobs)
         self.job_bytes = 0.9 * self.job_bytes + 0.1 * per_job if self.job_bytes else per_job
         self.ledger.stretch(self.job_bytes <= SMALL_JOB_BYTES)
@@ -453,6 +513,8 @@ class Master:
     def _checkpoint(self, complete: bool = False) -> None:
         if not self.config.retry_failed:  # a replay of failures leaves the state file alone
             self.saver.save(self.ledger, self.total, complete)
+            if self.saver.error is None:
+                self.checkpointed_at = time.monotonic()
 
     def snapshot(self) -> dict[str, Any]:
         """The run as tm-status shows it."""
@@ -464,6 +526,8 @@ class Master:
             state = "finished"
         elif self.stopping is not None or self.source.exhausted and not self.ledger.undispatched():
             state = "draining"  # nothing more to hand out: waiting for the jobs in flight
+        elif self.paused:
+            state = "paused"
         else:
             state = "running"
         return {
@@ -484,13 +548,19 @@ class Master:
             "state_file": os.path.abspath(self.config.state_path),
             "failures_file": os.path.abspath(self.config.failures_path),
             "pid": os.getpid(),
+            "ended": self.ended,
             "slaves": self.registry.rows(now),
+            "paused": self.paused,
+            "rate_limit": self.rate_limit,
+            "max_failures": str(self.config.max_failures) if self.config.max_failures else None,
+            "halted": self.halted,
         }
 
     # ------------------------------------------------------------ end
 
     def _finish(self, how: str) -> Outcome:
         duration = time.monotonic() - self.started  # the run, not the goodbyes after it
+        self.ended = how
         self._tell_slaves_to_quit()
         complete = how == "complete"
         self._checkpoint(complete=complete)
@@ -521,6 +591,8 @@ class Master:
             outcome.summary = (
                 f"interrupted: {self._total_finished()} finished, run the same command to resume ({summary})"
             )
+        elif how == "halted":
+            outcome.code, outcome.summary = 1, self.control.halt_summary(summary)
         elif how == "source-error":
             outcome.code = 1
             outcome.error = (

@@ -292,7 +292,13 @@ class WorkerPool:
     def _record_failure(self, batch: LocalBatch, index: int, job: Any, exc: Exception) -> None:
         position = batch.position(index)
         text = traceback.format_exc()
-        log.error("job %d (%.200r) failed:\n%s", position, job, text.rstrip())
+        log.error(
+            "job %d (%.200r) failed:\n%s",
+            position,
+            job,
+            text.rstrip(),
+            extra={"event": "job_error", "position": position, "error": type(exc).__name__},
+        )
         self.failed += 1
         limit = protocol.MAX_TEXT_CHARS
         failure = protocol.Failure(batch.id, position, type(exc).__name__[:limit], str(exc)[:limit], text[-limit:])

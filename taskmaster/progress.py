@@ -1,14 +1,18 @@
-"""What a person watching a run sees: a progressbar2 line, or plain log lines.
+"""What a person watching a run sees: a progressbar2 bar or line, or plain log lines.
 
-On a terminal, a live progressbar2 line on stderr.  When stderr is not a
-terminal (a log file, CI, a pipe), no control characters at all: a plain log
-line every few seconds instead.  When the total number of jobs is known, both
-show the percentage done and an ETA.
+On a terminal, a live progressbar2 display on stderr: when the total number of
+jobs is known, a drawn bar with the percentage, the rate and an ETA; without
+it, a counter line.  When stderr is not a terminal (a log file, CI, a pipe),
+when ``TERM=dumb`` or with JSON logs, no control characters at all: a plain
+log line every few seconds instead, with percentage and ETA when the total is
+known.  ``NO_COLOR`` (set and not empty) turns colours off.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
+import os
 import sys
 import time
 
@@ -19,6 +23,29 @@ from taskmaster.status import duration_text
 log = logging.getLogger("taskmaster.progress")
 
 LOG_EVERY_SECONDS = 10.0
+SPEED_WINDOW = datetime.timedelta(seconds=10)  # rate and ETA over recent samples: right after a resume too
+
+_may_draw = True  # False: plain lines only, even on a terminal (JSON logs)
+
+
+def plain_lines_only() -> None:
+    """Never draw on the terminal in this process: every progress report is a log line."""
+    global _may_draw
+    _may_draw = False
+
+
+def can_draw(stream) -> bool:
+    """Whether `stream` is a terminal we may redraw a line on (not TERM=dumb)."""
+    try:
+        tty = stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+    return tty and os.environ.get("TERM", "") != "dumb"
+
+
+def colours_wanted() -> bool | None:
+    """False when NO_COLOR asks for no colour (https://no-color.org); None lets progressbar2 decide."""
+    return False if os.environ.get("NO_COLOR") else None
 
 
 def _rate_text(rate: float) -> str:
@@ -41,14 +68,43 @@ class Progress:
         self.next_log = self.started + LOG_EVERY_SECONDS
         self.first: int | None = None  # jobs already done when this run started (a resume)
         self.last: tuple[int, str, int] = (0, "", 0)
-        if enabled and self._is_terminal():
-            self.bar = self._make_bar()
+        self.paused = False  # the master is paused (tm-ctl pause): said first, on the bar and the log line
+        self.mark = progressbar.FormatCustomText("%(mark)s", {"mark": ""})
+        if enabled and _may_draw and can_draw(self.stream):
+            self.bar = self._drawn_bar() if total else self._counter_line()
             self.bar.start()
 
-    def _make_bar(self) -> progressbar.ProgressBar:
-        widgets: list = ["completed ", progressbar.Counter()]
-        if self.total:
-            widgets += [" (", progressbar.Variable("percent", width=1, format="{formatted_value}"), ")"]
+    def _drawn_bar(self) -> progressbar.ProgressBar:
+        """`` 42% |##########             | 1680/4000 | 160.0 jobs/s | ETA:   0:00:14``.
+
+        The queue is left out: the bar takes the width the words leave it,
+        and on an 80-column terminal there would be none left (tm-status
+        shows the queue).
+        """
+        widgets: list = [
+            self.mark,
+            progressbar.Percentage(),
+            " ",
+            progressbar.Bar(left="|", right="|"),
+            " ",
+            progressbar.Variable("done", width=1, format="{formatted_value}"),
+            " | ",
+            progressbar.AdaptiveTransferSpeed(unit="jobs", prefixes=("", "k", "M", "G"), samples=SPEED_WINDOW),
+            " | ",
+            progressbar.AdaptiveETA(samples=SPEED_WINDOW),
+        ]
+        return progressbar.ProgressBar(
+            max_value=self.total,
+            max_error=False,  # a total that was too small (count_jobs guessed low) shows 100%, no error
+            widgets=widgets,
+            fd=self.stream,
+            variables={"done": "-"},
+            poll_interval=0.2,
+            enable_colors=colours_wanted(),
+        )
+
+    def _counter_line(self) -> progressbar.ProgressBar:
+        widgets: list = [self.mark, "completed ", progressbar.Counter()]
         if self.show_queue:
             widgets += [" | in queue ", progressbar.Variable("queue", width=1, format="{formatted_value}")]
         widgets += [
@@ -57,37 +113,43 @@ class Progress:
             " | ",
             progressbar.Timer(format="elapsed %(elapsed)s"),
         ]
-        if self.total:
-            widgets += [" | eta ", progressbar.Variable("eta", width=1, format="{formatted_value}")]
         return progressbar.ProgressBar(
             max_value=progressbar.UnknownLength,
             widgets=widgets,
             fd=self.stream,
-            variables={"queue": "-", "percent": "-", "eta": "-"},
+            variables={"queue": "-"},
             poll_interval=0.2,
+            enable_colors=colours_wanted(),
         )
 
-    def _is_terminal(self) -> bool:
-        try:
-            return self.stream.isatty()
-        except (AttributeError, ValueError):
-            return False
-
-    def update(self, completed: int, queue: str = "", resolved: int | None = None) -> None:
+    def update(self, completed: int, queue: str = "", resolved: int | None = None, paused: bool = False) -> None:
         """`completed` finished jobs so far; `resolved` also counts failed ones (for percent and ETA)."""
         resolved = completed if resolved is None else resolved
+        if paused != self.paused:
+            self.paused = paused
+            self.mark.update_mapping(mark="PAUSED | " if paused else "")
         if self.first is None:
             self.first = resolved
         self.last = (completed, queue, resolved)
         if not self.enabled:
             return
         if self.bar is not None:
-            self.bar.update(completed, queue=queue or "-", **self._estimate(resolved))
+            self._draw(completed, queue, resolved)
             return
         now = time.monotonic()
         if now >= self.next_log:
             self.next_log = now + LOG_EVERY_SECONDS
-            log.info("%s", self.line(now))
+            completed, _, resolved = self.last
+            log.info("%s", self.line(now), extra={"completed": completed, "resolved": resolved, "total": self.total})
+
+    def _draw(self, completed: int, queue: str, resolved: int, force: bool = False) -> None:
+        assert self.bar is not None
+        if not self.total:
+            self.bar.update(completed, queue=queue or "-", force=force)
+            return
+        failed = resolved - completed
+        done = f"{completed}/{self.total}" + (f", {failed} failed" if failed else "")
+        self.bar.update(resolved, done=done, force=force)
 
     def _estimate(self, resolved: int, now: float | None = None) -> dict[str, str]:
         if not self.total:
@@ -102,7 +164,8 @@ class Progress:
         now = now or time.monotonic()
         elapsed = now - self.started
         estimate = self._estimate(resolved, now)
-        parts = [f"completed {completed}" + (f" ({estimate['percent']})" if estimate else "")]
+        parts = ["PAUSED"] if self.paused else []
+        parts.append(f"completed {completed}" + (f" ({estimate['percent']})" if estimate else ""))
         if self.show_queue and queue:
             parts.append(f"in queue {queue}")
         rate = (completed - min(self.first or 0, completed)) / elapsed if elapsed > 0 else 0.0
@@ -114,7 +177,6 @@ class Progress:
 
     def finish(self) -> None:
         if self.bar is not None:
-            completed, queue, resolved = self.last
-            self.bar.update(completed, queue=queue or "-", **self._estimate(resolved))
-            self.bar.finish()
+            self._draw(*self.last, force=True)  # the last jobs and mark, not what was drawn 0.2 s ago
+            self.bar.finish(dirty=True)  # as it stands: a run stopped at 40% is not drawn as 100%
             self.bar = None

@@ -16,6 +16,9 @@ Slave -> master, always JSON and validated here, never unpickled:
     HEARTBEAT  {slave, run, token}                 (liveness thread) still alive
     GIVEBACK   {slave, run, token, cuts, queue}    (liveness thread) jobs given back
     STATUS     {}                                  (tm-status) how is the run going?
+    CONTROL    {command, rate, timeout_ms}         (tm-ctl) pause, resume, rate or stop;
+                                   rate: jobs a second, or null for no limit (command "rate" only);
+                                   timeout_ms: how long tm-ctl waits, so a pause answers before that
 
 ``seq`` numbers a slave's requests; a request sent again because its answer
 did not come keeps its number, which tells the master that the batch in that
@@ -46,6 +49,7 @@ Master -> slave:
     RESET      {reason}            unknown run or slave: say HELLO again
     REJECT     {error}             the message was malformed
     STATUS     {...}               the answer to STATUS: see ``status.snapshot``
+    CONTROL    {ok, error, ...}    the answer to CONTROL: the new state (see ``control``), or why not
 
 Positions travel as half-open ranges ``[[start, stop], ...]``; acknowledgements
 are ``[[batch, [[start, stop], ...]], ...]``, so a batch of a thousand finished
@@ -70,6 +74,9 @@ HEARTBEAT = b"HEARTBEAT"
 ACK = b"ACK"
 GIVEBACK = b"GIVEBACK"
 STATUS = b"STATUS"  # both ways: the question from tm-status, and the master's answer
+CONTROL = b"CONTROL"  # both ways: a command from tm-ctl, and the master's answer
+CONTROL_COMMANDS = ("pause", "resume", "rate", "stop")
+MAX_RATE = 1e12  # jobs per second: --rate and tm-ctl rate accept no more
 # Master -> slave.
 WELCOME = b"WELCOME"
 JOBS = b"JOBS"
@@ -163,6 +170,13 @@ class StatusRequest:
     pass
 
 
+@dataclass
+class ControlRequest:
+    command: str  # one of CONTROL_COMMANDS
+    rate: float | None = None  # for "rate": jobs per second, None for no limit
+    timeout_ms: int = 2500  # how long the asker waits for the answer
+
+
 def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":")).encode()
 
@@ -223,6 +237,14 @@ def status_request() -> list[bytes]:
 
 def status_reply(snapshot: dict) -> list[bytes]:
     return [STATUS, _dumps(snapshot)]
+
+
+def control_request(command: str, rate: float | None = None, timeout_ms: int = 2500) -> list[bytes]:
+    return [CONTROL, _dumps({"command": command, "rate": rate, "timeout_ms": timeout_ms})]
+
+
+def control_reply(answer: dict) -> list[bytes]:
+    return [CONTROL, _dumps(answer)]
 
 
 def welcome(run: str, token: str, lease_timeout: float, heartbeat_interval: float) -> list[bytes]:
@@ -375,7 +397,20 @@ def _failures(value: Any) -> list[Failure]:
     return out
 
 
-def decode_from_slave(frames: list[bytes]) -> Hello | Report | Ack | Heartbeat | GiveBack | StatusRequest:
+def _control(body: dict) -> ControlRequest:
+    command = body.get("command")
+    if command not in CONTROL_COMMANDS:
+        raise ProtocolError(f"'command' must be one of {', '.join(CONTROL_COMMANDS)}")
+    rate = body.get("rate")
+    if rate is not None and (type(rate) not in (int, float) or not 0 < rate <= MAX_RATE):
+        raise ProtocolError(f"'rate' must be a number in (0, {MAX_RATE:g}] or null")
+    timeout_ms = _int(body, "timeout_ms", 1, 24 * 3600 * 1000)
+    return ControlRequest(command, None if rate is None else float(rate), timeout_ms)
+
+
+def decode_from_slave(
+    frames: list[bytes],
+) -> Hello | Report | Ack | Heartbeat | GiveBack | StatusRequest | ControlRequest:
     """Parse and validate what a slave sent; raise ProtocolError otherwise.
 
     Data only: JSON is parsed, nothing is unpickled, and every field is
@@ -420,6 +455,8 @@ def decode_from_slave(frames: list[bytes]) -> Hello | Report | Ack | Heartbeat |
         return Heartbeat(slave=_name(body, "slave"), run=_str(body, "run"), token=_str(body, "token"))
     if kind == STATUS:
         return StatusRequest()
+    if kind == CONTROL:
+        return _control(body)
     if kind == HELLO:
         return Hello(
             slave=_name(body, "slave"),

@@ -96,7 +96,20 @@ class SlaveRegistry:
         if old is not None:
             slave.batches, slave.finished = old.batches, old.finished
         else:
-            log.info("slave %s joined (host %s, pid %d, concurrency %d)", slave_id, host, pid, concurrency)
+            log.info(
+                "slave %s joined (host %s, pid %d, concurrency %d)",
+                slave_id,
+                host,
+                pid,
+                concurrency,
+                extra={
+                    "event": "slave_joined",
+                    "slave": slave_id,
+                    "host": host,
+                    "pid": pid,
+                    "concurrency": concurrency,
+                },
+            )
         self.slaves[slave_id] = slave
         return slave
 
@@ -104,7 +117,7 @@ class SlaveRegistry:
         slave.last_seen = now
         if slave.lost:
             slave.lost = False
-            log.info("slave %s is back", slave.id)
+            log.info("slave %s is back", slave.id, extra={"event": "slave_back", "slave": slave.id})
 
     def live_count(self) -> int:
         return sum(1 for s in self.slaves.values() if s.live)
@@ -214,6 +227,13 @@ class SlaveRegistry:
                     slave.pid,
                     silent,
                     n,
+                    extra={
+                        "event": "slave_lost",
+                        "slave": slave.id,
+                        "host": slave.host,
+                        "pid": slave.pid,
+                        "requeued": n,
+                    },
                 )
             if not slave.live and not slave.batches and silent > FORGET_AFTER_LEASES * self.lease_timeout:
                 del self.slaves[slave.id]

@@ -244,6 +244,7 @@ class Slave:
                     pool.failed,
                     pool.busy_seconds,
                     time.monotonic() - self.started,
+                    extra={"event": "slave_done", "finished": pool.completed - pool.failed, "failed": pool.failed},
                 )
 
     def _on_signal(self, signum: int) -> None:

@@ -23,9 +23,9 @@ from typing import Any
 import gevent
 import gevent.event
 
-from taskmaster.checkpoint import short_repr
 from taskmaster.ledger import Ledger
 from taskmaster.ranges import expand, to_ranges
+from taskmaster.text import short_repr
 
 log = logging.getLogger("taskmaster.master")
 

@@ -43,6 +43,19 @@ def duration_text(seconds: float | None) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+def control_lines(snap: dict[str, Any]) -> list[str]:
+    """The live settings: paused (tm-ctl), the rate limit and the halt threshold (--max-failures)."""
+    rate, limit = snap.get("rate_limit"), snap.get("max_failures")
+    lines = [
+        f"paused      {'yes: no new job starts (tm-ctl resume)' if snap.get('paused') else 'no'}",
+        f"rate limit  {f'{rate:g} jobs/s' if rate else 'none'}",
+        f"halt after  {f'more than {limit} failed' if limit else 'never (no --max-failures)'}",
+    ]
+    if snap.get("halted"):
+        lines.append(f"halted      {snap['halted']}")
+    return lines
+
+
 def render(snap: dict[str, Any]) -> str:
     """The snapshot as a person reads it."""
     args = " ".join(f"{k}={v}" for k, v in sorted(snap["kwargs"].items()))
@@ -59,6 +72,7 @@ def render(snap: dict[str, Any]) -> str:
         f"elapsed     {duration_text(snap['elapsed'])}",
         f"eta         {duration_text(snap['eta_seconds'])}",
         f"state file  {snap['state_file']}",
+        *control_lines(snap),
         f"slaves      {len(snap['slaves'])}",
     ]
     if snap["slaves"]:

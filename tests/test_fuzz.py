@@ -35,6 +35,8 @@ import pytest
 import zmq
 from conftest import free_port, handled, start_logged, tail, text, tm, wait_exit, wait_listening
 
+pytestmark = pytest.mark.slow
+
 SEED = int(os.environ.get("TM_FUZZ_SEED", "20240229"))
 N = 20_000
 DELAY = "0.004"  # 2 slaves x 10 greenlets x 4 ms: at least 4 s of work

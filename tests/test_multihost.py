@@ -47,6 +47,8 @@ STALL = 8.0  # seconds without a job finished while jobs are in flight: the mast
 HOST_MODULE = '''
 import os, time
 
+pytestmark = pytest.mark.slow
+
 RECORD = os.environ["TM_RECORD"]
 HOST = os.environ["TM_HOST"]
 

@@ -27,6 +27,8 @@ if str(REPO / "benchmarks") not in sys.path:
     sys.path.insert(0, str(REPO / "benchmarks"))
 from postgres import PostgresServer  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 MIGRATE = REPO / "examples" / "migrate_postgres.py"
 CHUNK = 500
 

@@ -68,6 +68,27 @@ positive_float = _number(True, "a positive number")
 non_negative_float = _number(False, "a number >= 0")
 
 
+MAX_RATE = 1e12  # as protocol.MAX_RATE (not imported here: this module imports no zmq)
+
+
+def rate(text: str) -> float:
+    """--rate and tm-ctl rate: jobs per second, a positive number."""
+    value = positive_float(text)
+    if value > MAX_RATE:
+        raise argparse.ArgumentTypeError(f"{text!r} is more than {MAX_RATE:g} jobs a second")
+    return value
+
+
+def failure_limit(text: str) -> Any:
+    """--max-failures: N jobs, or P% of the jobs resolved."""
+    from taskmaster import halting
+
+    try:
+        return halting.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 _TCP = re.compile(r"^tcp://(\*|[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})$")
 
 
@@ -81,6 +102,28 @@ def address(text: str) -> str:
     raise argparse.ArgumentTypeError(
         f"{text!r} is not an address: use tcp://HOST:PORT (e.g. tcp://127.0.0.1:3050) or ipc:///path/to/socket"
     )
+
+
+LOG_FORMATS = ("text", "json")
+
+
+def log_format(text: str) -> str:
+    if text not in LOG_FORMATS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a log format: use text or json")
+    return text
+
+
+def metrics_address(text: str) -> str:
+    """Where to serve /metrics: HOST:PORT, :PORT or PORT (loopback)."""
+    from taskmaster.metrics import parse_address  # prometheus_client only when the option is used
+
+    try:
+        parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a metrics address ({exc}): use HOST:PORT, e.g. 127.0.0.1:9090, or a port alone"
+        ) from None
+    return text
 
 
 @dataclass(frozen=True)
@@ -101,6 +144,14 @@ COMMON_OPTIONS = [
     Option("--log-file", str, None, "also append log lines to this file", "PATH"),
     Option("--no-progress", None, False, "no progress bar or periodic progress lines"),
     Option("--no-monkey-patch", None, False, "do not apply gevent's monkey patching before loading the module"),
+    Option(
+        "--log-format",
+        log_format,
+        "text",
+        "text: one line per event; json: one JSON object per line (time, level, role, message and the "
+        "event's fields), for log collectors (default: text)",
+        "FORMAT",
+    ),
 ]
 
 MASTER_OPTIONS = [
@@ -142,6 +193,29 @@ MASTER_OPTIONS = [
         "SECONDS",
     ),
     Option("--max-retries", non_negative_int, 3, "retries of a job whose handler raised (default: 3)", "N"),
+    Option(
+        "--metrics-address",
+        metrics_address,
+        None,
+        "serve Prometheus metrics at http://HOST:PORT/metrics; PORT alone or :PORT means 127.0.0.1:PORT, "
+        "* as HOST every interface (default: no metrics)",
+        "HOST:PORT",
+    ),
+    Option(
+        "--rate",
+        rate,
+        None,
+        "start at most N jobs a second across all slaves; tm-ctl rate changes it live (default: no limit)",
+        "N",
+    ),
+    Option(
+        "--max-failures",
+        failure_limit,
+        None,
+        "LIMIT is N or P%%: halt the run once more than N jobs failed for good in this run, or more than "
+        "P%% of the jobs resolved in it (judged from 1,000 resolved on) (default: never)",
+        "LIMIT",
+    ),
 ]
 
 SLAVE_OPTIONS = [
@@ -344,9 +418,28 @@ def check_log_level(parser: argparse.ArgumentParser, level: str) -> None:
         parser.error(f"{what}{level!r} is not one of {', '.join(LOG_LEVELS)}")
 
 
-def setup_logging(level: str, role: str, log_file: str | None = None) -> None:
-    """Log lines carry a timestamp, the level and the process role (master, slave id)."""
-    formatter = logging.Formatter(f"%(asctime)s %(levelname)s {role}: %(message)s")
+_json_lines = False  # set by setup_logging: the command's own lines (say) are JSON objects too
+
+
+def setup_logging(
+    level: str, role: str, log_file: str | None = None, log_format: str = "text", process_id: str | None = None
+) -> None:
+    """Log lines carry a timestamp, the level and the process role (master, slave id).
+
+    With `log_format` "json" each line is a JSON object instead (see
+    taskmaster.logformat); `process_id` (a slave's id) is then a field of its own.
+    """
+    global _json_lines
+    if log_format == "json":
+        from taskmaster import progress
+        from taskmaster.logformat import JsonFormatter
+
+        progress.plain_lines_only()  # a drawn bar on stderr would not be JSON
+        formatter: logging.Formatter = JsonFormatter(role, {role: process_id} if process_id else None)
+    else:
+        label = f"{role} {process_id}" if process_id else role
+        formatter = logging.Formatter(f"%(asctime)s %(levelname)s {label}: %(message)s")
+    _json_lines = log_format == "json"
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
         try:
@@ -358,6 +451,22 @@ def setup_logging(level: str, role: str, log_file: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = handlers
     root.setLevel(level.upper())
+
+
+def say(prog: str, text: str, error: bool = False, logger: str = "taskmaster", **fields: Any) -> None:
+    """One line of the command's own on stderr: ``prog: text`` (``prog: error: text``).
+
+    With --log-format json it is a log record instead (on stderr and in the
+    --log-file), with `fields` as fields of its own, so that every line is JSON;
+    like the plain line, it is shown whatever --log-level says.
+    """
+    if _json_lines:
+        level = logging.ERROR if error else logging.INFO
+        record = logging.getLogger(logger).makeRecord(logger, level, __file__, 0, text, (), None, extra=fields)
+        for handler in logging.getLogger().handlers:
+            handler.handle(record)
+    else:
+        sys.stderr.write(f"{prog}: {'error: ' if error else ''}{text}\n")
 
 
 def log_to_file(logger: str, message: str) -> None:
@@ -375,9 +484,21 @@ def monkey_patch(skip: bool) -> None:
     by get_jobs or handle_job cooperate with the greenlets.
     """
     if not skip:
+        from importlib import metadata
+
         from gevent import monkey
 
-        monkey.patch_all()
+        # patch_all announces each module it patches to plugins registered as
+        # entry points, and looks them up afresh every time: 25 scans of every
+        # installed distribution's metadata, about 0.1 s of each process's
+        # start-up.  One scan serves them all; plugins are still called.
+        real_entry_points = metadata.entry_points
+        every = real_entry_points()
+        metadata.entry_points = lambda **params: every.select(**params) if params else every
+        try:
+            monkey.patch_all()
+        finally:
+            metadata.entry_points = real_entry_points
 
 
 def run_command(prog: str, main: Callable[[], int]) -> NoReturn:
@@ -385,7 +506,7 @@ def run_command(prog: str, main: Callable[[], int]) -> NoReturn:
     try:
         code = main()
     except UsageError as exc:
-        sys.stderr.write(f"{prog}: error: {exc}\n")
+        say(prog, str(exc), error=True, exit_code=exc.exit_code)
         code = exc.exit_code
     except KeyboardInterrupt:
         code = 130

@@ -71,13 +71,15 @@ def main(argv: list[str] | None = None, prog: str = "tm-master") -> int:
     common.check_log_level(parser, args.log_level)
 
     def body() -> int:
+        from taskmaster import target  # no I/O library: safe before the patching
+
+        kwargs = target.parse_kwargs(args.kwargs)  # bad arguments fail before anything else happens
         common.monkey_patch(args.no_monkey_patch)
-        common.setup_logging(args.log_level, "master", args.log_file)
-        from taskmaster import checkpoint, failures, security, target
+        common.setup_logging(args.log_level, "master", args.log_file, args.log_format)
+        from taskmaster import checkpoint, failures, security
         from taskmaster.master import Master, MasterConfig
 
         keys = security.load_keys(args.secret_file)
-        kwargs = target.parse_kwargs(args.kwargs)
         get_jobs = target.load(args.target, "get_jobs")
         target_id = target.identity(args.target, "get_jobs")
         state_path = args.state_file or checkpoint.default_path(target_id, kwargs)
@@ -95,14 +97,21 @@ def main(argv: list[str] | None = None, prog: str = "tm-master") -> int:
             total=args.total,
             linger=args.linger,
             checkpoint_interval=args.checkpoint_every,
+            metrics_address=args.metrics_address,
+            rate=args.rate,
+            max_failures=args.max_failures,
         )
         count_jobs = target.optional(args.target, "count_jobs")
         outcome = Master(get_jobs, target_id, kwargs, config, keys, count_jobs).run()
+        counts = {"finished": outcome.finished, "failed": outcome.failed, "exit_code": outcome.code}
         if outcome.summary:
-            sys.stderr.write(f"{prog}: {outcome.summary}\n")
-            common.log_to_file("taskmaster.master", f"summary: {outcome.summary}")
+            if args.log_format == "json":
+                common.say(prog, outcome.summary, logger="taskmaster.master", event="summary", **counts)
+            else:
+                sys.stderr.write(f"{prog}: {outcome.summary}\n")
+                common.log_to_file("taskmaster.master", f"summary: {outcome.summary}")
         if outcome.error:
-            sys.stderr.write(f"{prog}: error: {outcome.error}\n")
+            common.say(prog, outcome.error, error=True, logger="taskmaster.master", **counts)
         if args.result_file:
             write_result(args.result_file, outcome)
         return outcome.code

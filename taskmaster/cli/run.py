@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None, prog: str = "tm-run") -> int:
     def body() -> int:
         from taskmaster import api, target
 
+        # For our own lines (an error before the run starts); the --log-file is the master's.
+        common.setup_logging(args.log_level, "run", None, args.log_format)
+
         kwargs = target.parse_kwargs(args.kwargs)
         result = api.launch(
             args.script,

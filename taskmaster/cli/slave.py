@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from taskmaster.cli import common
 
 DESCRIPTION = """\
@@ -45,10 +43,10 @@ def main(argv: list[str] | None = None, prog: str = "tm-slave") -> int:
             progress=not args.no_progress,
         )
         slave = Slave(handle_job, config, keys)
-        common.setup_logging(args.log_level, f"slave {slave.id}", args.log_file)
+        common.setup_logging(args.log_level, "slave", args.log_file, args.log_format, slave.id)
         code = slave.run()
         if slave.error:
-            sys.stderr.write(f"{prog}: error: {slave.error}\n")
+            common.say(prog, slave.error, error=True, logger="taskmaster.slave", exit_code=code)
         return code
 
     common.run_command(prog, body)

@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None, prog: str = "tm-spawn") -> int:
         from taskmaster import target
         from taskmaster.supervisor import Supervisor, exit_code
 
+        # For our own lines (an error before the slaves start); the --log-file is the slaves'.
+        common.setup_logging(args.log_level, "spawn", None, args.log_format)
+
         target.load(args.target, "handle_job")  # a bad target: one message, not N
         module, function = target.split(args.target, "handle_job")
         child_argv = ["-m", "taskmaster.cli.slave", f"{module}:{function}", "--address", args.address]

@@ -12,9 +12,18 @@ Ask the master at --address how its run is going: target, state, jobs
 finished, failed, in flight and buffered, rates, ETA when the total is
 known, and one row per slave.  Exit code 0 when a master answered, 3 when
 none did within --timeout.
+
+With --watch, ask again every SECONDS (default 2) and redraw the status in
+place (on a terminal; elsewhere, one block after another) until the run
+ends, then exit with its outcome: 0 the run completed with no failed job,
+1 it ended otherwise (jobs failed for good, halted, an error in get_jobs),
+3 no master answered, or it went away before its run was over (interrupted
+or killed: run the master's command again to resume).
 """
 
 NO_ANSWER = 3
+RUN_FAILED = 1
+WATCH_SECONDS = 2.0
 
 
 def build_parser(prog: str = "tm-status") -> common.Parser:
@@ -34,43 +43,33 @@ def build_parser(prog: str = "tm-status") -> common.Parser:
         help="how long to wait for an answer (default: 2500)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object, for scripts and monitoring")
+    parser.add_argument(
+        "--watch",
+        type=common.positive_float,
+        nargs="?",
+        const=WATCH_SECONDS,
+        default=None,
+        metavar="SECONDS",
+        help=f"ask every SECONDS (default: {WATCH_SECONDS:g}) until the run ends, then exit with its outcome",
+    )
+    parser.add_argument(
+        "--log-format",
+        type=common.log_format,
+        default="text",
+        metavar="FORMAT",
+        help="text or json: how tm-status's own messages are written on stderr (default: text)",
+    )
     return parser
 
 
 def ask(address: str, timeout_ms: int, keys=None) -> dict | None:
     """The master's status snapshot, or None if it did not answer in time."""
-    import zmq
+    from taskmaster import client, protocol
 
-    from taskmaster import protocol
-
-    context = zmq.Context()
-    sock = context.socket(zmq.DEALER)
     try:
-        sock.setsockopt(zmq.LINGER, 0)
-        if address.startswith("tcp://["):
-            sock.setsockopt(zmq.IPV6, 1)
-        if keys is not None:
-            keys.secure_client(sock)
-        sock.connect(address)
-        try:
-            # not blocking: --timeout bounds the whole question
-            sock.send_multipart(protocol.status_request(), zmq.NOBLOCK)
-        except zmq.Again:
-            return None
-        if not sock.poll(timeout_ms):
-            return None
-        frames = sock.recv_multipart()
-        # JSON only: tm-status unpickles nothing, whoever answers at that address.
-        if len(frames) != 2 or frames[0] != protocol.STATUS:
-            return None
-        try:
-            snapshot = json.loads(frames[1])
-        except ValueError:
-            return None
-        return snapshot if isinstance(snapshot, dict) else None
-    finally:
-        sock.close(0)
-        context.term()
+        return client.ask(address, protocol.status_request(), protocol.STATUS, timeout_ms, keys)
+    except client.NoAnswer:
+        return None
 
 
 def main(argv: list[str] | None = None, prog: str = "tm-status") -> int:
@@ -79,9 +78,15 @@ def main(argv: list[str] | None = None, prog: str = "tm-status") -> int:
     def body() -> int:
         from taskmaster import security, status
 
-        snapshot = ask(args.address, args.timeout, security.load_keys(args.secret_file))
+        common.setup_logging("info", "status", None, args.log_format)
+        keys = security.load_keys(args.secret_file)
+        if args.watch is not None:
+            from taskmaster.cli.watch import watch
+
+            return watch(prog, args.address, args.timeout, keys, args.watch, args.json)
+        snapshot = ask(args.address, args.timeout, keys)
         if snapshot is None:
-            sys.stderr.write(f"{prog}: no master answered at {args.address} within {args.timeout} ms\n")
+            common.say(prog, f"no master answered at {args.address} within {args.timeout} ms", error=False)
             return NO_ANSWER
         sys.stdout.write((json.dumps(snapshot) if args.json else status.render(snapshot)) + "\n")
         return 0

@@ -10,7 +10,7 @@ import pytest
 
 import taskmaster
 from taskmaster import api
-from taskmaster.cli import common, master, run, slave, spawn, status
+from taskmaster.cli import common, ctl, master, run, slave, spawn, status
 from taskmaster.errors import UsageError
 
 # Each command's parser and the positional arguments it needs.
@@ -20,6 +20,7 @@ COMMANDS = {
     "tm-spawn": (spawn.build_parser, ["jobs.py", "2"]),
     "tm-run": (run.build_parser, ["jobs.py", "2"]),
     "tm-status": (status.build_parser, []),
+    "tm-ctl": (ctl.build_parser, ["pause"]),
 }
 MAINS = {"tm-master": master.main, "tm-slave": slave.main, "tm-spawn": spawn.main, "tm-run": run.main}
 
@@ -39,6 +40,8 @@ def parse(command: str, *argv: str):
 
 def sample_text(option: common.Option) -> tuple[str, object]:
     """A valid text for the option's variable and the value it parses to."""
+    if option.dest == "log_level":
+        return "debug", "debug"
     samples = {
         common.positive_int: ("7", 7),
         common.non_negative_int: ("0", 0),
@@ -47,9 +50,11 @@ def sample_text(option: common.Option) -> tuple[str, object]:
         str: ("some-value", "some-value"),
         None: ("yes", True),
     }
-    if option.dest == "log_level":
-        return "debug", "debug"
-    return samples[option.kind]
+    if option.kind in samples:
+        return samples[option.kind]
+    # Options with a parser of their own: a valid text, and what their parser makes of it.
+    text = {"log_level": "debug", "log_format": "json", "metrics_address": "127.0.0.1:9090"}.get(option.dest, "5")
+    return text, option.kind(text)
 
 
 @pytest.mark.parametrize(

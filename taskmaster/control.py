@@ -1,0 +1,224 @@
+"""Live control of a running master: tm-ctl's pause, resume, rate and stop; --max-failures.
+
+The master's loop hands each CONTROL message to ``Controls.handle`` and
+calls back on a few events (a slave's news while paused, a failed job); the
+live settings themselves are the master's ``paused`` and ``rate_limit``
+(with its ``throttle``), which its hand-out path reads.
+
+Pausing means that no job starts anywhere after tm-ctl's answer, not only
+that no job is handed out: slaves hold jobs they have not started, so each
+is recalled (asked to give back every job it has not started, which its
+liveness thread does at once, under its workers' claim lock).  The answer
+waits until every slave is *settled* - known to hold no job it has not
+started, and to have read the master's last answer - or until half of
+tm-ctl's timeout has passed; then it says how many were not settled.
+Running jobs finish; slaves keep asking for jobs and are told there are none,
+and keep heartbeating, so their leases hold however long the pause lasts.
+
+Control needs the same right as taking jobs: with a secret, only its holders
+get through CURVE.  A master reachable from other hosts without a secret
+refuses control commands: anyone could pause or stop the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from taskmaster import protocol, security
+from taskmaster.throttle import Throttle
+
+if TYPE_CHECKING:
+    from taskmaster.master import Master
+    from taskmaster.registry import SlaveRecord
+
+log = logging.getLogger("taskmaster.master")
+
+PAUSE_SETTLE_SECONDS = 2.0  # a pause is answered within this long at most (and half the asker's timeout)
+RECALL_AGAIN_SECONDS = 0.05  # while paused, a slave still holding unstarted jobs is asked again this often
+
+
+@dataclass
+class PendingPause:
+    identity: bytes  # tm-ctl's socket
+    deadline: float  # answer by then, settled or not
+
+
+class Controls:
+    def __init__(self, master: Master) -> None:
+        self.master = master
+        self.pending: list[PendingPause] = []  # pause commands waiting for the slaves to settle
+        self.refused = 0  # control commands refused (logged at the 1st, 10th, 100th...: no flood)
+
+    # ------------------------------------------------------- commands
+
+    def refusal(self) -> str | None:
+        """Why control commands are refused on this master, if they are."""
+        m = self.master
+        if m.endpoint.keys is None and not security.is_loopback(m.config.address):
+            return (
+                f"this master listens on {m.config.address}, reachable from other hosts, without a secret: it "
+                "refuses control commands, or anyone who can reach it could pause or stop the run. Restart it "
+                "with --secret-file PATH (create one with tm-master --new-secret PATH) and pass the same file "
+                "to tm-ctl, or listen on a loopback address"
+            )
+        return None
+
+    def handle(self, identity: bytes, request: protocol.ControlRequest, now: float) -> None:
+        m = self.master
+        refusal = self.refusal()
+        if refusal is not None:
+            self.refused += 1
+            if self.refused in (1, 10, 100) or self.refused % 1000 == 0:
+                log.warning(
+                    "refused a control command (%d so far): no --secret-file on a non-loopback address", self.refused
+                )
+            m.endpoint.send(identity, protocol.control_reply({"ok": False, "error": refusal}))
+            return
+        if request.command == "pause":
+            self.pause(now)
+            wait = min(PAUSE_SETTLE_SECONDS, request.timeout_ms / 2000)
+            self.pending.append(PendingPause(identity, now + wait))
+            self.answer_settled(now)
+            return
+        if request.command == "resume":
+            if m.paused:
+                log.warning("resumed (tm-ctl)")
+            m.paused = False
+        elif request.command == "rate":
+            self.set_rate(request.rate, now)
+        elif request.command == "stop":
+            log.warning("asked to stop (tm-ctl), as by SIGTERM")
+            m._on_signal(signal.SIGTERM)
+        m.endpoint.send(identity, protocol.control_reply(self.answer(request.command)))
+
+    def pause(self, now: float) -> None:
+        m = self.master
+        if not m.paused:
+            log.warning("paused (tm-ctl): no job starts until tm-ctl resume; the jobs running finish")
+        m.paused = True
+        for slave in m.registry.slaves.values():
+            self._recall_all(slave, now, force=True)
+
+    def set_rate(self, rate: float | None, now: float) -> None:
+        """The rate limit from now on: `rate` jobs a second, or none."""
+        m = self.master
+        m.rate_limit = rate
+        if rate is None:
+            m.throttle = None
+        elif m.throttle is None:
+            m.throttle = Throttle(rate, now)
+        else:
+            m.throttle.set_rate(rate, now)
+        log.warning("rate limit (tm-ctl): %s", f"{rate:g} jobs/s" if rate else "none")
+
+    def answer(self, command: str, unsettled: int = 0) -> dict[str, Any]:
+        """The state after a command, for tm-ctl: the status snapshot without its slave rows."""
+        snap = self.master.snapshot()
+        del snap["slaves"]
+        snap.update(ok=True, command=command, unsettled_slaves=unsettled, stopping=self.master.stopping is not None)
+        return snap
+
+    # ------------------------------------------------- pause, settling
+
+    def _recall_all(self, slave: SlaveRecord, now: float, force: bool = False) -> None:
+        """Ask `slave` for every job it holds and has not started."""
+        if not slave.live or slave.beat_identity is None:
+            return
+        if not force and now - slave.recalled_at < RECALL_AGAIN_SECONDS:
+            return
+        slave.recalled_at = now
+        self.master.endpoint.send(slave.beat_identity, protocol.recall(protocol.MAX_WANT))
+
+    def settled(self, slave: SlaveRecord) -> bool:
+        """Is `slave` known to hold no job it has not started (so none will start there)?"""
+        registry = self.master.registry
+        if registry.unstarted(slave):
+            return False
+        if slave.last_batch is None:
+            return True  # its last request was answered without jobs: nothing on the way
+        # The last answer carried jobs, and no request since says the slave
+        # read it: they may be on their way still, unless it cut that batch.
+        batch = slave.batches.get(slave.last_batch)
+        return batch is None or batch.expired or batch.keep < batch.size
+
+    def on_news(self, slave: SlaveRecord, now: float) -> None:
+        """While paused or halted: `slave` reported (a request or a give-back); recall again, answer pauses."""
+        if not self.settled(slave):
+            self._recall_all(slave, now)
+        if self.pending:
+            self.answer_settled(now)
+
+    def answer_settled(self, now: float) -> None:
+        """Answer the pause commands whose slaves all settled, or whose time is up."""
+        unsettled = [s for s in self.master.registry.slaves.values() if s.live and not self.settled(s)]
+        due = [p for p in self.pending if not unsettled or now >= p.deadline]
+        if not due:
+            return
+        self.pending = [p for p in self.pending if p not in due]
+        if unsettled:
+            log.warning(
+                "pause: %d slaves did not give back their unstarted jobs in time; those jobs may still start",
+                len(unsettled),
+            )
+        answer = protocol.control_reply(self.answer("pause", len(unsettled)))
+        for p in due:
+            self.master.endpoint.send(p.identity, answer)
+
+    # ------------------------------------------------- --max-failures
+
+    def check_failures(self) -> None:
+        """Halt the run once more jobs failed for good than --max-failures allows."""
+        m = self.master
+        limit = m.config.max_failures
+        if limit is None or m.halted is not None:
+            return
+        failed = m.ledger.failed
+        resolved = m.ledger.finished + failed
+        if limit.exceeded(failed, resolved):
+            m.halted = limit.describe(failed, resolved)
+            log.error("halting: %s; no new jobs, waiting up to %gs for the jobs running", m.halted, m.config.grace)
+            if m.stopping is None:
+                m._on_signal(signal.SIGTERM)
+            # Jobs handed out and not started would go on failing: take them back.
+            now = time.monotonic()
+            for slave in m.registry.slaves.values():
+                self._recall_all(slave, now, force=True)
+
+    def halt_summary(self, summary: str) -> str:
+        """The one line a halted run ends with: how many failed, where they are, how to go on."""
+        m = self.master
+        assert m.config.max_failures is not None
+        failed = m.ledger.failed
+        why = m.config.max_failures.describe(failed, m.ledger.finished + failed)
+        return f"halted: {why}; fix the cause and run the same command to continue ({summary})"
+
+
+def describe(answer: dict[str, Any]) -> str:
+    """tm-ctl's answer as one line a person reads."""
+    command = answer.get("command", "")
+    if answer.get("state") == "finished":
+        head = "the run is over"
+    elif answer.get("halted"):
+        head = f"halting ({answer['halted']}): waiting for the {answer['in_flight']} jobs in flight"
+    elif command == "stop" or answer.get("stopping"):
+        head = f"stopping: waiting for the {answer['in_flight']} jobs in flight, then checkpoint and exit"
+    elif answer.get("paused"):
+        head = f"paused: no new job starts; the {answer['in_flight']} jobs in flight finish (tm-ctl resume to go on)"
+        if answer.get("unsettled_slaves"):
+            head += (
+                f"; {answer['unsettled_slaves']} slaves did not give back their unstarted jobs in time, "
+                "those may still start"
+            )
+    else:
+        head = "running"
+    rate = answer.get("rate_limit")
+    limit = answer.get("max_failures")
+    return (
+        f"{head} | rate limit {f'{rate:g} jobs/s' if rate else 'none'} | "
+        f"halt after {f'more than {limit} failed' if limit else 'never'} | "
+        f"{answer['finished']} finished, {answer['failed']} failed, {answer['in_flight']} in flight"
+    )
