@@ -19,6 +19,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from taskmaster import metrics
 from taskmaster.cli import common, master, slave, status
 from tests.conftest import REPO
 
@@ -126,14 +127,25 @@ def test_the_master_is_one_stateful_pod_behind_its_service():
     assert service["spec"]["selector"].items() <= pod_labels.items()
     # The Service's port leads to the container port the master binds.
     (port,) = service["spec"]["ports"]
-    (container_port,) = container["ports"]
-    assert port["targetPort"] in (container_port["name"], container_port["containerPort"])
+    (container_port,) = [p for p in container["ports"] if p["name"] == port["targetPort"]]
     args = parse_command(container["args"], env_of(container))
     assert args.address == f"tcp://*:{container_port['containerPort']}"
     # No slave pod matches the master's Service.
     for workload in slave_workloads():
         slave_labels = workload["spec"]["template"]["metadata"]["labels"]
         assert not service["spec"]["selector"].items() <= slave_labels.items()
+
+
+def test_prometheus_scrapes_the_port_the_master_serves_metrics_on():
+    _, statefulset, _, container = master_parts()
+    annotations = statefulset["spec"]["template"]["metadata"]["annotations"]
+    args = parse_command(container["args"], env_of(container))
+    host, port = metrics.parse_address(args.metrics_address)
+    assert host == "0.0.0.0", "metrics bound to loopback cannot be scraped from another pod"
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert int(annotations["prometheus.io/port"]) == port
+    assert annotations["prometheus.io/path"] == metrics.METRICS_PATH
+    assert port in [p["containerPort"] for p in container["ports"]]
 
 
 def test_the_master_binds_beyond_loopback_only_with_the_secret():
