@@ -401,18 +401,19 @@ def test_dockerignore_leaves_out_environments_history_and_run_files_but_not_the_
     ):
         assert excluded(path, patterns), path
     # What the wheel is built from stays in.
-    tracked = ["setup.py", "README.rst"] + [
-        str(p.relative_to(REPO)) for p in (REPO / "taskmaster").rglob("*.py") if "__pycache__" not in p.parts
-    ]
-    for path in tracked:
+    package = [p for p in (REPO / "taskmaster").rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    kept = ["setup.py", "pyproject.toml", "README.rst"] + [str(p.relative_to(REPO)) for p in package]
+    for path in kept:
         assert not excluded(path, patterns), path
     assert not any(p.startswith("!") for p in patterns)
 
 
-def test_setup_py_reads_only_what_the_image_build_keeps():
-    text = (REPO / "setup.py").read_text()
-    for name in re.findall(r"open\(\"([^\"]+)\"", text):
-        assert not excluded(name, dockerignore()), name
+def test_the_package_metadata_reads_only_what_the_image_build_keeps():
+    text = (REPO / "pyproject.toml").read_text() + (REPO / "setup.py").read_text()
+    named = re.findall(r"file\s*=\s*\"([^\"]+)\"", text) + re.findall(r"open\(\"([^\"]+)\"", text)
+    assert "README.rst" in named  # the long description
+    for name in named:
+        assert (REPO / name).exists() and not excluded(name, dockerignore()), name
 
 
 def test_the_commands_the_deploy_files_run_parse():
