@@ -3,6 +3,7 @@ one-line errors naming the variable, and children of tm-run / tm-spawn that read
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -28,7 +29,7 @@ MAINS = {"tm-master": master.main, "tm-slave": slave.main, "tm-spawn": spawn.mai
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch):
     """No TASKMASTER_ variable from the machine running the tests leaks into these."""
-    for name in list(__import__("os").environ):
+    for name in list(os.environ):
         if name.startswith(common.ENV_PREFIX):
             monkeypatch.delenv(name)
 
