@@ -355,7 +355,7 @@ class Master:
 
     def _hello(self, identity: bytes, msg: protocol.Hello, now: float) -> None:
         if self.closing:
-            self.endpoint.send(identity, protocol.quit_("the run is over"))
+            self.endpoint.send(identity, protocol.quit_(self._quit_reason()))
             return
         slave = self.registry.join(msg.slave, msg.host, msg.pid, msg.concurrency, msg.timeout_ms, identity, now)
         if slave is None:
@@ -484,7 +484,7 @@ class Master:
         """Reply to a slave that gets no jobs now: QUIT when the run is over."""
         if self.closing:
             slave.told_quit = True
-            self.endpoint.send(slave.identity, protocol.quit_("the run is over"))
+            self.endpoint.send(slave.identity, protocol.quit_(self._quit_reason()))
         else:
             self.endpoint.send(slave.identity, protocol.no_jobs())
 
@@ -608,6 +608,9 @@ class Master:
             outcome.error = f"{problem}; fix that and run the same command to resume"
         return outcome
 
+    def _quit_reason(self) -> str:
+        return protocol.QUIT_STOPPING if self.stopping is not None else "the run is over"
+
     def _tell_slaves_to_quit(self) -> None:
         """Tell every slave to quit, then answer stragglers with QUIT for a moment.
 
@@ -618,7 +621,7 @@ class Master:
         for slave in self.registry.slaves.values():
             if slave.live and not slave.told_quit:
                 slave.told_quit = True
-                self.endpoint.send(slave.identity, protocol.quit_("the run is over"))
+                self.endpoint.send(slave.identity, protocol.quit_(self._quit_reason()))
         now = time.monotonic()
         # Stay reachable until --linger seconds after start: slaves started with
         # the master (tm-spawn beside tm-master) then hear "quit" even if the

@@ -3,7 +3,8 @@
 One request loop talks to the master in the Lazy Pirate manner: one request
 in flight at a time, an answer expected within ``--timeout``, else the socket
 is closed, reopened and the same request sent again, ``--retries`` times in
-all before the slave gives up.  Each request carries the acknowledgements of
+all before the slave gives up (with ``--wait-for-master``, as long as that
+says).  Each request carries the acknowledgements of
 the jobs finished since the last one and asks for enough jobs to keep the
 pool busy.  Acknowledgements are only forgotten once the master has answered
 the request that carried them, so a master that goes away and comes back
@@ -33,6 +34,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from taskmaster import protocol, security
 from taskmaster.heartbeat import HeartbeatThread
+from taskmaster.patience import Patience
 from taskmaster.pool import LocalBatch, WorkerPool
 from taskmaster.progress import Progress
 from taskmaster.security import CurveKeys
@@ -49,6 +51,7 @@ MAX_COVER_SECONDS = 0.05
 MAX_PREFETCH = 20000
 RECONNECT_FIRST_MS = 10
 RECONNECT_MAX_MS = 1000
+STOPPING_MASTER_PAUSE = 0.5  # between two hellos while a stopping master still answers "quit"
 DRY_SECONDS = 0.0002  # a pool idle longer than this (and half a job) before a batch came wants more at once
 
 
@@ -61,12 +64,17 @@ class SlaveConfig:
     job_timeout: float | None = None
     grace: float = 10.0
     progress: bool = True
+    # Seconds to keep trying to reach the master before giving up (0: for
+    # ever); None: --retries tries of --timeout.  On a cluster engine slaves
+    # may come up long before their master, or while it restarts.
+    wait_for_master: float | None = None
 
 
 class Slave:
     def __init__(self, handle_job: Callable[[Any], Any], config: SlaveConfig, keys: CurveKeys | None = None) -> None:
         self.handle_job = handle_job
         self.config = config
+        self.patience = Patience(config.address, config.retries, config.timeout_ms, config.wait_for_master)
         secure = keys.secure_client if keys is not None else None
         self.secure = secure
         self.host = re.sub(r"[^A-Za-z0-9_.:@-]", "_", stdlib_socket.gethostname())[:200] or "unknown"
@@ -143,7 +151,10 @@ class Slave:
         While this waits, the worker greenlets keep running jobs.
         """
         timeout = self.config.timeout_ms
-        for attempt in range(1, self.config.retries + 1):
+        first_try = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
             sent = time.monotonic()
             try:
                 # Never block here: this loop keeps its own time, and a request
@@ -171,13 +182,13 @@ class Slave:
                     return None
             if self.stopping is not None:
                 return None  # stopping: one try is all a last report gets
-            if attempt < self.config.retries:
+            again = self.patience.try_again(attempt, first_try)
+            if again:
                 why = "it refused the handshake" if self.handshake_failures else f"no answer within {timeout} ms"
-                log.warning(
-                    "master at %s: %s (try %d of %d); retrying", self.config.address, why, attempt, self.config.retries
-                )
+                self.patience.log_retry(attempt, why)
             self._connect()  # drop whatever is queued for the dead peer
-        return None
+            if not again:
+                return None
 
     def _send_acks(self) -> None:
         """Acknowledge finished jobs now, without waiting for the request's answer."""
@@ -254,16 +265,21 @@ class Slave:
 
     def _hello(self) -> bool:
         hello = protocol.hello(self.id, self.host, os.getpid(), self.config.concurrency, self.config.timeout_ms)
-        reply = self._ask(hello)
-        if reply is None:
-            if self.stopping is not None:
-                return False  # asked to stop before the master answered: nothing to report
-            self.error = self._unreachable(
-                f"no master answered at {self.config.address} after {self.config.retries} tries of "
-                f"{self.config.timeout_ms} ms: start tm-master there, or check --address"
-            )
-            return False
-        kind, header, _ = protocol.decode_from_master(reply)
+        while True:
+            reply = self._ask(hello)
+            if reply is None:
+                if self.stopping is not None:
+                    return False  # asked to stop before the master answered: nothing to report
+                self.error = self._unreachable(
+                    f"no master answered at {self.config.address} {self.patience.describe()}: "
+                    "start tm-master there, or check --address"
+                )
+                return False
+            kind, header, _ = protocol.decode_from_master(reply)
+            if not (kind == protocol.QUIT and self._waits_for_the_next_master(header)):
+                break
+            gevent.sleep(STOPPING_MASTER_PAUSE)  # a master on its way out: ask its successor
+            self._connect()
         if kind == protocol.QUIT:
             self.quit_reason = header.get("reason", "")
             return False
@@ -302,8 +318,8 @@ class Slave:
                 if self.stopping is not None:
                     return 128 + self.stopping
                 self.error = self._unreachable(
-                    f"lost the master at {self.config.address}: no answer after {self.config.retries} tries of "
-                    f"{self.config.timeout_ms} ms; start it again and restart this slave "
+                    f"lost the master at {self.config.address}: no answer {self.patience.describe()}; "
+                    "start it again and restart this slave "
                     f"({self.pool.completed} jobs done here, unacknowledged ones will run again)"
                 )
                 return 1
@@ -355,15 +371,27 @@ class Slave:
                     # The pool sat idle waiting for this batch: ask for more next time.
                     self.boost = min(MAX_PREFETCH, max(2 * self.boost, 2 * len(jobs)))
         elif kind == protocol.QUIT:
-            self.quit_reason = header.get("reason", "")
+            if self._waits_for_the_next_master(header):
+                self._forget_run("the master is stopping; waiting for the next one (--wait-for-master)")
+            else:
+                self.quit_reason = header.get("reason", "")
         elif kind == protocol.RESET:
-            self._forget_run()
+            self._forget_run("the master restarted; joining its new run")
         elif kind == protocol.REJECT:
             log.error("the master rejected a message: %s", header.get("error"))
 
-    def _forget_run(self) -> None:
+    def _waits_for_the_next_master(self, quit_header: dict) -> bool:
+        """Whether a QUIT means "wait": a master that stops before the end of the run (a pod deleted,
+        a job cancelled) comes back, and a slave told to wait for its master (--wait-for-master) waits."""
+        stopping = quit_header.get("reason") == protocol.QUIT_STOPPING
+        return stopping and self.config.wait_for_master is not None and self.stopping is None
+
+    def _forget_run(self, why: str) -> None:
         """A new master run: drop what belonged to the old one, and say hello."""
-        log.warning("the master restarted; joining its new run")
+        log.warning(why)
+        # A fresh socket: answers still on their way to the old one (to
+        # messages sent before the hello) cannot be taken for the hello's.
+        self._connect()
         self.pool.forget()
         self.run_id = ""
         if not self._hello():
