@@ -58,11 +58,12 @@ def run(target: str, processes: int = 4, size: int = 10000, **kwargs: Any) -> Ru
     """
     options: dict[str, Any] = {"size": size}
     job_kwargs: dict[str, str] = {}
-    address = kwargs.pop("address", None)
-    get_jobs_callback = kwargs.pop("get_jobs_callback", "get_jobs")
-    handle_job_callback = kwargs.pop("handle_job_callback", "handle_job")
-    kwargs.setdefault("no_progress", True)
-    for key, value in kwargs.items():
+    # TASKMASTER_<OPTION> variables count as for the commands; keyword arguments win.
+    settings = {"no_progress": True, **common.environment_values(option_parser()), **kwargs}
+    address = settings.pop("address", None)
+    get_jobs_callback = settings.pop("get_jobs_callback", "get_jobs")
+    handle_job_callback = settings.pop("handle_job_callback", "handle_job")
+    for key, value in settings.items():
         if key in OPTION_NAMES:
             options[key] = value
         else:
@@ -70,6 +71,15 @@ def run(target: str, processes: int = 4, size: int = 10000, **kwargs: Any) -> Ru
     if not isinstance(processes, int) or processes < 1:
         raise UsageError(f"processes must be a positive integer, not {processes!r}")
     return launch(target, processes, job_kwargs, options, get_jobs_callback, handle_job_callback, address)
+
+
+def option_parser() -> common.Parser:
+    """A parser with every master and slave option: which TASKMASTER_ variables set one."""
+    parser = common.Parser(prog="taskmaster.run")
+    common.add_address(parser, default=None)
+    common.add_options(parser, common.MASTER_OPTIONS + common.SLAVE_OPTIONS + common.SHARED_OPTIONS)
+    common.add_options(parser, common.COMMON_OPTIONS)
+    return parser
 
 
 def _flags(values: dict[str, Any], options: list[common.Option]) -> list[str]:
@@ -113,6 +123,8 @@ def launch(
     slave_argv += [f for f in _flags(options, SLAVE_FLAGS) if f != "--no-progress"]
 
     supervisor = Supervisor()
+    # Every setting is on the children's command lines: none from variables.
+    child_env = common.child_environment(option_parser())
     restore = None
     if forward_signals and threading.current_thread() is threading.main_thread():
         restore = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -123,8 +135,8 @@ def launch(
         # start as it does, and they keep trying to reach it meanwhile.  A
         # master that refuses to start is stopped with them before they have
         # anything to say, so its message is the only one.
-        master = supervisor.start(master_argv)
-        slaves = [supervisor.start(slave_argv) for _ in range(processes)]
+        master = supervisor.start(master_argv, child_env)
+        slaves = [supervisor.start(slave_argv, child_env) for _ in range(processes)]
         while not supervisor.wait([master], timeout=0.5):
             if slaves and all(s.poll() not in (None, 0) for s in slaves):
                 # Every slave died (a crash, a bad secret...): nothing will finish the jobs.

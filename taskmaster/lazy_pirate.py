@@ -2,7 +2,8 @@
 
 One request in flight at a time, an answer expected within ``--timeout``,
 else the socket is closed, reopened and the same request sent again,
-``--retries`` times in all before the slave gives up.  The socket's
+``--retries`` times in all before the slave gives up - or, with
+``--wait-for-master``, for as long as that says (``patience``).  The socket's
 handshake is watched, so that a master that refuses this slave (secrets
 differ) is reported as such rather than as a master that is down.
 
@@ -14,7 +15,6 @@ run meanwhile; finished jobs go out in ACKs).
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any, Protocol
 
@@ -22,8 +22,7 @@ import zmq.green as zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from taskmaster import security
-
-log = logging.getLogger("taskmaster.slave")
+from taskmaster.patience import Patience
 
 RECONNECT_FIRST_MS = 10
 RECONNECT_MAX_MS = 1000
@@ -45,11 +44,10 @@ class Waiter(Protocol):
 
 
 class LazyPirateClient:
-    def __init__(self, address: str, secure: Any = None, timeout_ms: int = 2500, retries: int = 3) -> None:
+    def __init__(self, address: str, secure: Any, patience: Patience) -> None:
         self.address = address
         self.secure = secure  # applies CURVE to a socket, if there is a secret
-        self.timeout_ms = timeout_ms
-        self.retries = retries
+        self.patience = patience  # how long to keep trying: --timeout, --retries, --wait-for-master
         self.socket: Any = None
         self.monitor: Any = None
         self.handshake_failures = 0  # handshakes refused since the last one that succeeded
@@ -105,8 +103,11 @@ class LazyPirateClient:
 
         While this waits, the worker greenlets keep running jobs.
         """
-        timeout = self.timeout_ms
-        for attempt in range(1, self.retries + 1):
+        timeout = self.patience.timeout_ms
+        first_try = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
             sent = time.monotonic()
             # Never block here: this loop keeps its own time, and a request
             # that cannot be queued now is a try without an answer.
@@ -127,11 +128,13 @@ class LazyPirateClient:
                     return None
             if waiter.last_try():
                 return None  # stopping: one try is all a last report gets
-            if attempt < self.retries:
+            again = self.patience.try_again(attempt, first_try)
+            if again:
                 why = "it refused the handshake" if self.handshake_failures else f"no answer within {timeout} ms"
-                log.warning("master at %s: %s (try %d of %d); retrying", self.address, why, attempt, self.retries)
+                self.patience.log_retry(attempt, why)
             self.connect()  # drop whatever is queued for the dead peer
-        return None
+            if not again:
+                return None
 
     def send(self, frames: list[bytes]) -> bool:
         """Queue a message without waiting; False if it could not be queued now."""

@@ -262,6 +262,12 @@ def no_jobs() -> list[bytes]:
     return jobs(-1, [], _NO_JOBS)
 
 
+# The reason a QUIT gives when the master stops before the run is over (a
+# signal, a disk error): a slave told to wait for its master (--wait-for-master)
+# waits for the next one rather than exit.
+QUIT_STOPPING = "the master is stopping"
+
+
 def quit_(reason: str) -> list[bytes]:
     return [QUIT, _dumps({"reason": reason})]
 

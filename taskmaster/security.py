@@ -34,7 +34,6 @@ from taskmaster.fileio import PRIVATE
 
 log = logging.getLogger("taskmaster.security")
 
-ENV_SECRET_FILE = "TASKMASTER_SECRET_FILE"
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 ZAP_DOMAIN = b"taskmaster"
 HEADER = "taskmaster-secret-v1"
@@ -90,9 +89,12 @@ def new_secret_file(path: str) -> None:
 
 
 def load_keys(path: str | None) -> CurveKeys | None:
-    """The CURVE keys for the secret file at `path` (or $TASKMASTER_SECRET_FILE); None if neither."""
-    path = path or os.environ.get(ENV_SECRET_FILE) or None
-    if path is None:
+    """The CURVE keys for the secret file at `path`; None without one.
+
+    $TASKMASTER_SECRET_FILE is read where every TASKMASTER_<OPTION> is, when
+    the command line is parsed (taskmaster.cli.common), not here.
+    """
+    if not path:
         return None
     try:
         with open(path) as f:

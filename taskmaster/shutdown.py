@@ -37,6 +37,8 @@ from __future__ import annotations
 
 import enum
 
+from taskmaster import protocol
+
 QUIT_LINGER_SECONDS = 0.5  # after telling slaves to quit, how long to answer stragglers, at most
 QUIET_SECONDS = 0.05  # ... and at least: once every slave was told and this long passed without a word, done
 
@@ -94,8 +96,9 @@ class Shutdown:
         self.quiet_until = now + QUIET_SECONDS
 
     def quit_reason(self) -> str:
-        """CLOSING: what every QUIT says."""
-        return "the run is over"
+        """CLOSING: what every QUIT says.  A run stopped before its end says so: a slave that waits for
+        its master (--wait-for-master) then waits for the next one rather than exit."""
+        return protocol.QUIT_STOPPING if self.stop_signal is not None else "the run is over"
 
     def heard(self, now: float) -> None:
         """CLOSING: a message came; stay a moment longer for the next."""

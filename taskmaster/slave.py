@@ -1,8 +1,9 @@
 """The slave: a pool of worker greenlets fed with batches from the master.
 
 One request loop talks to the master in the Lazy Pirate manner (one request
-in flight at a time, sent again on a new socket when no answer comes: see
-``lazy_pirate``).  Each request carries the acknowledgements of
+in flight at a time, sent again on a new socket when no answer comes, for
+``--retries`` tries or as long as ``--wait-for-master`` says: see
+``lazy_pirate`` and ``patience``).  Each request carries the acknowledgements of
 the jobs finished since the last one and asks for enough jobs to keep the
 pool busy.  Acknowledgements are only forgotten once the master has answered
 the request that carried them, so a master that goes away and comes back
@@ -31,6 +32,7 @@ import gevent.event
 from taskmaster import protocol
 from taskmaster.heartbeat import HeartbeatThread
 from taskmaster.lazy_pirate import LazyPirateClient
+from taskmaster.patience import Patience
 from taskmaster.pool import LocalBatch, WorkerPool
 from taskmaster.progress import Progress
 from taskmaster.security import CurveKeys
@@ -44,6 +46,7 @@ ACK_INTERVAL = 0.005  # longest a finished job waits before it is reported
 MIN_COVER_SECONDS = 0.005
 MAX_COVER_SECONDS = 0.05
 MAX_PREFETCH = 20000
+STOPPING_MASTER_PAUSE = 0.5  # between two hellos while a stopping master still answers "quit"
 DRY_SECONDS = 0.0002  # a pool idle longer than this (and half a job) before a batch came wants more at once
 
 
@@ -56,6 +59,10 @@ class SlaveConfig:
     job_timeout: float | None = None
     grace: float = 10.0
     progress: bool = True
+    # Seconds to keep trying to reach the master before giving up (0: for
+    # ever); None: --retries tries of --timeout.  On a cluster engine slaves
+    # may come up long before their master, or while it restarts.
+    wait_for_master: float | None = None
 
 
 class Slave:
@@ -68,6 +75,7 @@ class Slave:
     ) -> None:
         self.handle_job = handle_job
         self.config = config
+        self.patience = Patience(config.address, config.retries, config.timeout_ms, config.wait_for_master)
         secure = keys.secure_client if keys is not None else None
         self.secure = secure
         self.host = re.sub(r"[^A-Za-z0-9_.:@-]", "_", stdlib_socket.gethostname())[:200] or "unknown"
@@ -78,7 +86,7 @@ class Slave:
         self.seq = 0  # numbers our requests; a resent request keeps its number
         # The request socket: the real one, or (in-process tests) any object
         # with the same connect/close/ask/send/unprompted/unreachable.
-        self.client = client or LazyPirateClient(config.address, secure, config.timeout_ms, config.retries)
+        self.client = client or LazyPirateClient(config.address, secure, self.patience)
         self.pool = WorkerPool(handle_job, config.concurrency, config.job_timeout)
         self.rate = 0.0  # jobs finished per second, recently
         self.boost = 0  # grows while batches arrive too late to keep the pool busy
@@ -177,16 +185,21 @@ class Slave:
 
     def _hello(self) -> bool:
         hello = protocol.hello(self.id, self.host, os.getpid(), self.config.concurrency, self.config.timeout_ms)
-        reply = self.client.ask(hello, self)
-        if reply is None:
-            if self.stopping is not None:
-                return False  # asked to stop before the master answered: nothing to report
-            self.error = self.client.unreachable(
-                f"no master answered at {self.config.address} after {self.config.retries} tries of "
-                f"{self.config.timeout_ms} ms: start tm-master there, or check --address"
-            )
-            return False
-        kind, header, _ = protocol.decode_from_master(reply)
+        while True:
+            reply = self.client.ask(hello, self)
+            if reply is None:
+                if self.stopping is not None:
+                    return False  # asked to stop before the master answered: nothing to report
+                self.error = self.client.unreachable(
+                    f"no master answered at {self.config.address} {self.patience.describe()}: "
+                    "start tm-master there, or check --address"
+                )
+                return False
+            kind, header, _ = protocol.decode_from_master(reply)
+            if not (kind == protocol.QUIT and self._waits_for_the_next_master(header)):
+                break
+            gevent.sleep(STOPPING_MASTER_PAUSE)  # a master on its way out: ask its successor
+            self.client.connect()
         if kind == protocol.QUIT:
             self.quit_reason = header.get("reason", "")
             return False
@@ -226,8 +239,8 @@ class Slave:
                 if self.stopping is not None:
                     return 128 + self.stopping
                 self.error = self.client.unreachable(
-                    f"lost the master at {self.config.address}: no answer after {self.config.retries} tries of "
-                    f"{self.config.timeout_ms} ms; start it again and restart this slave "
+                    f"lost the master at {self.config.address}: no answer {self.patience.describe()}; "
+                    "start it again and restart this slave "
                     f"({self.pool.resolved} jobs done here, unacknowledged ones will run again)"
                 )
                 return 1
@@ -279,15 +292,27 @@ class Slave:
                     # The pool sat idle waiting for this batch: ask for more next time.
                     self.boost = min(MAX_PREFETCH, max(2 * self.boost, 2 * len(jobs)))
         elif kind == protocol.QUIT:
-            self.quit_reason = header.get("reason", "")
+            if self._waits_for_the_next_master(header):
+                self._forget_run("the master is stopping; waiting for the next one (--wait-for-master)")
+            else:
+                self.quit_reason = header.get("reason", "")
         elif kind == protocol.RESET:
-            self._forget_run()
+            self._forget_run("the master restarted; joining its new run")
         elif kind == protocol.REJECT:
             log.error("the master rejected a message: %s", header.get("error"))
 
-    def _forget_run(self) -> None:
+    def _waits_for_the_next_master(self, quit_header: dict) -> bool:
+        """Whether a QUIT means "wait": a master that stops before the end of the run (a pod deleted,
+        a job cancelled) comes back, and a slave told to wait for its master (--wait-for-master) waits."""
+        stopping = quit_header.get("reason") == protocol.QUIT_STOPPING
+        return stopping and self.config.wait_for_master is not None and self.stopping is None
+
+    def _forget_run(self, why: str) -> None:
         """A new master run: drop what belonged to the old one, and say hello."""
-        log.warning("the master restarted; joining its new run")
+        log.warning(why)
+        # A fresh socket: answers still on their way to the old one (to
+        # messages sent before the hello) cannot be taken for the hello's.
+        self.client.connect()
         self.pool.forget()
         self.run_id = ""
         if not self._hello():

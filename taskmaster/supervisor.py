@@ -49,9 +49,9 @@ class Supervisor:
         self.children: list[subprocess.Popen] = []
         self.signals: list[int] = []
 
-    def start(self, args: list[str]) -> subprocess.Popen:
-        """Run ``python args...`` as a child."""
-        child = subprocess.Popen([sys.executable, *args], preexec_fn=_in_child)
+    def start(self, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+        """Run ``python args...`` as a child (in `env`, default: ours)."""
+        child = subprocess.Popen([sys.executable, *args], preexec_fn=_in_child, env=env)
         self.children.append(child)
         return child
 

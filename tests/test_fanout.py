@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 from conftest import PYTHON, REPO, free_port, tm, wait_for, write_module
 
+pytestmark = pytest.mark.slow
+
 SLAVES = 32
 CONCURRENCY = 50
 DELAY = 0.5  # seconds per job: 1600 greenlets -> 3200 jobs/s, which 2 cores sustain with room to spare
@@ -34,8 +36,6 @@ IDEAL = ROUNDS * DELAY  # 4 s
 
 FANOUT_MODULE = '''
 import os, time
-
-pytestmark = pytest.mark.slow
 
 RECORD = os.environ["TM_RECORD"]
 DELAY = float(os.environ.get("TM_DELAY", "0"))

@@ -39,6 +39,8 @@ from pathlib import Path
 import pytest
 from conftest import free_port, tm, wait_for, write_module
 
+pytestmark = pytest.mark.slow
+
 PORT = 3050
 PATIENCE = ("--timeout", "500", "--retries", "20")  # slaves wait up to 10 s for the master
 WAITING = re.compile(r"WARNING slave (\S+): master at .* \(try \d+ of ")  # a slave up, waiting for its master
@@ -46,8 +48,6 @@ STALL = 8.0  # seconds without a job finished while jobs are in flight: the mast
 
 HOST_MODULE = '''
 import os, time
-
-pytestmark = pytest.mark.slow
 
 RECORD = os.environ["TM_RECORD"]
 HOST = os.environ["TM_HOST"]

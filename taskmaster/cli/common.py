@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -21,6 +22,16 @@ from taskmaster.errors import UsageError
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:3050"
 LOG_LEVELS = ("debug", "info", "warning", "error")
+ENV_PREFIX = "TASKMASTER_"
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+# Options that make no sense as a setting of the environment: they are actions, not settings.
+NOT_FROM_ENVIRONMENT = frozenset({"help", "version", "new_secret"})
+ENVIRONMENT_EPILOG = """\
+Every option can also come from the environment as TASKMASTER_<OPTION>
+(e.g. TASKMASTER_ADDRESS, TASKMASTER_SECRET_FILE, TASKMASTER_NO_PROGRESS=1);
+the command line wins.
+"""
 
 
 def _whole_number(minimum: int, description: str) -> Callable[[str], int]:
@@ -214,6 +225,14 @@ SLAVE_OPTIONS = [
     Option(
         "--job-timeout", positive_float, None, "fail a job that runs longer than this (default: no limit)", "SECONDS"
     ),
+    Option(
+        "--wait-for-master",
+        non_negative_float,
+        None,
+        "keep trying to reach the master this long, at the start and whenever it goes away, "
+        "before giving up; 0: for ever (default: --timeout x --retries)",
+        "SECONDS",
+    ),
 ]
 
 # Options that the master and the slaves both take, under the same name.
@@ -235,15 +254,129 @@ SHARED_OPTIONS = [
 ]
 
 
+def environment_variable(flag: str) -> str:
+    """The variable that sets an option: --secret-file -> TASKMASTER_SECRET_FILE."""
+    return ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+
+
+def _settings(parser: argparse.ArgumentParser) -> Iterable[tuple[str, argparse.Action]]:
+    """(variable, action) for every option of `parser` that the environment may set."""
+    for action in parser._actions:
+        flags = [flag for flag in action.option_strings if flag.startswith("--")]
+        if flags and action.dest not in NOT_FROM_ENVIRONMENT and action.nargs != argparse.SUPPRESS:
+            yield environment_variable(flags[0]), action
+
+
+def option_variables(parser: argparse.ArgumentParser) -> set[str]:
+    """The names of the variables that set `parser`'s options."""
+    return {name for name, _ in _settings(parser)}
+
+
+def _from_text(name: str, text: str, action: argparse.Action) -> Any:
+    if isinstance(action, argparse._StoreTrueAction):
+        word = text.strip().lower()
+        if word in TRUE_WORDS or word in FALSE_WORDS:
+            return word in TRUE_WORDS
+        raise UsageError(f"{name}={text!r} is not a switch: use 1, true, yes or 0, false, no")
+    convert = action.type or str
+    try:
+        return convert(text)
+    except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
+        reason = str(exc)
+        # The converters say "'x' is not ...": name the variable in front of the value.
+        if reason.startswith(repr(text)):
+            raise UsageError(f"{name}={reason}") from None
+        raise UsageError(f"{name}={text!r}: {reason}") from None
+
+
+def environment_values(parser: argparse.ArgumentParser, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Option values set by TASKMASTER_<OPTION> variables, by destination.
+
+    Why: on a cluster engine (Kubernetes, Compose, Slurm) settings come from
+    the environment far more easily than from a command line.  An empty
+    variable counts as unset, so ``TASKMASTER_SECRET_FILE=`` turns a secret
+    off.  Raises UsageError naming the variable for a value that does not fit.
+    """
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, action in _settings(parser):
+        text = environ.get(name, "")
+        if text:
+            values[action.dest] = _from_text(name, text, action)
+    return values
+
+
+def child_environment(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """This process's environment without the variables that set `parser`'s options.
+
+    tm-run and tm-spawn resolve every setting themselves and pass each one to
+    their children as a flag; a child that also read the variables would take
+    a value the parent's command line had overridden back to its default.
+    """
+    drop = option_variables(parser)
+    return {key: value for key, value in os.environ.items() if key not in drop}
+
+
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line, exit code 2."""
+    """An ArgumentParser whose errors are one line, exit code 2, and whose
+    options also come from TASKMASTER_<OPTION> variables (the command line wins)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.from_environment: dict[str, tuple[str, Any]] = {}  # dest -> (variable, value)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
+    def _with_environment(self, namespace: argparse.Namespace | None) -> argparse.Namespace:
+        # The variables' texts wait in the namespace as defaults: argparse
+        # replaces those the command line sets, and only the others are
+        # converted (and can be wrong) once parsing is done.
+        namespace = argparse.Namespace() if namespace is None else namespace
+        for name, action in _settings(self):
+            text = os.environ.get(name, "")
+            if text and not hasattr(namespace, action.dest):
+                setattr(namespace, action.dest, _Unconverted(name, text, action))
+        return namespace
+
+    def _convert_environment(self, namespace: argparse.Namespace) -> None:
+        for dest, value in vars(namespace).items():
+            if isinstance(value, _Unconverted):
+                try:
+                    converted = _from_text(value.name, value.text, value.action)
+                except UsageError as exc:
+                    self.error(str(exc))
+                setattr(namespace, dest, converted)
+                self.from_environment[dest] = (value.name, converted)
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        namespace, extras = super().parse_known_args(args, self._with_environment(namespace))
+        self._convert_environment(namespace)
+        return namespace, extras
+
+    def parse_known_intermixed_args(self, args=None, namespace=None):  # type: ignore[override]
+        # Python 3.13 parses intermixed arguments without calling parse_known_args.
+        namespace, extras = super().parse_known_intermixed_args(args, self._with_environment(namespace))
+        self._convert_environment(namespace)
+        return namespace, extras
+
+
+@dataclass(frozen=True)
+class _Unconverted:
+    """A variable's text, standing in for an option's value until the command line is parsed."""
+
+    name: str
+    text: str
+    action: argparse.Action
+
 
 def new_parser(prog: str, description: str) -> Parser:
-    parser = Parser(prog=prog, description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(
+        prog=prog,
+        description=description,
+        epilog=ENVIRONMENT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
 
@@ -280,7 +413,9 @@ def to_argv(args: argparse.Namespace, options: Sequence[Option]) -> list[str]:
 
 def check_log_level(parser: argparse.ArgumentParser, level: str) -> None:
     if level.lower() not in LOG_LEVELS:
-        parser.error(f"--log-level {level!r} is not one of {', '.join(LOG_LEVELS)}")
+        source = getattr(parser, "from_environment", {}).get("log_level")
+        what = f"{source[0]}=" if source and source[1] is level else "--log-level "
+        parser.error(f"{what}{level!r} is not one of {', '.join(LOG_LEVELS)}")
 
 
 _json_lines = False  # set by setup_logging: the command's own lines (say) are JSON objects too

@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None, prog: str = "tm-slave") -> int:
             timeout_ms=args.timeout,
             retries=args.retries,
             job_timeout=args.job_timeout,
+            wait_for_master=args.wait_for_master,
             grace=args.grace,
             progress=not args.no_progress,
         )

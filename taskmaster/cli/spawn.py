@@ -38,10 +38,12 @@ def main(argv: list[str] | None = None, prog: str = "tm-spawn") -> int:
         module, function = target.split(args.target, "handle_job")
         child_argv = ["-m", "taskmaster.cli.slave", f"{module}:{function}", "--address", args.address]
         child_argv += common.to_argv(args, SLAVE_FLAGS)
+        # Every setting is on the children's command lines: none from variables.
+        child_env = common.child_environment(parser)
         supervisor = Supervisor()
         supervisor.forward_signals()
         for _ in range(args.processes):
-            supervisor.start(child_argv)
+            supervisor.start(child_argv, child_env)
         supervisor.wait(supervisor.children)
         codes = [exit_code(child.returncode) for child in supervisor.children]
         return next((code for code in codes if code != 0), 0)
