@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import gevent
-import gevent.event
 
 from taskmaster import checkpoint, failures, protocol, reports, serving, status
 from taskmaster.control import Controls

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import gevent
-import gevent.event
 
 from taskmaster import protocol
 from taskmaster.heartbeat import HeartbeatThread
