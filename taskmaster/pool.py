@@ -45,6 +45,22 @@ class JobTimeout(Exception):
     """The job ran longer than --job-timeout."""
 
 
+def user_traceback(exc: BaseException) -> str:
+    """The traceback of a job's exception from the user's first frame on.
+
+    The frames above it are this module's worker loop, the same for every
+    failure: they would only push the user's own lines out of view (and off
+    the end of a traceback cut to MAX_TEXT_CHARS).  Only this module's frames
+    are skipped, so a handler that lives in the taskmaster package (the
+    example) still shows.  Nothing of the user's (a timeout between two
+    jobs): the whole traceback.
+    """
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+
+
 class LocalBatch:
     """Jobs of one batch: workers take them in order and mark them finished.
 
@@ -291,7 +307,7 @@ class WorkerPool:
 
     def _record_failure(self, batch: LocalBatch, index: int, job: Any, exc: Exception) -> None:
         position = batch.position(index)
-        text = traceback.format_exc()
+        text = user_traceback(exc)
         log.error(
             "job %d (%.200r) failed:\n%s",
             position,
