@@ -41,7 +41,7 @@ os.register_at_fork(before=lambda: forks.append("before"), after_in_child=lambda
 result = {}
 
 def call_run():
-    r = taskmaster.run(sys.argv[1], processes=2, n="300")
+    r = taskmaster.run(sys.argv[1], processes=2, job_args={"n": 300})
     result.update(exit_code=r.exit_code, finished=r.finished)
 
 _imp.acquire_lock()
