@@ -108,6 +108,7 @@ class Master:
         self.run_id = uuid.uuid4().hex
         self.waiting: dict[str, tuple[float, int]] = {}  # parked requests: slave id -> (when to answer anyway, want)
         self.bad_messages = 0
+        self.foreign_tokens = 0  # messages with a slave's token from a connection it was not issued on
         self.job_bytes = 0.0  # pickled size of a job, on average over recent batches
         self.stopping: int | None = None  # the signal that asked us to stop
         self.stop_deadline = 0.0
@@ -332,13 +333,16 @@ class Master:
         if isinstance(msg, protocol.Ack):
             slave = self.registry.get(msg.slave)
             if slave is not None and msg.run == self.run_id and msg.token == slave.token and not slave.gone:
+                if self._foreign(slave, identity, slave.identity):
+                    return
                 self.registry.seen(slave, now)
                 self._apply_acks(slave, msg.acks)
         elif isinstance(msg, (protocol.Heartbeat, protocol.GiveBack)):
             slave = self.registry.get(msg.slave)
             if slave is not None and msg.run == self.run_id and msg.token == slave.token:
+                if self._foreign(slave, identity, slave.beat_identity):
+                    return
                 self.registry.seen(slave, now)
-                slave.beat_identity = identity  # its liveness thread: where recalls go
                 if isinstance(msg, protocol.GiveBack):
                     self._give_back(slave, msg.cuts)
                     slave.queue = msg.queue
@@ -361,6 +365,7 @@ class Master:
         if slave is None:
             self._bad(identity, "too many slaves")
             return
+        slave.beat_identity = msg.beat.encode() if msg.beat else None  # its liveness thread: where recalls go
         lease = self.config.lease_timeout
         self.endpoint.send(identity, protocol.welcome(self.run_id, slave.token, lease, lease / 3))
 
@@ -376,7 +381,11 @@ class Master:
             # it gets nothing, and changes nothing.
             self.endpoint.send(identity, protocol.reset("unknown slave token; say hello again"))
             return
-        slave.identity = identity
+        if self._foreign(slave, identity, slave.identity):
+            # The token, replayed from another connection (or the slave's own,
+            # reconnected): nothing changes; the slave says hello again.
+            self.endpoint.send(identity, protocol.reset("that token belongs to another connection; say hello again"))
+            return
         self.registry.seen(slave, now)
         if msg.seq == slave.last_seq and slave.last_batch in slave.batches:
             # The same request again: our answer never reached the slave, so
@@ -400,6 +409,22 @@ class Master:
             idle_park = min(PARK_IDLE_SECONDS, slave.timeout_ms / 3000)
             park = PARK_HOLDING_SECONDS if self.registry.held(slave) else idle_park
             self.waiting[slave.id] = (now + park, msg.want)
+
+    def _foreign(self, slave: SlaveRecord, identity: bytes, bound: bytes | None) -> bool:
+        """Does a message with `slave`'s token come from a connection other than the one it is bound to?
+
+        A token travels in plaintext without a secret: whoever captured it
+        could replay it.  It counts only on the connection it was issued on
+        (the HELLO's), or for the liveness thread on the connection the HELLO
+        named, open before it was sent - the ROUTER names each connection,
+        and no peer can take the name of one still connected.
+        """
+        if identity == bound:
+            return False
+        self.foreign_tokens += 1
+        if self.foreign_tokens in (1, 10, 100) or self.foreign_tokens % 1000 == 0:
+            log.warning("refused slave %s's token from another connection (%d so far)", slave.id, self.foreign_tokens)
+        return True
 
     def _give_back(self, slave: SlaveRecord, cuts: list[tuple[int, int]]) -> None:
         """Jobs `slave` will not start after all: back to the queue, for whoever asks next."""
@@ -581,6 +606,8 @@ class Master:
             summary += f"; {self.bad_messages} malformed messages ignored"
         if self.endpoint.refusals:
             summary += f"; {self.endpoint.refusals} connections refused"
+        if self.foreign_tokens:
+            summary += f"; {self.foreign_tokens} messages with a token from another connection refused"
         if not self.config.retry_failed:
             summary += f"; state in {self.config.state_path}"
         outcome = Outcome(

@@ -7,7 +7,8 @@ never yields to gevent cannot silence them).
 
 Slave -> master, always JSON and validated here, never unpickled:
 
-    HELLO      {slave, host, pid, concurrency, timeout_ms}
+    HELLO      {slave, host, pid, concurrency, timeout_ms, beat}
+                                   beat: the routing id of the slave's liveness connection, already open
     REQUEST    {slave, run, token, seq, want, acks, failures, queue, cuts}
                                    report what finished, failed, waits; want more jobs
     BYE        {slave, run, token, seq, want, acks, failures, queue, cuts}
@@ -123,6 +124,7 @@ class Hello:
     pid: int
     concurrency: int
     timeout_ms: int
+    beat: str = ""  # the routing id its liveness thread's connection set: the only one its HEARTBEATs count from
 
 
 @dataclass
@@ -184,8 +186,10 @@ def _dumps(obj: Any) -> bytes:
 # ---------------------------------------------------------------- encoding
 
 
-def hello(slave: str, host: str, pid: int, concurrency: int, timeout_ms: int) -> list[bytes]:
+def hello(slave: str, host: str, pid: int, concurrency: int, timeout_ms: int, beat: str = "") -> list[bytes]:
     body = {"slave": slave, "host": host, "pid": pid, "concurrency": concurrency, "timeout_ms": timeout_ms}
+    if beat:
+        body["beat"] = beat
     return [HELLO, _dumps(body)]
 
 
@@ -464,5 +468,6 @@ def decode_from_slave(
             pid=_int(body, "pid"),
             concurrency=_int(body, "concurrency", 1, MAX_WANT),
             timeout_ms=_int(body, "timeout_ms", 1, 24 * 3600 * 1000),
+            beat=_name(body, "beat") if "beat" in body else "",
         )
     raise ProtocolError(f"unknown message kind {kind[:32]!r}")

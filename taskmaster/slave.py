@@ -92,7 +92,11 @@ class Slave:
         self.stopping: int | None = None
         self.stop_deadline = 0.0
         watchdog = self.pool.interrupt_overdue_job if config.job_timeout else None
-        self.heartbeat = HeartbeatThread(config.address, self.id, secure, watchdog, self.pool.give_back)
+        # The liveness connection's routing id (never starting with a zero byte: those are the ROUTER's own).
+        self.beat_id = f"beat-{uuid.uuid4().hex}"
+        self.heartbeat = HeartbeatThread(
+            config.address, self.id, secure, watchdog, self.pool.give_back, self.beat_id.encode()
+        )
         self.error = ""
         self.monitor: Any = None
         self.handshake_failures = 0
@@ -214,12 +218,14 @@ class Slave:
         self._rate_mark = (self.started, 0)
         handlers = [gevent.signal_handler(s, self._on_signal, s) for s in (signal.SIGINT, signal.SIGTERM)]
         try:
+            # The liveness connection opens first: the HELLO names it, and once
+            # it is connected no one else can connect under its name.
+            self.heartbeat.start()
             self._connect()
             if not self._hello():
                 if self.stopping is not None:
                     return 128 + self.stopping
                 return 0 if self.quit_reason is not None else 1
-            self.heartbeat.start()
             self.pool.start()
             return self._talk()
         finally:
@@ -264,7 +270,9 @@ class Slave:
             self.stop_deadline = time.monotonic()
 
     def _hello(self) -> bool:
-        hello = protocol.hello(self.id, self.host, os.getpid(), self.config.concurrency, self.config.timeout_ms)
+        hello = protocol.hello(
+            self.id, self.host, os.getpid(), self.config.concurrency, self.config.timeout_ms, self.beat_id
+        )
         while True:
             reply = self._ask(hello)
             if reply is None:
