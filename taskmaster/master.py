@@ -403,11 +403,15 @@ class Master:
             self.registry.leave(slave)
             self.waiting.pop(slave.id, None)
             self.endpoint.send(identity, protocol.quit_("goodbye"))
-        elif self.closing or self.stopping is not None or msg.want == 0:
+        elif self.closing or msg.want == 0:
             self._answer_idle(slave)
-        elif not self._dispatch(slave, msg.want, now):
+        elif self.stopping is not None or not self._dispatch(slave, msg.want, now):
+            # Stopping, nothing more is handed out: every request waits its
+            # longest (finished jobs still come in ACKs meanwhile), or slaves
+            # would ask again at once for the whole --grace.
             idle_park = min(PARK_IDLE_SECONDS, slave.timeout_ms / 3000)
-            park = PARK_HOLDING_SECONDS if self.registry.held(slave) else idle_park
+            holding = self.stopping is None and self.registry.held(slave)
+            park = PARK_HOLDING_SECONDS if holding else idle_park
             self.waiting[slave.id] = (now + park, msg.want)
 
     def _foreign(self, slave: SlaveRecord, identity: bytes, bound: bytes | None) -> bool:
@@ -523,7 +527,7 @@ class Master:
             busy = self.closing or self.stopping is not None
             if not busy and self._dispatch(slave, want, now):
                 del self.waiting[slave_id]
-            elif busy or now >= deadline:
+            elif self.closing or now >= deadline:
                 del self.waiting[slave_id]
                 self._answer_idle(slave)
 
