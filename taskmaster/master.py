@@ -626,10 +626,12 @@ class Master:
             outcome.code, outcome.summary = 1, self.control.halt_summary(summary)
         elif how == "source-error":
             outcome.code = 1
-            outcome.error = (
-                "get_jobs raised an exception; fix it and run the same command to resume:\n"
-                f"{(self.source.error or '').rstrip()}"
+            what = (
+                f"the job source stopped on {self.source.crash}"
+                if self.source.crash
+                else "get_jobs raised an exception"
             )
+            outcome.error = f"{what}; fix it and run the same command to resume:\n{(self.source.error or '').rstrip()}"
         elif how == "unpicklable":
             outcome.code, outcome.error = 2, self.source.poison or ""
         if problem and not outcome.error:
