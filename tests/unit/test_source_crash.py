@@ -51,4 +51,3 @@ def test_being_killed_at_the_end_of_the_run_is_no_crash():
     gevent.sleep(0.01)
     filler.kill()
     assert source.crash is None and source.error is None
-
