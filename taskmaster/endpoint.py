@@ -61,6 +61,10 @@ class MasterEndpoint:
         sock = context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_INBOUND_BYTES + 4096)
+        # A slave names its connections and keeps the names when it reconnects
+        # (its token is honoured on those only): the new connection takes over
+        # the name from the old one, which may not have noticed it is gone.
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         if self.address.startswith("tcp://["):
             sock.setsockopt(zmq.IPV6, 1)
         self.socket = sock

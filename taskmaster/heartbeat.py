@@ -39,9 +39,9 @@ class HeartbeatThread:
         routing_id: bytes | None = None,
     ) -> None:
         self.address = address
-        # Named by us, not by the master's ROUTER, so the HELLO can tell the
-        # master which connection is ours; no one else can connect under it
-        # while we are connected (the ROUTER turns a duplicate away).
+        # Named by us, not by the master's ROUTER, so that the HELLO can tell
+        # the master which connection is ours: its heartbeats and give-backs
+        # count from that one only, also after a reconnect.
         self.routing_id = routing_id
         self.watchdog = watchdog  # called every step: looks for jobs past their timeout
         self.give_back = give_back  # cuts up to N jobs not started off the queue: (cuts, queue after)

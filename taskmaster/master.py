@@ -333,7 +333,7 @@ class Master:
         if isinstance(msg, protocol.Ack):
             slave = self.registry.get(msg.slave)
             if slave is not None and msg.run == self.run_id and msg.token == slave.token and not slave.gone:
-                if self._foreign(slave, identity, slave.identity):
+                if self._foreign(slave, identity, self._request_connection(slave, identity)):
                     return
                 self.registry.seen(slave, now)
                 self._apply_acks(slave, msg.acks)
@@ -366,6 +366,7 @@ class Master:
             self._bad(identity, "too many slaves")
             return
         slave.beat_identity = msg.beat.encode() if msg.beat else None  # its liveness thread: where recalls go
+        slave.conn = msg.conn.encode()
         lease = self.config.lease_timeout
         self.endpoint.send(identity, protocol.welcome(self.run_id, slave.token, lease, lease / 3))
 
@@ -381,11 +382,11 @@ class Master:
             # it gets nothing, and changes nothing.
             self.endpoint.send(identity, protocol.reset("unknown slave token; say hello again"))
             return
-        if self._foreign(slave, identity, slave.identity):
-            # The token, replayed from another connection (or the slave's own,
-            # reconnected): nothing changes; the slave says hello again.
+        if self._foreign(slave, identity, self._request_connection(slave, identity)):
+            # The token, replayed from another connection: nothing changes.
             self.endpoint.send(identity, protocol.reset("that token belongs to another connection; say hello again"))
             return
+        slave.identity = identity  # the slave's current connection (a Lazy Pirate retry opens a new one)
         self.registry.seen(slave, now)
         if msg.seq == slave.last_seq and slave.last_batch in slave.batches:
             # The same request again: our answer never reached the slave, so
@@ -414,14 +415,24 @@ class Master:
             park = PARK_HOLDING_SECONDS if holding else idle_park
             self.waiting[slave.id] = (now + park, msg.want)
 
+    @staticmethod
+    def _request_connection(slave: SlaveRecord, identity: bytes) -> bytes:
+        """`identity` if it is one of `slave`'s request connections (the HELLO's, or conn.N), else the HELLO's."""
+        if slave.conn and identity.startswith(slave.conn + b".") and identity[len(slave.conn) + 1 :].isdigit():
+            return identity
+        return slave.identity
+
     def _foreign(self, slave: SlaveRecord, identity: bytes, bound: bytes | None) -> bool:
         """Does a message with `slave`'s token come from a connection other than the one it is bound to?
 
         A token travels in plaintext without a secret: whoever captured it
-        could replay it.  It counts only on the connection it was issued on
-        (the HELLO's), or for the liveness thread on the connection the HELLO
-        named, open before it was sent - the ROUTER names each connection,
-        and no peer can take the name of one still connected.
+        could replay it.  It counts only on the connections of the slave it
+        was issued to: the routing id its HELLO came from, the ones that
+        HELLO named (``conn.N``: a Lazy Pirate retry opens the next one, and
+        costs no rejoin) and, for the liveness thread, ``beat``.  Frames
+        replayed from any other connection are refused.  (An attacker who
+        also reads those names off the handshake and connects under them is
+        beyond what a run without --secret-file can stop.)
         """
         if identity == bound:
             return False

@@ -92,7 +92,11 @@ class Slave:
         self.stopping: int | None = None
         self.stop_deadline = 0.0
         watchdog = self.pool.interrupt_overdue_job if config.job_timeout else None
-        # The liveness connection's routing id (never starting with a zero byte: those are the ROUTER's own).
+        # Our connections' routing ids, chosen here (never starting with a zero
+        # byte: those are the ROUTER's own): the master honours our token only
+        # from the connections the HELLO names, also after a reconnect.
+        self.request_id = f"req-{uuid.uuid4().hex}"
+        self.connections = 0
         self.beat_id = f"beat-{uuid.uuid4().hex}"
         self.heartbeat = HeartbeatThread(
             config.address, self.id, secure, watchdog, self.pool.give_back, self.beat_id.encode()
@@ -115,6 +119,10 @@ class Slave:
             sock.setsockopt(zmq.IPV6, 1)
         if self.secure is not None:
             self.secure(sock)
+        # A fresh name for each connection (late answers to the one given up
+        # are lost with it), under the prefix the HELLO told the master.
+        self.connections += 1
+        sock.setsockopt(zmq.ROUTING_ID, f"{self.request_id}.{self.connections}".encode())
         # Watch the handshake, so that a master that refuses us (secrets
         # differ) is reported as such rather than as a master that is down.
         self.monitor = sock.get_monitor_socket(security.MONITORED)
@@ -218,14 +226,12 @@ class Slave:
         self._rate_mark = (self.started, 0)
         handlers = [gevent.signal_handler(s, self._on_signal, s) for s in (signal.SIGINT, signal.SIGTERM)]
         try:
-            # The liveness connection opens first: the HELLO names it, and once
-            # it is connected no one else can connect under its name.
-            self.heartbeat.start()
             self._connect()
             if not self._hello():
                 if self.stopping is not None:
                     return 128 + self.stopping
                 return 0 if self.quit_reason is not None else 1
+            self.heartbeat.start()
             self.pool.start()
             return self._talk()
         finally:
@@ -271,7 +277,13 @@ class Slave:
 
     def _hello(self) -> bool:
         hello = protocol.hello(
-            self.id, self.host, os.getpid(), self.config.concurrency, self.config.timeout_ms, self.beat_id
+            self.id,
+            self.host,
+            os.getpid(),
+            self.config.concurrency,
+            self.config.timeout_ms,
+            self.beat_id,
+            self.request_id,
         )
         while True:
             reply = self._ask(hello)

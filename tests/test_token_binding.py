@@ -11,12 +11,14 @@ captured bytes and replays them for the whole run.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 
 import pytest
 import zmq
-from conftest import duplicates, free_port, handled, start_logged, tail, text, tm, wait_listening
+from conftest import duplicates, free_port, handled, start_logged, tail, tcp_address, text, tm, wait_for, wait_listening
 from test_security import RecordingProxy
 
 from taskmaster import protocol
@@ -77,3 +79,28 @@ def test_a_token_replayed_from_another_connection_is_refused_and_runs_nothing_tw
     assert replies and set(replies) == {protocol.RESET}, set(replies)
     log = text(mlog)
     assert "token from another connection refused" in log, log[-3000:]
+
+
+@pytest.mark.timeout(120)
+def test_a_slave_that_reconnects_after_a_late_answer_keeps_its_token(procs, tmp_path, recording):
+    """The slave's own retry on a new connection (Lazy Pirate) is no replay: no rejoin, no refusal."""
+    module, record, env = recording
+    env = {**env, "TM_DELAY": "0.005", "TASKMASTER_SECRET_FILE": ""}
+    n = 1500
+    address = tcp_address()
+    mlog, slog = tmp_path / "master.log", tmp_path / "slave.log"
+    master = start_logged(procs, tm("master", module, f"n={n}", "--address", address, "--no-progress"), mlog, env)
+    wait_listening(master, mlog)
+    slave_argv = tm("slave", module, "--address", address, "--timeout", 300, "--retries", 40, "--no-progress")
+    slave = start_logged(procs, slave_argv, slog, env)
+    wait_for(lambda: len(handled(record)) >= 200, 60, what="200 jobs handled")
+    os.kill(master.pid, signal.SIGSTOP)  # longer than the slave's --timeout: it retries on a new connection
+    try:
+        wait_for(lambda: "retrying" in text(slog), 30, what="the slave retrying")
+    finally:
+        os.kill(master.pid, signal.SIGCONT)
+    assert master.wait(60) == 0, tail(mlog)
+    assert slave.wait(30) == 0, tail(slog)
+    assert set(handled(record)) == set(range(n))
+    assert "restarted" not in text(slog) and "say hello again" not in text(slog), tail(slog)
+    assert "another connection" not in text(mlog), tail(mlog)
