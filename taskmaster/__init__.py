@@ -8,7 +8,7 @@ resume where it stopped.
 From Python::
 
     import taskmaster
-    result = taskmaster.run("jobs.py", processes=4, size=10000, rows="1000")
+    result = taskmaster.run("jobs.py", processes=4, job_args={"rows": 1000}, size=10000)
     print(result.finished, result.failed, result.duration)
 
 The classes behind the commands (``Master``, ``MasterConfig``, ``Slave``,

@@ -7,6 +7,7 @@ can read (mode 0700), removed at the end.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -14,17 +15,20 @@ import signal
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from taskmaster import options as opts
 from taskmaster import target as targets
-from taskmaster.cli import common
 from taskmaster.errors import UsageError
 from taskmaster.supervisor import Supervisor, exit_code
 
-MASTER_FLAGS = common.MASTER_OPTIONS + common.SHARED_OPTIONS + common.COMMON_OPTIONS
-SLAVE_FLAGS = common.SLAVE_OPTIONS + common.SHARED_OPTIONS + common.COMMON_OPTIONS
-OPTION_NAMES = {opt.dest for opt in MASTER_FLAGS + SLAVE_FLAGS}
+MASTER_FLAGS = opts.MASTER_OPTIONS + opts.SHARED_OPTIONS + opts.COMMON_OPTIONS
+SLAVE_FLAGS = opts.SLAVE_OPTIONS + opts.SHARED_OPTIONS + opts.COMMON_OPTIONS
+# What run() takes as options besides the tables' (as keyword arguments).
+RUN_ONLY_OPTIONS = {"address": None, "get_jobs_callback": "get_jobs", "handle_job_callback": "handle_job"}
+OPTION_NAMES = frozenset({opt.dest for opt in MASTER_FLAGS + SLAVE_FLAGS} | set(RUN_ONLY_OPTIONS))
 # After the master ends (it told every slave that joined to quit), how long
 # slaves get to leave by themselves; one still there then is still starting,
 # too late for a run that is over, and is stopped.
@@ -47,49 +51,54 @@ class RunResult:
         return self.exit_code == 0
 
 
-def run(target: str, processes: int = 4, size: int = 10000, **kwargs: Any) -> RunResult:
+def run(target: str, processes: int = 4, *, job_args: Mapping[str, Any] | None = None, **options: Any) -> RunResult:
     """Run `target`'s jobs with a master and `processes` local slaves; wait for the end.
 
     `target` is a path/to/file.py or package.module defining get_jobs and
-    handle_job.  Keyword arguments named like a master or slave option
-    (``state_file``, ``reset``, ``concurrency``, ``lease_timeout``, ``address``,
-    ``rate``, ``max_failures``, ``get_jobs_callback``, ...) set that option; all others are passed to
-    get_jobs, as strings, like key=value on the command line.
+    handle_job.  `job_args` go to get_jobs, as strings, like key=value on the
+    command line - whatever their names, also ``size`` or ``timeout``.  Every
+    other keyword argument is an option, named like tm-run's flag
+    (``size=10000``, ``state_file=...``, ``reset=True``, ``concurrency``,
+    ``lease_timeout``, ``job_timeout``, ``rate``, ``max_failures``,
+    ``address``, ``get_jobs_callback``, ...); an unknown name is a TypeError,
+    never a job argument.  So a job argument can never turn into an option,
+    nor a misspelt option into a job argument.
+
+    The target is checked in a child process: the caller's sys.path and
+    sys.modules are left as they are.
     """
-    options: dict[str, Any] = {"size": size}
-    job_kwargs: dict[str, str] = {}
-    # TASKMASTER_<OPTION> variables count as for the commands; keyword arguments win.
-    settings = {"no_progress": True, **common.environment_values(option_parser()), **kwargs}
-    address = settings.pop("address", None)
-    get_jobs_callback = settings.pop("get_jobs_callback", "get_jobs")
-    handle_job_callback = settings.pop("handle_job_callback", "handle_job")
-    for key, value in settings.items():
-        if key in OPTION_NAMES:
-            options[key] = value
-        else:
-            job_kwargs[key] = str(value)
+    unknown = sorted(set(options) - OPTION_NAMES)
+    if unknown:
+        raise TypeError(
+            f"run() got unknown option(s) {', '.join(unknown)}: options are tm-run's flags with _ for - "
+            f"(size, state_file, concurrency, ...); arguments for get_jobs go in job_args={{...}}"
+        )
     if not isinstance(processes, int) or processes < 1:
         raise UsageError(f"processes must be a positive integer, not {processes!r}")
-    return launch(target, processes, job_kwargs, options, get_jobs_callback, handle_job_callback, address)
+    if job_args is not None and not isinstance(job_args, Mapping):
+        raise TypeError(f"job_args must map get_jobs argument names to values, not {job_args!r}")
+    job_kwargs = {str(key): str(value) for key, value in (job_args or {}).items()}
+    # TASKMASTER_<OPTION> variables count as for the commands; keyword arguments win.
+    values = {**RUN_ONLY_OPTIONS, "no_progress": True, **opts.environment_values(option_parser()), **options}
+    return launch(
+        target,
+        processes,
+        job_kwargs,
+        values,
+        values["get_jobs_callback"],
+        values["handle_job_callback"],
+        values["address"],
+        check_targets_here=False,
+    )
 
 
-def option_parser() -> common.Parser:
+def option_parser() -> argparse.ArgumentParser:
     """A parser with every master and slave option: which TASKMASTER_ variables set one."""
-    parser = common.Parser(prog="taskmaster.run")
-    common.add_address(parser, default=None)
-    common.add_options(parser, common.MASTER_OPTIONS + common.SLAVE_OPTIONS + common.SHARED_OPTIONS)
-    common.add_options(parser, common.COMMON_OPTIONS)
+    parser = argparse.ArgumentParser(prog="taskmaster.run", add_help=False)
+    opts.add_address(parser, default=None)
+    opts.add_options(parser, opts.MASTER_OPTIONS + opts.SLAVE_OPTIONS + opts.SHARED_OPTIONS)
+    opts.add_options(parser, opts.COMMON_OPTIONS)
     return parser
-
-
-def _flags(values: dict[str, Any], options: list[common.Option]) -> list[str]:
-    argv: list[str] = []
-    for opt in options:
-        value = values.get(opt.dest, opt.default)
-        if value is None or value == opt.default or value is False:
-            continue
-        argv += [opt.flag] if opt.kind is None else [opt.flag, str(value)]
-    return argv
 
 
 def launch(
@@ -101,13 +110,22 @@ def launch(
     handle_job_callback: str = "handle_job",
     address: str | None = None,
     forward_signals: bool = True,
+    check_targets_here: bool = True,
 ) -> RunResult:
-    """Start the master and the slaves, wait for the master, clean up; the result."""
+    """Start the master and the slaves, wait for the master, clean up; the result.
+
+    Bad targets are one message here, not one per process: checked in this
+    process (tm-run, whose process is its own), or with `check_targets_here`
+    False in a child (taskmaster.run, which must leave its caller alone).
+    """
     module, _ = targets.split(script, "get_jobs")
     get_jobs = f"{module}:{get_jobs_callback}"
     handle_job = f"{module}:{handle_job_callback}"
-    targets.load(get_jobs, "get_jobs")  # bad targets: one message here, not one per process
-    targets.load(handle_job, "handle_job")
+    if check_targets_here:
+        targets.load(get_jobs, "get_jobs")
+        targets.load(handle_job, "handle_job")
+    else:
+        targets.check_in_child([(get_jobs, "get_jobs"), (handle_job, "handle_job")])
     kwargs_argv = [f"{key}={value}" for key, value in job_kwargs.items()]
     targets.parse_kwargs(kwargs_argv)
 
@@ -116,15 +134,15 @@ def launch(
         address = f"ipc://{os.path.join(private_dir, 'master.sock')}"
     result_file = os.path.join(private_dir, "result.json")
     master_argv = ["-m", "taskmaster.cli.master", get_jobs, *kwargs_argv, "--address", address]
-    master_argv += _flags(options, MASTER_FLAGS) + ["--result-file", result_file]
+    master_argv += opts.flags(options, MASTER_FLAGS) + ["--result-file", result_file]
     if "--linger" not in master_argv:
         master_argv += ["--linger", "0"]  # we supervise our slaves: no need to wait for late ones
     slave_argv = ["-m", "taskmaster.cli.slave", handle_job, "--address", address, "--no-progress"]
-    slave_argv += [f for f in _flags(options, SLAVE_FLAGS) if f != "--no-progress"]
+    slave_argv += [f for f in opts.flags(options, SLAVE_FLAGS) if f != "--no-progress"]
 
     supervisor = Supervisor()
     # Every setting is on the children's command lines: none from variables.
-    child_env = common.child_environment(option_parser())
+    child_env = opts.child_environment(option_parser())
     restore = None
     if forward_signals and threading.current_thread() is threading.main_thread():
         restore = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -48,11 +48,16 @@ class Dispatcher:
     def answer(self, slave: SlaveRecord, want: int, now: float) -> None:
         """Answer a request for `want` jobs: a batch, NO_JOBS (or QUIT), or park it."""
         m = self.master
-        if not m.shutdown.running or want == 0:
+        running = m.shutdown.running
+        if m.phase is Phase.CLOSING or want == 0:
             self.answer_idle(slave)
-        elif not self.dispatch(slave, want, now):
+        elif not running or not self.dispatch(slave, want, now):
+            # Stopping, nothing more is handed out: every request waits its
+            # longest (finished jobs still come in ACKs meanwhile), or slaves
+            # would ask again at once for the whole --grace.
             idle_park = min(PARK_IDLE_SECONDS, slave.timeout_ms / 3000)
-            park = PARK_HOLDING_SECONDS if m.registry.held(slave) else idle_park
+            holding = running and m.registry.held(slave)
+            park = PARK_HOLDING_SECONDS if holding else idle_park
             self.parked[slave.id] = (now + park, want)
 
     def forget(self, slave_id: str) -> None:
@@ -119,9 +124,8 @@ class Dispatcher:
             if slave is None:
                 del self.parked[slave_id]
                 continue
-            running = m.shutdown.running
-            if running and self.dispatch(slave, want, now):
+            if m.shutdown.running and self.dispatch(slave, want, now):
                 del self.parked[slave_id]
-            elif not running or now >= deadline:
+            elif m.phase is Phase.CLOSING or now >= deadline:
                 del self.parked[slave_id]
                 self.answer_idle(slave)

@@ -21,6 +21,9 @@ from taskmaster.security import CurveKeys
 log = logging.getLogger("taskmaster.master")
 
 RECEIVE_BURST = 512  # messages taken per poll before the loop does anything else
+# Send errors that only mean this one reply is lost: the peer is gone
+# (EHOSTUNREACH, under ROUTER_MANDATORY) or its queue is full (EAGAIN).
+PEER_ERRORS = frozenset({zmq.EAGAIN, zmq.EHOSTUNREACH})
 
 
 def _ipc_in_use(path: str) -> bool:
@@ -73,6 +76,10 @@ class MasterEndpoint:
         sock = context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_INBOUND_BYTES + 4096)
+        # A slave names its connections and keeps the names when it reconnects
+        # (its token is honoured on those only): the new connection takes over
+        # the name from the old one, which may not have noticed it is gone.
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         if self.address.startswith("tcp://["):
             sock.setsockopt(zmq.IPV6, 1)
         self.socket = sock
@@ -133,8 +140,11 @@ class MasterEndpoint:
     def send(self, identity: bytes, frames: list[bytes]) -> None:
         try:
             self.socket.send_multipart([identity, *frames], zmq.NOBLOCK)
-        except zmq.ZMQError:
-            pass  # the peer is gone or not keeping up; it will ask again
+        except zmq.ZMQError as exc:
+            # The peer is gone or not keeping up: it will ask again.  Anything
+            # else (a closed socket, a terminated context) is a bug to surface.
+            if exc.errno not in PEER_ERRORS:
+                raise
 
     def _authenticate(self) -> None:
         """Answer libzmq's ZAP requests: only slaves holding the secret get in."""

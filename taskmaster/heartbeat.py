@@ -36,8 +36,13 @@ class HeartbeatThread:
         secure: Callable[[Any], None] | None = None,
         watchdog: Callable[[], None] | None = None,
         give_back: Callable[[int], tuple[list, list]] | None = None,
+        routing_id: bytes | None = None,
     ) -> None:
         self.address = address
+        # Named by us, not by the master's ROUTER, so that the HELLO can tell
+        # the master which connection is ours: its heartbeats and give-backs
+        # count from that one only, also after a reconnect.
+        self.routing_id = routing_id
         self.watchdog = watchdog  # called every step: looks for jobs past their timeout
         self.give_back = give_back  # cuts up to N jobs not started off the queue: (cuts, queue after)
         self.slave_id = slave_id
@@ -67,6 +72,8 @@ class HeartbeatThread:
                 sock.setsockopt(zmq.IPV6, 1)
             if self.secure is not None:
                 self.secure(sock)
+            if self.routing_id:
+                sock.setsockopt(zmq.ROUTING_ID, self.routing_id)
             sock.connect(self.address)
             last_beat, beat_run = 0.0, ""
             while not self.stopped:

@@ -44,10 +44,12 @@ class Waiter(Protocol):
 
 
 class LazyPirateClient:
-    def __init__(self, address: str, secure: Any, patience: Patience) -> None:
+    def __init__(self, address: str, secure: Any, patience: Patience, routing_prefix: str = "") -> None:
         self.address = address
         self.secure = secure  # applies CURVE to a socket, if there is a secret
         self.patience = patience  # how long to keep trying: --timeout, --retries, --wait-for-master
+        self.routing_prefix = routing_prefix  # our connections are named prefix.1, prefix.2... (the HELLO says so)
+        self.connections = 0
         self.socket: Any = None
         self.monitor: Any = None
         self.handshake_failures = 0  # handshakes refused since the last one that succeeded
@@ -66,6 +68,11 @@ class LazyPirateClient:
             sock.setsockopt(zmq.IPV6, 1)
         if self.secure is not None:
             self.secure(sock)
+        if self.routing_prefix:
+            # A fresh name for each connection (late answers to the one given up
+            # are lost with it), under the prefix the HELLO told the master.
+            self.connections += 1
+            sock.setsockopt(zmq.ROUTING_ID, f"{self.routing_prefix}.{self.connections}".encode())
         self.monitor = sock.get_monitor_socket(security.MONITORED)
         sock.connect(self.address)
         self.socket = sock

@@ -28,6 +28,7 @@ from typing import Any
 import gevent
 
 from taskmaster import checkpoint, failures, protocol, reports, serving, status
+from taskmaster.binding import TokenBinding
 from taskmaster.control import Controls
 from taskmaster.dispatch import Dispatcher
 from taskmaster.endpoint import MasterEndpoint, Transport
@@ -89,6 +90,7 @@ class Master:
         self.run_id = uuid.uuid4().hex
         self.bad_messages = 0
         self.shutdown = Shutdown(config.grace, config.linger)  # the phase: running, stopping, closing
+        self.binding = TokenBinding()  # a token counts only on its slave's own connections
         self.disk_error: str | None = None  # a failed job could not be recorded: stop now
         self.ended: EndReason | None = None  # how the run ended: tm-status --watch reports it
         self.duration = 0.0  # from the start to the end of the run (set at its end)
@@ -236,13 +238,16 @@ class Master:
         if isinstance(msg, protocol.Ack):
             slave = self.registry.get(msg.slave)
             if slave is not None and msg.run == self.run_id and msg.token == slave.token and not slave.gone:
+                if self.binding.foreign_request(slave, identity):
+                    return
                 self.registry.seen(slave, now)
                 reports.record_acks(self, slave, msg.acks)
         elif isinstance(msg, (protocol.Heartbeat, protocol.GiveBack)):
             slave = self.registry.get(msg.slave)
             if slave is not None and msg.run == self.run_id and msg.token == slave.token:
+                if self.binding.foreign(slave, identity, slave.beat_identity):
+                    return
                 self.registry.seen(slave, now)
-                slave.beat_identity = identity  # its liveness thread: where recalls go
                 if isinstance(msg, protocol.GiveBack):
                     reports.take_back(self, slave, msg.cuts)
                     slave.queue = msg.queue
@@ -265,6 +270,8 @@ class Master:
         if slave is None:
             self.bad(identity, "too many slaves")
             return
+        slave.beat_identity = msg.beat.encode() if msg.beat else None  # its liveness thread: where recalls go
+        slave.conn = msg.conn.encode()
         lease = self.config.lease_timeout
         self.endpoint.send(identity, protocol.welcome(self.run_id, slave.token, lease, lease / 3))
 
@@ -281,7 +288,11 @@ class Master:
             # it gets nothing, and changes nothing.
             self.endpoint.send(identity, protocol.reset("unknown slave token; say hello again"))
             return
-        slave.identity = identity
+        if self.binding.foreign_request(slave, identity):
+            # The token, replayed from another connection: nothing changes.
+            self.endpoint.send(identity, protocol.reset("that token belongs to another connection; say hello again"))
+            return
+        slave.identity = identity  # the slave's current connection (a Lazy Pirate retry opens a new one)
         self.registry.seen(slave, now)
         if msg.seq == slave.last_seq and slave.last_batch in slave.batches:
             # The same request again: our answer never reached the slave, so
@@ -352,6 +363,7 @@ class Master:
             any_failed=bool(self.resumed_from.failed + failed or self.failed_jobs.failed_again),
             bad_messages=self.bad_messages,
             refusals=self.endpoint.refusals,
+            foreign_tokens=self.binding.refused,
         )
         detail = EndDetail(
             failures_path=self.config.failures_path,
@@ -359,6 +371,7 @@ class Master:
             stop_signal=self.shutdown.stop_signal,
             halt_reason=self.control.halt_reason() if self.ended is EndReason.HALTED else None,
             source_error=self.source.error,
+            source_crash=self.source.crash,
             unpicklable_error=self.source.unpicklable_error,
             problem=problem,
         )

@@ -51,6 +51,7 @@ class Tally:
     any_failed: bool  # some job failed for good, now or in an earlier run
     bad_messages: int = 0  # malformed messages ignored
     refusals: int = 0  # connections refused (secrets differ)
+    foreign_tokens: int = 0  # messages with a slave's token from another connection, refused
 
 
 @dataclass
@@ -62,6 +63,7 @@ class EndDetail:
     stop_signal: int | None = None  # the signal that stopped the run
     halt_reason: str | None = None  # why --max-failures halted it
     source_error: str | None = None  # get_jobs's traceback
+    source_crash: str | None = None  # what stopped the job source, when it was no Exception of get_jobs
     unpicklable_error: str | None = None  # which job could not be pickled, and what to do
     problem: str | None = None  # a file that could not be written
 
@@ -76,6 +78,8 @@ def summary_line(tally: Tally, detail: EndDetail) -> str:
         summary += f"; {tally.bad_messages} malformed messages ignored"
     if tally.refusals:
         summary += f"; {tally.refusals} connections refused"
+    if tally.foreign_tokens:
+        summary += f"; {tally.foreign_tokens} messages with a token from another connection refused"
     if detail.state_path is not None:
         summary += f"; state in {detail.state_path}"
     return summary
@@ -102,10 +106,9 @@ def build(reason: EndReason, tally: Tally, detail: EndDetail) -> Outcome:
         )
     elif reason is EndReason.SOURCE_ERROR:
         outcome.code = 1
-        outcome.error = (
-            "get_jobs raised an exception; fix it and run the same command to resume:\n"
-            f"{(detail.source_error or '').rstrip()}"
-        )
+        crash = detail.source_crash
+        what = f"the job source stopped on {crash}" if crash else "get_jobs raised an exception"
+        outcome.error = f"{what}; fix it and run the same command to resume:\n{(detail.source_error or '').rstrip()}"
     elif reason is EndReason.UNPICKLABLE:
         outcome.code, outcome.error = 2, detail.unpicklable_error or ""
     if detail.problem and not outcome.error:

@@ -45,6 +45,33 @@ class JobTimeout(Exception):
     """The job ran longer than --job-timeout."""
 
 
+class _Watch:
+    """A job running under --job-timeout, as the watchdog sees it."""
+
+    __slots__ = ("since", "done", "fired")
+
+    def __init__(self, since: float) -> None:
+        self.since = since  # monotonic start
+        self.done = False  # its handler returned or raised: nothing may be raised into it any more
+        self.fired = False  # JobTimeout was raised into it once already
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback of a job's exception from the user's first frame on.
+
+    The frames above it are this module's worker loop, the same for every
+    failure: they would only push the user's own lines out of view (and off
+    the end of a traceback cut to MAX_TEXT_CHARS).  Only this module's frames
+    are skipped, so a handler that lives in the taskmaster package (the
+    example) still shows.  Nothing of the user's (a timeout between two
+    jobs): the whole traceback.
+    """
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+
+
 class LocalBatch:
     """Jobs of one batch: workers take them in order and mark them finished.
 
@@ -97,8 +124,8 @@ class WorkerPool:
         self.work_ready = gevent.event.Event()  # workers: jobs arrived
         self.batch_used_up = gevent.event.Event()  # wakes the request loop: time to ask for more
         self.error = ""  # a worker crashed: a bug in taskmaster itself
-        # worker greenlet -> monotonic start of its current job (only with a job timeout)
-        self.running_since: dict[Any, float] = {}
+        # worker greenlet -> its current job's watch (only with a job timeout)
+        self.watched: dict[Any, _Watch] = {}
         self.workers: list[gevent.Greenlet] = []
         self.main_thread = monkey.get_original("_thread", "get_ident")()  # the OS thread, not a greenlet
 
@@ -279,20 +306,48 @@ class WorkerPool:
                 self.busy_seconds += time.perf_counter() - self._busy_since
 
     def _run_with_timeout(self, batch: LocalBatch, index: int) -> None:
-        """Run one job under --job-timeout: gevent.Timeout, and the watchdog for jobs that never yield."""
+        """Run one job under --job-timeout: gevent.Timeout for a job that yields, the watchdog for one that never does.
+
+        Either stops the handler and nothing else, once.  The watchdog's
+        signal handler raises only into the greenlet whose job it watches,
+        only while the handler runs (``done`` is set in one step as soon as
+        it returns or raises) and only once per job: a later signal lands
+        neither in the recording of the failure (which would count it twice)
+        nor in this loop's own code (which would kill the worker).
+        """
         me = gevent.getcurrent()
-        self.running_since[me] = time.monotonic()
+        job = batch.jobs[index]
+        if not self.running:
+            self._busy_since = time.perf_counter()
+        self.running += 1
+        watch = _Watch(time.monotonic())
         try:
-            with gevent.Timeout(self.job_timeout, JobTimeout(f"job ran longer than --job-timeout {self.job_timeout}s")):
-                self._run(batch, index, index + 1)
-        except JobTimeout as exc:
-            self._record_failure(batch, index, batch.jobs[index], exc)
+            try:
+                with gevent.Timeout(
+                    self.job_timeout, JobTimeout(f"job ran longer than --job-timeout {self.job_timeout}s")
+                ):
+                    self.watched[me] = watch
+                    try:
+                        self.handle_job(job)
+                    finally:
+                        watch.done = True
+            except Exception as exc:
+                self._record_failure(batch, index, job, exc)
+            else:
+                batch.finished[index] = 1
+                if not batch.dirty:
+                    batch.dirty = True
+                    self.touched.append(batch)
         finally:
-            self.running_since.pop(me, None)
+            self.watched.pop(me, None)
+            self.running -= 1
+            self.resolved += 1
+            if not self.running:
+                self.busy_seconds += time.perf_counter() - self._busy_since
 
     def _record_failure(self, batch: LocalBatch, index: int, job: Any, exc: Exception) -> None:
         position = batch.position(index)
-        text = traceback.format_exc()
+        text = user_traceback(exc)
         log.error(
             "job %d (%.200r) failed:\n%s",
             position,
@@ -319,13 +374,16 @@ class WorkerPool:
         now = time.monotonic()
         limit = self.job_timeout + WATCHDOG_SLACK
         try:
-            overdue = [g for g, since in list(self.running_since.items()) if now - since > limit]
+            watches = list(self.watched.values())
         except RuntimeError:  # changed under us; look again next step
             return
-        if overdue:
+        if any(not w.done and not w.fired and now - w.since > limit for w in watches):
             signal.pthread_kill(self.main_thread, WATCHDOG_SIGNAL)
 
     def _on_watchdog_signal(self, signum: int, frame: Any) -> None:
-        since = self.running_since.get(gevent.getcurrent())
-        if since is not None and self.job_timeout and time.monotonic() - since > self.job_timeout:
+        watch = self.watched.get(gevent.getcurrent())
+        if watch is None or watch.done or watch.fired or not self.job_timeout:
+            return  # not inside a watched handler (or interrupted already): nothing to stop here
+        if time.monotonic() - watch.since > self.job_timeout:
+            watch.fired = True
             raise JobTimeout(f"job ran longer than --job-timeout {self.job_timeout}s")

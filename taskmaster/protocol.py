@@ -7,7 +7,9 @@ never yields to gevent cannot silence them).
 
 Slave -> master, always JSON and validated here, never unpickled:
 
-    HELLO      {slave, host, pid, concurrency, timeout_ms}
+    HELLO      {slave, host, pid, concurrency, timeout_ms, conn, beat}
+                                   conn: its request connections' routing ids are conn.N
+                                   beat: the routing id of its liveness connection
     REQUEST    {slave, run, token, seq, want, acks, failures, queue, cuts}
                                    report what finished, failed, waits; want more jobs
     BYE        {slave, run, token, seq, want, acks, failures, queue, cuts}
@@ -122,6 +124,8 @@ class Hello:
     pid: int
     concurrency: int
     timeout_ms: int
+    beat: str = ""  # the routing id its liveness thread's connection set: the only one its HEARTBEATs count from
+    conn: str = ""  # its request connections are named conn.1, conn.2...: the only ones its REQUESTs count from
 
 
 @dataclass
@@ -183,8 +187,20 @@ def _dumps(obj: Any) -> bytes:
 # ---------------------------------------------------------------- encoding
 
 
-def hello(slave: str, host: str, pid: int, concurrency: int, timeout_ms: int) -> list[bytes]:
-    body = {"slave": slave, "host": host, "pid": pid, "concurrency": concurrency, "timeout_ms": timeout_ms}
+def hello(
+    slave: str, host: str, pid: int, concurrency: int, timeout_ms: int, beat: str = "", conn: str = ""
+) -> list[bytes]:
+    body: dict[str, Any] = {
+        "slave": slave,
+        "host": host,
+        "pid": pid,
+        "concurrency": concurrency,
+        "timeout_ms": timeout_ms,
+    }
+    if beat:
+        body["beat"] = beat
+    if conn:
+        body["conn"] = conn
     return [HELLO, _dumps(body)]
 
 
@@ -463,5 +479,7 @@ def decode_from_slave(
             pid=_int(body, "pid"),
             concurrency=_int(body, "concurrency", 1, MAX_WANT),
             timeout_ms=_int(body, "timeout_ms", 1, 24 * 3600 * 1000),
+            beat=_name(body, "beat") if "beat" in body else "",
+            conn=_name(body, "conn") if "conn" in body else "",
         )
     raise ProtocolError(f"unknown message kind {kind[:32]!r}")

@@ -64,6 +64,7 @@ class SlaveRecord:
     last_batch: int | None = None
     queue: list[tuple[int, int, int]] = field(default_factory=list)  # (batch, next, end) not started, as reported
     beat_identity: bytes | None = None  # its liveness thread's socket: where recalls go
+    conn: bytes = b""  # its request connections are named conn.N (a reconnect takes the next N)
     recalled_at: float = -1.0
 
     @property

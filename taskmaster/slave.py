@@ -83,9 +83,14 @@ class Slave:
         self.token = ""
         self.joined = False  # welcomed by a master at least once
         self.seq = 0  # numbers our requests; a resent request keeps its number
+        # Our connections' routing ids, chosen here (never starting with a zero
+        # byte: those are the ROUTER's own): the master honours our token only
+        # from the connections the HELLO names, also after a reconnect.
+        self.request_id = f"req-{uuid.uuid4().hex}"
+        self.beat_id = f"beat-{uuid.uuid4().hex}"
         # The request socket: the real one, or (in-process tests) any object
         # with the same connect/close/ask/send/unprompted/unreachable.
-        self.client = client or LazyPirateClient(config.address, secure, self.patience)
+        self.client = client or LazyPirateClient(config.address, secure, self.patience, self.request_id)
         self.pool = WorkerPool(handle_job, config.concurrency, config.job_timeout)
         self.rate = 0.0  # jobs finished per second, recently
         self.boost = 0  # grows while batches arrive too late to keep the pool busy
@@ -93,7 +98,9 @@ class Slave:
         self.stopping: int | None = None
         self.stop_deadline = 0.0
         watchdog = self.pool.interrupt_overdue_job if config.job_timeout else None
-        self.heartbeat = HeartbeatThread(config.address, self.id, secure, watchdog, self.pool.give_back)
+        self.heartbeat = HeartbeatThread(
+            config.address, self.id, secure, watchdog, self.pool.give_back, self.beat_id.encode()
+        )
         self.error = ""
 
     # ------------------------------------------------ while a request waits
@@ -183,7 +190,15 @@ class Slave:
             self.stop_deadline = time.monotonic()
 
     def _hello(self) -> bool:
-        hello = protocol.hello(self.id, self.host, os.getpid(), self.config.concurrency, self.config.timeout_ms)
+        hello = protocol.hello(
+            self.id,
+            self.host,
+            os.getpid(),
+            self.config.concurrency,
+            self.config.timeout_ms,
+            self.beat_id,
+            self.request_id,
+        )
         while True:
             reply = self.client.ask(hello, self)
             if reply is None:

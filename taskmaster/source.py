@@ -39,6 +39,7 @@ class JobSource:
         self.iterator: Iterator[Any] = iter(())
         self.exhausted = False  # no more jobs will come
         self.error: str | None = None  # the traceback, when get_jobs raised
+        self.crash: str | None = None  # what stopped the source, when it was no Exception of get_jobs
         self.unpicklable_error: str | None = None  # why the run was cut at an unpicklable job
         self.room = gevent.event.Event()
 
@@ -60,7 +61,28 @@ class JobSource:
             self.room.set()
 
     def fill(self) -> None:
-        """The filler greenlet: pull jobs from the iterator whenever the ledger has room."""
+        """The filler greenlet: pull jobs from the iterator whenever the ledger has room.
+
+        Whatever stops it, but being killed at the end of the run, ends the
+        source with an error: the master then finishes the jobs pulled so
+        far and reports it, instead of waiting for ever for jobs that cannot
+        come.
+        """
+        try:
+            self._fill()
+        except gevent.GreenletExit:
+            raise
+        except BaseException as exc:
+            self._crashed(exc)
+            self.exhausted = True
+
+    def _crashed(self, exc: BaseException) -> None:
+        """Not an Exception from get_jobs (a BaseException, or a bug here): the source ends with it."""
+        self.crash = f"{type(exc).__name__}: {exc}"
+        self.error = traceback.format_exc()
+        log.error("the job source stopped on %s", self.crash)
+
+    def _fill(self) -> None:
         ledger = self.ledger
         chunk_size = 1  # grows as fast as the iterator shows it is fast
         while not self.exhausted:
@@ -76,6 +98,10 @@ class JobSource:
                 chunk.extend(islice(self.iterator, n))  # keeps what came before an exception
             except Exception:
                 self.error = traceback.format_exc()
+            except gevent.GreenletExit:
+                raise
+            except BaseException as exc:  # not an Exception: the jobs before it still run
+                self._crashed(exc)
             if self.exhausted:  # cut meanwhile (unpicklable job): drop what came after
                 return
             if chunk:

@@ -2,8 +2,13 @@
 
 Children get their own process group, so a Ctrl-C at the terminal reaches them
 once, through us, rather than twice (a second SIGINT means "stop now"); and
-they are asked (PR_SET_PDEATHSIG) to receive SIGTERM if we die, so that even
-a SIGKILL of the supervisor leaves no process behind for long.
+they ask (PR_SET_PDEATHSIG) to receive SIGTERM if we die, so that even a
+SIGKILL of the supervisor leaves no process behind for long.  Both without
+``preexec_fn``, which runs Python in the forked child and is unsafe when the
+caller has threads (``taskmaster.run`` may be called from any thread): the
+process group is Popen's own, and each child makes its death request itself
+at start-up (``taskmaster.supervised``), told by the environment which
+parent to watch.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import time
 log = logging.getLogger("taskmaster.supervisor")
 
 _PR_SET_PDEATHSIG = 1
+PARENT_ENV = "TASKMASTER_SUPERVISOR_PID"  # tells a child which parent it must not outlive
 
 
 def _load_prctl():
@@ -32,11 +38,25 @@ def _load_prctl():
 _prctl = _load_prctl()
 
 
-def _in_child() -> None:
-    """Runs in the child between fork and exec: own process group, die with us."""
-    os.setpgid(0, 0)
-    if _prctl is not None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def die_with_parent() -> None:
+    """In a child started by a Supervisor: receive SIGTERM when that parent dies.
+
+    The request only covers a parent alive when it is made: a parent already
+    gone by then (the child was adopted) means SIGTERM now.
+    """
+    expected = os.environ.pop(PARENT_ENV, None)
+    if expected is None or _prctl is None:
+        return
+    _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(expected):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _own_process_group() -> dict:
+    """Popen arguments for a child in a process group of its own, set up without Python in the child."""
+    if sys.version_info >= (3, 11):
+        return {"process_group": 0}
+    return {"start_new_session": True}  # a new session is a new process group too
 
 
 def exit_code(returncode: int) -> int:
@@ -50,8 +70,12 @@ class Supervisor:
         self.signals: list[int] = []
 
     def start(self, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-        """Run ``python args...`` as a child (in `env`, default: ours)."""
-        child = subprocess.Popen([sys.executable, *args], preexec_fn=_in_child, env=env)
+        """Run ``python -m module args...`` (`args` = ["-m", module, ...]) as a child (in `env`, default: ours)."""
+        if args[:1] != ["-m"] or len(args) < 2:
+            raise ValueError(f"a supervised child is a module run with -m, not {args[:2]}")
+        env = {**(os.environ if env is None else env), PARENT_ENV: str(os.getpid())}
+        argv = [sys.executable, "-m", "taskmaster.supervised", *args[1:]]
+        child = subprocess.Popen(argv, env=env, **_own_process_group())
         self.children.append(child)
         return child
 

@@ -6,6 +6,7 @@ import hashlib
 import importlib
 import importlib.util
 import os
+import subprocess
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -104,3 +105,41 @@ def parse_kwargs(items: list[str]) -> dict[str, str]:
             raise UsageError("'last' is reserved: taskmaster passes it when a run resumes")
         kwargs[key] = value
     return kwargs
+
+
+_CHECK_FAILED = "taskmaster target check failed: "
+
+
+def check_in_child(targets: list[tuple[str, str]]) -> None:
+    """Load each (spec, default function) in a child Python; UsageError (its message) if one does not load.
+
+    For ``taskmaster.run``: importing a module runs its code and puts a
+    file's directory first on sys.path, which must not happen to the
+    caller's process - its sys.path and sys.modules stay as they were.
+    """
+    argv = [sys.executable, "-m", "taskmaster.target"]
+    for spec, default_function in targets:
+        argv += [spec, default_function]
+    result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if result.returncode == 0:
+        return
+    _, marked, message = result.stderr.rpartition(_CHECK_FAILED)
+    if result.returncode == 2 and marked:
+        raise UsageError(message.strip())
+    lines = result.stderr.strip().splitlines()
+    raise UsageError(f"checking the targets failed (exit code {result.returncode}): {' / '.join(lines[-3:])}")
+
+
+def _check_main(argv: list[str]) -> int:
+    """``python -m taskmaster.target SPEC DEFAULT ...``: load each; the first problem on stderr, exit 2."""
+    try:
+        for spec, default_function in zip(argv[::2], argv[1::2], strict=True):
+            load(spec, default_function)
+    except UsageError as exc:
+        sys.stderr.write(f"{_CHECK_FAILED}{exc}\n")  # marked: the module may write to stderr too
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_check_main(sys.argv[1:]))

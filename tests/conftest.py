@@ -24,6 +24,19 @@ import pytest
 PYTHON = sys.executable
 REPO = Path(__file__).resolve().parent.parent
 
+# The code under test is this checkout, also after a non-editable install
+# (``pip install '.[test]'`` puts a copy in site-packages): this process
+# imports it first, and so does every process the tests start, whoever
+# starts it, through PYTHONPATH.
+if str(REPO) not in sys.path[:1]:
+    sys.path.insert(0, str(REPO))
+os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+if "taskmaster" in sys.modules and not Path(sys.modules["taskmaster"].__file__).resolve().is_relative_to(REPO):
+    raise pytest.UsageError(
+        f"taskmaster was imported from {sys.modules['taskmaster'].__file__} before the tests could import "
+        f"the checkout at {REPO}: run python -m pytest from the checkout"
+    )
+
 
 def tm(command: str, *args: str) -> list[str]:
     """argv for one of the commands: tm("master", "mod") -> python -m taskmaster master mod."""

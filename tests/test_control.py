@@ -325,8 +325,8 @@ def test_python_api_rate_and_max_failures(procs, tmp_path, jobs):
     env = {**env, "TM_FIXED_FILE": str(tmp_path / "fixed")}
     code = (
         "import json, taskmaster\n"
-        f"r = taskmaster.run({str(module)!r}, processes=2, n='200', rate=100, max_failures=3, max_retries=0,\n"
-        f"                   state_file={str(tmp_path / 'api.state')!r})\n"
+        f"r = taskmaster.run({str(module)!r}, processes=2, job_args={{'n': 200}}, rate=100, max_failures=3,\n"
+        f"                   max_retries=0, state_file={str(tmp_path / 'api.state')!r})\n"
         "print(json.dumps([r.exit_code, r.finished, r.failed, r.summary]))\n"
     )
     result = procs.run([sys.executable, "-c", code], env=env, timeout=150)

@@ -155,7 +155,7 @@ def test_python_api_serves_metrics(procs, tmp_path, recording):
     port = free_port()
     code = (
         "import json, taskmaster\n"
-        f"r = taskmaster.run({str(module)!r}, processes=2, n='{N}', max_retries={MAX_RETRIES}, "
+        f"r = taskmaster.run({str(module)!r}, processes=2, job_args={{'n': {N}}}, max_retries={MAX_RETRIES}, "
         f"metrics_address='127.0.0.1:{port}')\n"
         "print(json.dumps([r.exit_code, r.finished, r.failed]))\n"
     )

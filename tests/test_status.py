@@ -159,9 +159,9 @@ def test_python_api_runs_a_job_and_returns_its_result(procs, tmp_path, recording
     module, record, env = recording
     code = (
         "import json, taskmaster\n"
-        f"r = taskmaster.run({str(module)!r}, processes=2, size=500, n='700', concurrency=3)\n"
+        f"r = taskmaster.run({str(module)!r}, processes=2, job_args={{'n': 700}}, size=500, concurrency=3)\n"
         "print(json.dumps([r.exit_code, r.finished, r.failed, r.duration, r.ok]))\n"
-        f"again = taskmaster.run({str(module)!r}, processes=1, n='700')\n"
+        f"again = taskmaster.run({str(module)!r}, processes=1, job_args={{'n': 700}})\n"
         "print(json.dumps([again.exit_code, again.finished, 'already finished' in again.summary]))\n"
     )
     result = procs.run([sys.executable, "-c", code], env=env, timeout=60)

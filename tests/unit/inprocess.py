@@ -74,7 +74,8 @@ class Harness:
         return protocol.decode_from_master(replies[-1]) if replies else None
 
     def hello(self, name: str) -> dict:
-        kind, header, _ = self.send(name.encode(), protocol.hello(name, "host", 1, 4, 2500))
+        # Its liveness connection is NAME-beat (the only one its heartbeats count from).
+        kind, header, _ = self.send(name.encode(), protocol.hello(name, "host", 1, 4, 2500, beat=f"{name}-beat"))
         assert kind == protocol.WELCOME, (kind, header)
         return header
 

@@ -79,6 +79,7 @@ def test_a_lost_slaves_jobs_go_to_another_once_its_lease_runs_out(harness):
     assert h.master.registry.in_flight() == 6 and h.endpoint.last(b"s2")[2] == []
     h.now += 5.0
     h.send(b"s2-beat", protocol.heartbeat("s2", w2["run"], w2["token"]))  # s2 is alive; s1 silent 6 s
+    h.send(b"rogue", protocol.heartbeat("s1", w1["run"], w1["token"]))  # s1's token, not its connection
     h.tick()
     assert h.master.registry.in_flight() == 0
     assert {r["id"]: r["state"] for r in h.master.registry.rows(h.now)} == {"s1": "lost", "s2": "working"}
@@ -134,12 +135,14 @@ def test_stopping_waits_for_the_jobs_in_flight_then_ends_interrupted(harness):
     h.master.stop(signal.SIGTERM, h.now)
     assert h.master.phase is Phase.STOPPING
     assert h.master.snapshot()["state"] == "draining"
-    kind, _, jobs = h.request("s1", welcome, want=4)
-    assert kind == protocol.JOBS and jobs == []  # no new jobs while stopping
-    assert h.tick(1.0) is None and h.master.phase is Phase.STOPPING  # 4 jobs in flight: wait
-    h.request("s1", welcome, want=0, acks=[(header["batch"], header["positions"])])
+    # No new jobs while stopping; the request waits (no ping-pong of NO_JOBS for the whole --grace).
+    assert h.request("s1", welcome, want=4) is None
+    assert h.tick(0.5) is None and h.master.phase is Phase.STOPPING  # 4 jobs in flight: wait
+    h.send(b"s1", protocol.ack("s1", welcome["run"], welcome["token"], [(header["batch"], header["positions"])]))
     h.tick()
     assert h.master.phase is Phase.CLOSING and h.master.ended is EndReason.INTERRUPTED
+    kind, header, _ = h.endpoint.last(b"s1")
+    assert kind == protocol.QUIT and header["reason"] == protocol.QUIT_STOPPING  # the waiting request's answer
     assert h.master.snapshot()["state"] == "finished"
     outcome = h.end()
     assert outcome.code == 128 + signal.SIGTERM

@@ -1,0 +1,46 @@
+"""Which connections may speak for a slave: its token counts only on its own.
+
+A token travels in plaintext without a secret: whoever captured it could
+replay it.  It counts only on the connections of the slave it was issued
+to: the routing id its HELLO came from, the ones that HELLO named
+(``conn.N``: a Lazy Pirate retry opens the next one, and costs no rejoin)
+and, for the liveness thread, ``beat``.  Frames replayed from any other
+connection are refused, and change nothing.  (An attacker who also reads
+those names off the handshake and connects under them is beyond what a run
+without --secret-file can stop.)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from taskmaster.registry import SlaveRecord
+
+log = logging.getLogger("taskmaster.master")
+
+
+class TokenBinding:
+    def __init__(self) -> None:
+        self.refused = 0  # messages with a slave's token from a connection it was not issued on
+
+    @staticmethod
+    def request_connection(slave: SlaveRecord, identity: bytes) -> bytes:
+        """`identity` if it is one of `slave`'s request connections (the HELLO's, or conn.N), else the HELLO's."""
+        if slave.conn and identity.startswith(slave.conn + b".") and identity[len(slave.conn) + 1 :].isdigit():
+            return identity
+        return slave.identity
+
+    def foreign(self, slave: SlaveRecord, identity: bytes, bound: bytes | None) -> bool:
+        """Does a message with `slave`'s token come from a connection other than the one it is bound to?"""
+        if identity == bound:
+            return False
+        self.refused += 1
+        if self.refused in (1, 10, 100) or self.refused % 1000 == 0:
+            log.warning("refused slave %s's token from another connection (%d so far)", slave.id, self.refused)
+        return True
+
+    def foreign_request(self, slave: SlaveRecord, identity: bytes) -> bool:
+        """A REQUEST or ACK: from a connection other than `slave`'s request connections?"""
+        return self.foreign(slave, identity, self.request_connection(slave, identity))
