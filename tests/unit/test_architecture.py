@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the test extra brings tomli on 3.10
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[2]
 
