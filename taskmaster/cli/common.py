@@ -60,6 +60,24 @@ the command line wins.
 """
 
 
+def add_client_options(parser: argparse.ArgumentParser, json_help: str) -> None:
+    """The options of the commands that ask a running master (tm-status, tm-ctl)."""
+    parser.add_argument(
+        "--secret-file",
+        default=None,
+        metavar="PATH",
+        help="the run's secret file, if it has one (default: $TASKMASTER_SECRET_FILE)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=positive_int,
+        default=2500,
+        metavar="MS",
+        help="how long to wait for an answer (default: 2500)",
+    )
+    parser.add_argument("--json", action="store_true", help=json_help)
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors are one line, exit code 2, and whose
     options also come from TASKMASTER_<OPTION> variables (the command line wins)."""

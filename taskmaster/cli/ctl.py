@@ -35,20 +35,7 @@ REFUSED = 4
 def build_parser(prog: str = "tm-ctl") -> common.Parser:
     parser = common.new_parser(prog, DESCRIPTION)
     common.add_address(parser)
-    parser.add_argument(
-        "--secret-file",
-        default=None,
-        metavar="PATH",
-        help="the run's secret file, if it has one (default: $TASKMASTER_SECRET_FILE)",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=common.positive_int,
-        default=2500,
-        metavar="MS",
-        help="how long to wait for an answer (default: 2500)",
-    )
-    parser.add_argument("--json", action="store_true", help="print the answer as one JSON object, for scripts")
+    common.add_client_options(parser, json_help="print the answer as one JSON object, for scripts")
     parser.add_argument(
         "command",
         choices=("pause", "resume", "rate", "stop"),

@@ -29,20 +29,7 @@ WATCH_SECONDS = 2.0
 def build_parser(prog: str = "tm-status") -> common.Parser:
     parser = common.new_parser(prog, DESCRIPTION)
     common.add_address(parser)
-    parser.add_argument(
-        "--secret-file",
-        default=None,
-        metavar="PATH",
-        help="the run's secret file, if it has one (default: $TASKMASTER_SECRET_FILE)",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=common.positive_int,
-        default=2500,
-        metavar="MS",
-        help="how long to wait for an answer (default: 2500)",
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object, for scripts and monitoring")
+    common.add_client_options(parser, json_help="print one JSON object, for scripts and monitoring")
     parser.add_argument(
         "--watch",
         type=common.positive_float,
