@@ -86,7 +86,9 @@ def test_tm_run_metrics_agree_with_the_job_log(procs, tmp_path, recording):
     m = held_at_the_gate(port)
     check_counters_against_the_job_log(m, record)
     assert m["taskmaster_jobs_total"] == N
-    assert m['taskmaster_slaves{state="working"}'] == 2
+    # Both slaves joined (the second may say hello after the first took every job: a busy machine).
+    wait_for(lambda: (scrape(port) or {}).get('taskmaster_slaves{state="working"}') == 2, 60,
+             what="both slaves working in /metrics")
     assert m['taskmaster_run_state{state="draining"}'] == 1  # every job handed out, the gated ones still running
     assert m["taskmaster_paused"] == 0 and m["taskmaster_rate_limit"] == 0
     assert 0 <= m["taskmaster_checkpoint_age_seconds"] < 3600
