@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from taskmaster import forked
 from taskmaster import options as opts
 from taskmaster import target as targets
 from taskmaster.errors import UsageError
@@ -111,19 +112,30 @@ def launch(
     address: str | None = None,
     forward_signals: bool = True,
     check_targets_here: bool = True,
+    fork: forked.Commands | None = None,
 ) -> RunResult:
     """Start the master and the slaves, wait for the master, clean up; the result.
 
     Bad targets are one message here, not one per process: checked in this
     process (tm-run, whose process is its own), or with `check_targets_here`
     False in a child (taskmaster.run, which must leave its caller alone).
+    Given `fork`, the commands' mains (tm-run: one thread, a process of its
+    own), the master and the slaves are forked from this process rather than
+    started afresh (``taskmaster.forked``), and the targets are checked while
+    they start.
     """
     module, _ = targets.split(script, "get_jobs")
     get_jobs = f"{module}:{get_jobs_callback}"
     handle_job = f"{module}:{handle_job_callback}"
-    if check_targets_here:
+
+    def check_targets() -> None:
         targets.load(get_jobs, "get_jobs")
         targets.load(handle_job, "handle_job")
+
+    if fork:
+        forked.preload(monkey_patch=not options.get("no_monkey_patch"))
+    elif check_targets_here:
+        check_targets()
     else:
         targets.check_in_child([(get_jobs, "get_jobs"), (handle_job, "handle_job")])
     kwargs_argv = [f"{key}={value}" for key, value in job_kwargs.items()]
@@ -133,12 +145,12 @@ def launch(
     if address is None:
         address = f"ipc://{os.path.join(private_dir, 'master.sock')}"
     result_file = os.path.join(private_dir, "result.json")
-    master_argv = ["-m", "taskmaster.cli.master", get_jobs, *kwargs_argv, "--address", address]
-    master_argv += opts.flags(options, MASTER_FLAGS) + ["--result-file", result_file]
-    if "--linger" not in master_argv:
-        master_argv += ["--linger", "0"]  # we supervise our slaves: no need to wait for late ones
-    slave_argv = ["-m", "taskmaster.cli.slave", handle_job, "--address", address, "--no-progress"]
-    slave_argv += [f for f in opts.flags(options, SLAVE_FLAGS) if f != "--no-progress"]
+    master_args = [get_jobs, *kwargs_argv, "--address", address]
+    master_args += opts.flags(options, MASTER_FLAGS) + ["--result-file", result_file]
+    if "--linger" not in master_args:
+        master_args += ["--linger", "0"]  # we supervise our slaves: no need to wait for late ones
+    slave_args = [handle_job, "--address", address, "--no-progress"]
+    slave_args += [f for f in opts.flags(options, SLAVE_FLAGS) if f != "--no-progress"]
 
     supervisor = Supervisor()
     # Every setting is on the children's command lines: none from variables.
@@ -148,13 +160,28 @@ def launch(
         restore = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         supervisor.forward_signals()
     started = time.monotonic()
+    gate = forked.Gate() if fork else None
     try:
         # Slaves start with the master, not after it: they take as long to
         # start as it does, and they keep trying to reach it meanwhile.  A
         # master that refuses to start is stopped with them before they have
         # anything to say, so its message is the only one.
-        master = supervisor.start(master_argv, child_env)
-        slaves = [supervisor.start(slave_argv, child_env) for _ in range(processes)]
+        if fork:
+            master = supervisor.adopt(forked.fork(fork.master, master_args, "tm-master", child_env, gate))
+            slaves = [
+                supervisor.adopt(forked.fork(fork.slave, slave_args, "tm-slave", child_env, gate))
+                for _ in range(processes)
+            ]
+            try:
+                check_targets()
+            except BaseException:
+                gate.close()  # they leave without a word: the message is ours
+                raise
+            gate.open()
+        else:
+            master = supervisor.start(["-m", "taskmaster.cli.master", *master_args], child_env)
+            slave_argv = ["-m", "taskmaster.cli.slave", *slave_args]
+            slaves = [supervisor.start(slave_argv, child_env) for _ in range(processes)]
         while not supervisor.wait([master], timeout=0.5):
             if slaves and all(s.poll() not in (None, 0) for s in slaves):
                 # Every slave died (a crash, a bad secret...): nothing will finish the jobs.
@@ -174,6 +201,8 @@ def launch(
             supervisor.stop(slaves, timeout=5)
         return result
     finally:
+        if gate is not None:
+            gate.close()
         supervisor.stop(supervisor.children, timeout=5)
         shutil.rmtree(private_dir, ignore_errors=True)
         if restore:

@@ -13,7 +13,6 @@ import time
 from typing import Any
 
 import zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from taskmaster import security
 from taskmaster.security import CurveKeys
@@ -58,7 +57,7 @@ def ask(address: str, frames: list[bytes], kind: bytes, timeout_ms: int, keys: C
             ready = dict(poller.poll(max(1, int(left * 1000))))
             if sock in ready:
                 return _decode(sock.recv_multipart(), kind, address)
-            if monitor in ready and recv_monitor_message(monitor)["event"] & security.HANDSHAKE_FAILED:
+            if monitor in ready and security.monitor_event(monitor) & security.HANDSHAKE_FAILED:
                 # Keys that do not match fail the same way every time: no point waiting on.
                 raise NoAnswer(
                     f"the master at {address} refused this connection: secrets differ (use the run's "

@@ -12,7 +12,6 @@ import socket as stdlib_socket
 from typing import Any, Protocol
 
 import zmq.green as zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from taskmaster import protocol, security
 from taskmaster.errors import UsageError
@@ -161,7 +160,7 @@ class MasterEndpoint:
     def _note_refusals(self) -> None:
         while True:
             try:
-                recv_monitor_message(self.monitor, zmq.NOBLOCK)
+                security.monitor_event(self.monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return
             self.refusals += 1

@@ -19,7 +19,6 @@ import time
 from typing import Any, Protocol
 
 import zmq.green as zmq
-from zmq.utils.monitor import recv_monitor_message
 
 from taskmaster import security
 from taskmaster.patience import Patience
@@ -88,7 +87,7 @@ class LazyPirateClient:
     def read_handshake_events(self) -> None:
         while True:
             try:
-                event = recv_monitor_message(self.monitor, zmq.NOBLOCK)["event"]
+                event = security.monitor_event(self.monitor, zmq.NOBLOCK)
             except zmq.Again:
                 return
             if event & security.HANDSHAKE_FAILED:

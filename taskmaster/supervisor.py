@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Protocol
 
 log = logging.getLogger("taskmaster.supervisor")
 
@@ -39,16 +40,22 @@ _prctl = _load_prctl()
 
 
 def die_with_parent() -> None:
-    """In a child started by a Supervisor: receive SIGTERM when that parent dies.
+    """In a child started by a Supervisor: receive SIGTERM when that parent dies."""
+    expected = os.environ.pop(PARENT_ENV, None)
+    if expected is not None:
+        die_with(int(expected))
+
+
+def die_with(parent: int) -> None:
+    """Receive SIGTERM when `parent` (our parent now) dies.
 
     The request only covers a parent alive when it is made: a parent already
-    gone by then (the child was adopted) means SIGTERM now.
+    gone by then (we were adopted) means SIGTERM now.
     """
-    expected = os.environ.pop(PARENT_ENV, None)
-    if expected is None or _prctl is None:
+    if _prctl is None:
         return
     _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != int(expected):
+    if os.getppid() != parent:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
@@ -64,9 +71,20 @@ def exit_code(returncode: int) -> int:
     return 128 - returncode if returncode < 0 else returncode
 
 
+class Child(Protocol):
+    """What the Supervisor uses of a child: subprocess.Popen's, or taskmaster.forked's."""
+
+    pid: int
+    returncode: int | None
+
+    def poll(self) -> int | None: ...
+
+    def send_signal(self, signum: int) -> None: ...
+
+
 class Supervisor:
     def __init__(self) -> None:
-        self.children: list[subprocess.Popen] = []
+        self.children: list[Child] = []
         self.signals: list[int] = []
 
     def start(self, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -79,6 +97,11 @@ class Supervisor:
         self.children.append(child)
         return child
 
+    def adopt(self, child: Child) -> Child:
+        """Supervise a child started otherwise (forked by tm-run)."""
+        self.children.append(child)
+        return child
+
     def forward_signals(self) -> None:
         for signum in (signal.SIGINT, signal.SIGTERM):
             signal.signal(signum, self._forward)
@@ -87,7 +110,7 @@ class Supervisor:
         self.signals.append(signum)
         self.send(signum)
 
-    def send(self, signum: int, children: list[subprocess.Popen] | None = None) -> None:
+    def send(self, signum: int, children: list[Child] | None = None) -> None:
         for child in self.children if children is None else children:
             if child.poll() is None:
                 try:
@@ -95,7 +118,7 @@ class Supervisor:
                 except ProcessLookupError:
                     pass
 
-    def wait(self, children: list[subprocess.Popen], timeout: float | None = None) -> bool:
+    def wait(self, children: list[Child], timeout: float | None = None) -> bool:
         """Wait until all of `children` exited; False if `timeout` passed first."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while any(child.poll() is None for child in children):
@@ -104,7 +127,7 @@ class Supervisor:
             time.sleep(0.01)
         return True
 
-    def stop(self, children: list[subprocess.Popen], timeout: float) -> None:
+    def stop(self, children: list[Child], timeout: float) -> None:
         """SIGTERM, then SIGKILL whatever is still running after `timeout`."""
         self.send(signal.SIGTERM, children)
         if not self.wait(children, timeout):

@@ -102,7 +102,12 @@ def main(argv: list[str] | None = None, prog: str = "tm-master") -> int:
         )
         count_jobs = target.optional(args.target, "count_jobs")
         outcome = Master(get_jobs, target_id, kwargs, config, keys, count_jobs).run()
-        counts = {"finished": outcome.finished, "failed": outcome.failed, "exit_code": outcome.code}
+        counts = {
+            "finished": outcome.finished,
+            "failed": outcome.failed,
+            "exit_code": outcome.code,
+            "seconds": round(outcome.duration, 3),
+        }
         if outcome.summary:
             if args.log_format == "json":
                 common.say(prog, outcome.summary, logger="taskmaster.master", event="summary", **counts)

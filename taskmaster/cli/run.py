@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from taskmaster.cli import common
 
 DESCRIPTION = """\
@@ -46,7 +44,8 @@ def main(argv: list[str] | None = None, prog: str = "tm-run") -> int:
     common.check_log_level(parser, args.log_level)
 
     def body() -> int:
-        from taskmaster import api, target
+        from taskmaster import api, forked, target
+        from taskmaster.cli import master, slave
 
         # For our own lines (an error before the run starts); the --log-file is the master's.
         common.setup_logging(args.log_level, "run", None, args.log_format)
@@ -60,9 +59,9 @@ def main(argv: list[str] | None = None, prog: str = "tm-run") -> int:
             args.get_jobs_callback,
             args.handle_job_callback,
             args.address,
+            fork=forked.Commands(master=master.main, slave=slave.main),
         )
-        sys.stdout.flush()
-        return result.exit_code
+        common.exit_now(result.exit_code)
 
     common.run_command(prog, body)
 
