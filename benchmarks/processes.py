@@ -122,7 +122,8 @@ class RssWatch(threading.Thread):
     """Polls the peak RSS (VmHWM) of one process of a run; kills the run above a cap.
 
     The process is the leader itself, or (match) its child whose command line
-    contains `match` - the master that tm-run starts.
+    or name contains `match` (alternatives separated by |) - the master that
+    tm-run starts (older trees) or forks and names tm-master.
     """
 
     def __init__(self, leader: int, match: str | None, cap_kb: int | None, interval: float = 0.02) -> None:
@@ -135,12 +136,14 @@ class RssWatch(threading.Thread):
 
     def _find(self) -> int | None:
         for pid in children(self.leader):
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if self.match and self.match.encode() in f.read():
+            for name in ("cmdline", "comm"):  # a started child's command line; a forked one's name
+                try:
+                    with open(f"/proc/{pid}/{name}", "rb") as f:
+                        seen = f.read()
+                    if self.match and any(m.encode() in seen for m in self.match.split("|")):
                         return pid
-            except OSError:
-                pass
+                except OSError:
+                    pass
         return None
 
     def run(self) -> None:

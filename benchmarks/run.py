@@ -255,7 +255,7 @@ class Bench:
                 argv += ["--rate", FAR_ABOVE]
             # TMPDIR: tm-run's private ipc directory lands in cwd, removed with it.
             env = {"TMPDIR": str(cwd), **self.tm_env}
-            ex = execute(argv, cwd=cwd, timeout=self.plan.timeout, env=env, watch="taskmaster.cli.master",
+            ex = execute(argv, cwd=cwd, timeout=self.plan.timeout, env=env, watch="taskmaster.cli.master|tm-master",
                          cap_kb=cap_kb)
             if not (attempt == 1 and transport == "tcp" and "already in use" in ex.stderr):
                 break

@@ -26,10 +26,10 @@ _LAZY = {
     "run": "taskmaster.api",
     "RunResult": "taskmaster.api",
     "Master": "taskmaster.master",
-    "MasterConfig": "taskmaster.master",
+    "MasterConfig": "taskmaster.config",
     "Outcome": "taskmaster.outcome",
     "Slave": "taskmaster.slave",
-    "SlaveConfig": "taskmaster.slave",
+    "SlaveConfig": "taskmaster.config",
     "UsageError": "taskmaster.errors",
 }
 

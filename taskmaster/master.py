@@ -22,17 +22,16 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import gevent
 
 from taskmaster import checkpoint, failures, protocol, reports, serving, status
 from taskmaster.binding import TokenBinding
+from taskmaster.config import MasterConfig
 from taskmaster.control import Controls
 from taskmaster.dispatch import Dispatcher
 from taskmaster.endpoint import MasterEndpoint, Transport
-from taskmaster.halting import FailureLimit
 from taskmaster.ledger import Ledger
 from taskmaster.opening import open_run
 from taskmaster.outcome import EndDetail, EndReason, Outcome, Tally
@@ -46,27 +45,6 @@ from taskmaster.source import JobSource
 from taskmaster.throttle import Throttle
 
 log = logging.getLogger("taskmaster.master")
-
-
-
-@dataclass
-class MasterConfig:
-    address: str = "tcp://127.0.0.1:3050"
-    size: int = 10000
-    state_path: str = "taskmaster.state"
-    failures_path: str = "taskmaster.failures.jsonl"
-    reset: bool = False
-    retry_failed: bool = False
-    lease_timeout: float = 30.0
-    max_retries: int = 3
-    grace: float = 10.0
-    checkpoint_interval: float = 1.0
-    progress: bool = True
-    total: int | None = None
-    linger: float = 3.0
-    metrics_address: str | None = None  # serve /metrics here (see taskmaster.metrics)
-    rate: float | None = None  # --rate: jobs started per second, at most
-    max_failures: FailureLimit | None = None  # --max-failures: halt past this
 
 
 class Master:

@@ -20,8 +20,8 @@ from taskmaster.outcome import Outcome
 from taskmaster.source import JobSource
 
 if TYPE_CHECKING:
+    from taskmaster.config import MasterConfig
     from taskmaster.failures import FailedJobs
-    from taskmaster.master import MasterConfig
 
 log = logging.getLogger("taskmaster.master")
 

@@ -17,9 +17,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from taskmaster.config import DEFAULT_ADDRESS, MasterConfig, SlaveConfig
 from taskmaster.errors import UsageError
 
-DEFAULT_ADDRESS = "tcp://127.0.0.1:3050"
+# The defaults are the config classes' (taskmaster.config), never written here.
+MASTER = MasterConfig()
+SLAVE = SlaveConfig()
 ENV_PREFIX = "TASKMASTER_"
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
@@ -135,7 +138,7 @@ class Option:
 COMMON_OPTIONS = [
     Option("--log-level", str, "info", "log verbosity: debug, info, warning or error (default: info)", "LEVEL"),
     Option("--log-file", str, None, "also append log lines to this file", "PATH"),
-    Option("--no-progress", None, False, "no progress bar or periodic progress lines"),
+    Option("--no-progress", None, not MASTER.progress, "no progress bar or periodic progress lines"),
     Option("--no-monkey-patch", None, False, "do not apply gevent's monkey patching before loading the module"),
     Option(
         "--log-format",
@@ -148,17 +151,19 @@ COMMON_OPTIONS = [
 ]
 
 MASTER_OPTIONS = [
-    Option("--size", positive_int, 10000, "most jobs held at once, buffered or in flight (default: 10000)", "N"),
+    Option(
+        "--size", positive_int, MASTER.size, "most jobs held at once, buffered or in flight (default: %(default)s)", "N"
+    ),
     Option("--state-file", str, None, "checkpoint file (default: derived from the target and arguments, in .)", "PATH"),
     Option(
         "--failures-file", str, None, "where jobs failed for good are recorded (default: beside the state file)", "PATH"
     ),
-    Option("--reset", None, False, "discard the saved state and start from the beginning"),
-    Option("--retry-failed", None, False, "run exactly the jobs in the failures file again"),
+    Option("--reset", None, MASTER.reset, "discard the saved state and start from the beginning"),
+    Option("--retry-failed", None, MASTER.retry_failed, "run exactly the jobs in the failures file again"),
     Option(
         "--total",
         positive_int,
-        None,
+        MASTER.total,
         "how many jobs there are, for percent done and ETA (default: the module's count_jobs(**kwargs), if it has one)",
         "N",
     ),
@@ -166,30 +171,36 @@ MASTER_OPTIONS = [
     Option(
         "--checkpoint-every",
         positive_float,
-        1.0,
-        "seconds between two writes of the state file while jobs finish (default: 1)",
+        MASTER.checkpoint_interval,
+        "seconds between two writes of the state file while jobs finish (default: %(default)s)",
         "SECONDS",
     ),
     Option(
         "--linger",
         non_negative_float,
-        3.0,
+        MASTER.linger,
         "stay reachable at least this long after starting, so slaves "
-        "started with the master are told to quit even when the run ends first (default: 3)",
+        "started with the master are told to quit even when the run ends first (default: %(default)s)",
         "SECONDS",
     ),
     Option(
         "--lease-timeout",
         positive_float,
-        30.0,
-        "seconds a slave may stay silent before its jobs go to others (default: 30)",
+        MASTER.lease_timeout,
+        "seconds a slave may stay silent before its jobs go to others (default: %(default)s)",
         "SECONDS",
     ),
-    Option("--max-retries", non_negative_int, 3, "retries of a job whose handler raised (default: 3)", "N"),
+    Option(
+        "--max-retries",
+        non_negative_int,
+        MASTER.max_retries,
+        "retries of a job whose handler raised (default: %(default)s)",
+        "N",
+    ),
     Option(
         "--metrics-address",
         metrics_address,
-        None,
+        MASTER.metrics_address,
         "serve Prometheus metrics at http://HOST:PORT/metrics; PORT alone or :PORT means 127.0.0.1:PORT, "
         "* as HOST every interface (default: no metrics)",
         "HOST:PORT",
@@ -197,14 +208,14 @@ MASTER_OPTIONS = [
     Option(
         "--rate",
         rate,
-        None,
+        MASTER.rate,
         "start at most N jobs a second across all slaves; tm-ctl rate changes it live (default: no limit)",
         "N",
     ),
     Option(
         "--max-failures",
         failure_limit,
-        None,
+        MASTER.max_failures,
         "LIMIT is N or P%%: halt the run once more than N jobs failed for good in this run, or more than "
         "P%% of the jobs resolved in it (judged from 1,000 resolved on) (default: never)",
         "LIMIT",
@@ -212,16 +223,34 @@ MASTER_OPTIONS = [
 ]
 
 SLAVE_OPTIONS = [
-    Option("--concurrency", positive_int, 10, "greenlets running jobs at once in each slave (default: 10)", "N"),
-    Option("--timeout", positive_int, 2500, "milliseconds to wait for the master's answer (default: 2500)", "MS"),
-    Option("--retries", positive_int, 3, "tries before giving up on the master (default: 3)", "N"),
     Option(
-        "--job-timeout", positive_float, None, "fail a job that runs longer than this (default: no limit)", "SECONDS"
+        "--concurrency",
+        positive_int,
+        SLAVE.concurrency,
+        "greenlets running jobs at once in each slave (default: %(default)s)",
+        "N",
+    ),
+    Option(
+        "--timeout",
+        positive_int,
+        SLAVE.timeout_ms,
+        "milliseconds to wait for the master's answer (default: %(default)s)",
+        "MS",
+    ),
+    Option(
+        "--retries", positive_int, SLAVE.retries, "tries before giving up on the master (default: %(default)s)", "N"
+    ),
+    Option(
+        "--job-timeout",
+        positive_float,
+        SLAVE.job_timeout,
+        "fail a job that runs longer than this (default: no limit)",
+        "SECONDS",
     ),
     Option(
         "--wait-for-master",
         non_negative_float,
-        None,
+        SLAVE.wait_for_master,
         "keep trying to reach the master this long, at the start and whenever it goes away, "
         "before giving up; 0: for ever (default: --timeout x --retries)",
         "SECONDS",
@@ -240,8 +269,8 @@ SHARED_OPTIONS = [
     Option(
         "--grace",
         positive_float,
-        10.0,
-        "on SIGINT/SIGTERM, seconds to wait for the jobs in flight before stopping (default: 10)",
+        MASTER.grace,
+        "on SIGINT/SIGTERM, seconds to wait for the jobs in flight before stopping (default: %(default)s)",
         "SECONDS",
     ),
 ]

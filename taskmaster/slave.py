@@ -23,12 +23,12 @@ import socket as stdlib_socket
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import gevent
 
 from taskmaster import protocol
+from taskmaster.config import SlaveConfig
 from taskmaster.heartbeat import HeartbeatThread
 from taskmaster.lazy_pirate import LazyPirateClient
 from taskmaster.patience import Patience
@@ -47,21 +47,6 @@ MAX_COVER_SECONDS = 0.05
 MAX_PREFETCH = 20000
 STOPPING_MASTER_PAUSE = 0.5  # between two hellos while a stopping master still answers "quit"
 DRY_SECONDS = 0.0002  # a pool idle longer than this (and half a job) before a batch came wants more at once
-
-
-@dataclass
-class SlaveConfig:
-    address: str = "tcp://127.0.0.1:3050"
-    concurrency: int = 10
-    timeout_ms: int = 2500
-    retries: int = 3
-    job_timeout: float | None = None
-    grace: float = 10.0
-    progress: bool = True
-    # Seconds to keep trying to reach the master before giving up (0: for
-    # ever); None: --retries tries of --timeout.  On a cluster engine slaves
-    # may come up long before their master, or while it restarts.
-    wait_for_master: float | None = None
 
 
 class Slave:

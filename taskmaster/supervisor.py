@@ -25,6 +25,7 @@ from typing import Protocol
 log = logging.getLogger("taskmaster.supervisor")
 
 _PR_SET_PDEATHSIG = 1
+_PR_SET_NAME = 15
 PARENT_ENV = "TASKMASTER_SUPERVISOR_PID"  # tells a child which parent it must not outlive
 
 
@@ -57,6 +58,12 @@ def die_with(parent: int) -> None:
     _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def name_process(name: str) -> None:
+    """Show this process as `name` in ps and top (its comm, 15 bytes at most); its command line stays."""
+    if _prctl is not None:
+        _prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]))
 
 
 def _own_process_group() -> dict:

@@ -220,24 +220,6 @@ def log_to_file(logger: str, message: str) -> None:
             handler.handle(record)
 
 
-def exit_now(code: int) -> NoReturn:
-    """End the process at once, as at its end but without tearing down its modules.
-
-    For tm-run once its run is over and its children are reaped: taking
-    gevent's and zmq's modules apart costs 30-50 ms, a tenth of a small run.
-    The atexit functions still run (logging's flush among them).
-    """
-    import atexit
-
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(code)
-
-
 def run_command(prog: str, main: Callable[[], int]) -> NoReturn:
     """Run a command's body: UsageError becomes one line and exit code 2."""
     try:

@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None, prog: str = "tm-run") -> int:
             args.address,
             fork=forked.Commands(master=master.main, slave=slave.main),
         )
-        common.exit_now(result.exit_code)
+        # The run is over and every child reaped: end now, without the teardown.
+        forked.end_process(result.exit_code)
 
     common.run_command(prog, body)
 
