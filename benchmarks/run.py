@@ -601,11 +601,28 @@ def build_rows(bench: Bench, systems: list[str], workloads: list[str]) -> list[R
         rows += rate_rows(bench)
     for workload in realwork.WORKLOADS:
         if workload in workloads:
-            for key in realwork.SYSTEMS:
-                if key in systems:
-                    rows.append(realwork_row(bench, key, workload))
+            keys = [key for key in realwork.SYSTEMS if key in systems]
+            if workload in bench.specs:
+                interleave(bench, keys, workload)
+            for key in keys:
+                rows.append(realwork_row(bench, key, workload))
     add_ratios(rows)
     return rows
+
+
+def interleave(bench: Bench, keys: list[str], kind: str) -> None:
+    """Measure the systems taking turns, repetition by repetition (the rows then read these runs).
+
+    This machine's speed drifts by 10-20 % over minutes (shared hosts): run
+    one system's repetitions after another's and the drift lands in their
+    ratio.  Taking turns spreads it over all of them alike.
+    """
+    for rep in range(1, bench.plan.reps + 1):
+        for key in keys:
+            n1, n2 = bench.plan.pair(kind, key)
+            run_key = system_key_for_runs(key, kind, bench)
+            bench.measure(run_key, kind, n1, rep)
+            bench.measure(run_key, kind, n2, rep)
 
 
 def realwork_row(bench: Bench, key: str, workload: str) -> Row:
