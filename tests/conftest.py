@@ -330,3 +330,4 @@ def wait_listening(proc: subprocess.Popen, log: Path, timeout: float = 30) -> st
         return match and match.group(1)
 
     return wait_for(listening, timeout, what=f"'listening on' in {log.name}")
+

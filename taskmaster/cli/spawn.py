@@ -28,25 +28,34 @@ def main(argv: list[str] | None = None, prog: str = "tm-spawn") -> int:
     common.check_log_level(parser, args.log_level)
 
     def body() -> int:
-        from taskmaster import target
+        from taskmaster import forked, target
+        from taskmaster.cli import slave
         from taskmaster.supervisor import Supervisor, exit_code
 
         # For our own lines (an error before the slaves start); the --log-file is the slaves'.
         common.setup_logging(args.log_level, "spawn", None, args.log_format)
 
-        target.load(args.target, "handle_job")  # a bad target: one message, not N
         module, function = target.split(args.target, "handle_job")
-        child_argv = ["-m", "taskmaster.cli.slave", f"{module}:{function}", "--address", args.address]
-        child_argv += common.to_argv(args, SLAVE_FLAGS)
+        slave_args = [f"{module}:{function}", "--address", args.address, *common.to_argv(args, SLAVE_FLAGS)]
         # Every setting is on the children's command lines: none from variables.
         child_env = common.child_environment(parser)
+        # The slaves are forked from here, the imports done once (see taskmaster.forked).
+        forked.preload(monkey_patch=not args.no_monkey_patch)
         supervisor = Supervisor()
         supervisor.forward_signals()
-        for _ in range(args.processes):
-            supervisor.start(child_argv, child_env)
-        supervisor.wait(supervisor.children)
+        gate = forked.Gate()
+        try:
+            for _ in range(args.processes):
+                supervisor.adopt(forked.fork(slave.main, slave_args, "tm-slave", child_env, gate))
+            target.load(args.target, "handle_job")  # a bad target: one message, not N
+            gate.open()
+            supervisor.wait(supervisor.children)
+        finally:
+            gate.close()  # a bad target (or an interruption): the slaves leave without a word
+            supervisor.stop(supervisor.children, timeout=5)
         codes = [exit_code(child.returncode) for child in supervisor.children]
-        return next((code for code in codes if code != 0), 0)
+        # Every slave reaped: end now, without the teardown.
+        forked.end_process(next((code for code in codes if code != 0), 0))
 
     common.run_command(prog, body)
 
