@@ -26,11 +26,34 @@ class TokenBinding:
         self.refused = 0  # messages with a slave's token from a connection it was not issued on
 
     @staticmethod
-    def request_connection(slave: SlaveRecord, identity: bytes) -> bytes:
-        """`identity` if it is one of `slave`'s request connections (the HELLO's, or conn.N), else the HELLO's."""
+    def connection_number(slave: SlaveRecord, identity: bytes) -> int | None:
+        """N if `identity` is `slave`'s request connection conn.N, else None."""
         if slave.conn and identity.startswith(slave.conn + b".") and identity[len(slave.conn) + 1 :].isdigit():
-            return identity
-        return slave.identity
+            return int(identity[len(slave.conn) + 1 :])
+        return None
+
+    def request_connection(self, slave: SlaveRecord, identity: bytes) -> bytes:
+        """`identity` if it is one of `slave`'s request connections (the HELLO's, or conn.N), else the HELLO's."""
+        return identity if self.connection_number(slave, identity) is not None else slave.identity
+
+    def stale_request(self, slave: SlaveRecord, identity: bytes) -> bool:
+        """Is this request from a connection older than the newest `slave` has used - one it gave up?
+
+        A Lazy Pirate retry closes the socket whose request went unanswered
+        and sends the same request on the next one.  What the old TCP
+        connection still held can reach us after a network cut heals, after
+        the retry: answering it would lease jobs to a connection nobody reads
+        (and, taken for "the same request again", take back the batch the
+        retry's answer gave the slave).  Everything in it comes again on the
+        newer connection, so it is ignored.
+        """
+        number = self.connection_number(slave, identity)
+        if number is None:
+            return False
+        if number < slave.newest_conn:
+            return True
+        slave.newest_conn = number
+        return False
 
     def foreign(self, slave: SlaveRecord, identity: bytes, bound: bytes | None) -> bool:
         """Does a message with `slave`'s token come from a connection other than the one it is bound to?"""

@@ -270,6 +270,8 @@ class Master:
             # The token, replayed from another connection: nothing changes.
             self.endpoint.send(identity, protocol.reset("that token belongs to another connection; say hello again"))
             return
+        if self.binding.stale_request(slave, identity):
+            return  # a late copy from a connection the slave gave up: it asked again on a newer one
         slave.identity = identity  # the slave's current connection (a Lazy Pirate retry opens a new one)
         self.registry.seen(slave, now)
         if msg.seq == slave.last_seq and slave.last_batch in slave.batches:

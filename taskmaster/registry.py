@@ -65,6 +65,7 @@ class SlaveRecord:
     queue: list[tuple[int, int, int]] = field(default_factory=list)  # (batch, next, end) not started, as reported
     beat_identity: bytes | None = None  # its liveness thread's socket: where recalls go
     conn: bytes = b""  # its request connections are named conn.N (a reconnect takes the next N)
+    newest_conn: int = 0  # the highest N a request of it came from: older connections are ones it gave up
     recalled_at: float = -1.0
 
     @property

@@ -8,6 +8,7 @@ killing one group is not enough).
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -43,10 +44,26 @@ def tm(command: str, *args: str) -> list[str]:
     return [PYTHON, "-m", "taskmaster", command, *map(str, args)]
 
 
+# Each pytest-xdist worker takes its ports from a range of its own, below the
+# kernel's ephemeral ports, and in turn: a port one test let go (a master it
+# killed, to restart) is never another test's, so no slave ever reaches the
+# master of a test running beside it.
+PORTS_PER_WORKER = 800
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+_port_base = 20000 + PORTS_PER_WORKER * (int(_worker[2:]) if _worker[2:].isdigit() else 0) % 12000
+_port_turn = itertools.count()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(PORTS_PER_WORKER):
+        port = _port_base + next(_port_turn) % PORTS_PER_WORKER
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use (by another program): the next one
+            return port
+    raise RuntimeError(f"no free port in {_port_base}..{_port_base + PORTS_PER_WORKER - 1}")
 
 
 def tcp_address() -> str:
