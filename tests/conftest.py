@@ -8,6 +8,7 @@ killing one group is not enough).
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import re
@@ -164,6 +165,33 @@ class Procs:
                 proc.communicate(timeout=10)
             except (subprocess.TimeoutExpired, ValueError):
                 pass
+
+
+@pytest.fixture(autouse=True)
+def machine_share(request, tmp_path_factory):
+    """Tests marked ``alone`` run with no other test beside them, also in pytest-xdist's workers.
+
+    They measure how well a run keeps its slaves busy, which a neighbour
+    test taking the cores would spoil.  A readers-writer lock on files the
+    workers share: every other test holds the machine shared; an ``alone``
+    test closes the turnstile (no new test starts), waits for the running
+    ones to end, and holds the machine alone.
+    """
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        yield
+        return
+    shared_dir = tmp_path_factory.getbasetemp().parent  # the same for every worker of this run
+    alone = request.node.get_closest_marker("alone") is not None
+    with open(shared_dir / "turnstile.lock", "a") as turnstile, open(shared_dir / "machine.lock", "a") as machine:
+        fcntl.flock(turnstile, fcntl.LOCK_EX)
+        fcntl.flock(machine, fcntl.LOCK_EX if alone else fcntl.LOCK_SH)
+        if not alone:
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
+        try:
+            yield
+        finally:
+            fcntl.flock(machine, fcntl.LOCK_UN)
+            fcntl.flock(turnstile, fcntl.LOCK_UN)
 
 
 @pytest.fixture

@@ -80,7 +80,8 @@ def _start(procs, argv: list, log: Path, env: dict) -> subprocess.Popen:
         return procs.start(list(map(str, argv)), env=env, stdout=f, stderr=f)
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.alone  # it samples how busy 32 slaves are kept: no neighbour test may take the cores
+@pytest.mark.timeout(300)  # of which up to two minutes waiting for the tests running beside it to end
 def test_32_slaves_50_greenlets_each_all_busy(procs, tmp_path):
     module = write_module(tmp_path, "fanjobs", FANOUT_MODULE)
     record = tmp_path / "handled.txt"
