@@ -90,11 +90,11 @@ class Gate:
         self.close()
 
     def close(self) -> None:
+        """Close our ends, once: a second close could hit a file that reuses the number meanwhile."""
         for fd in (self.read_end, self.write_end):
-            try:
+            if fd >= 0:
                 os.close(fd)
-            except OSError:
-                pass  # already closed
+        self.read_end = self.write_end = -1
 
     def wait(self) -> bool:
         """In a child: True once the parent lets us go, False if it sends us away."""
