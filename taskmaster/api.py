@@ -160,24 +160,14 @@ def launch(
         restore = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         supervisor.forward_signals()
     started = time.monotonic()
-    gate = forked.Gate() if fork else None
     try:
         # Slaves start with the master, not after it: they take as long to
         # start as it does, and they keep trying to reach it meanwhile.  A
         # master that refuses to start is stopped with them before they have
         # anything to say, so its message is the only one.
         if fork:
-            master = supervisor.adopt(forked.fork(fork.master, master_args, "tm-master", child_env, gate))
-            slaves = [
-                supervisor.adopt(forked.fork(fork.slave, slave_args, "tm-slave", child_env, gate))
-                for _ in range(processes)
-            ]
-            try:
-                check_targets()
-            except BaseException:
-                gate.close()  # they leave without a word: the message is ours
-                raise
-            gate.open()
+            children = [(fork.master, master_args, "tm-master")] + [(fork.slave, slave_args, "tm-slave")] * processes
+            master, *slaves = forked.fork_children(supervisor, children, child_env, check_targets)
         else:
             master = supervisor.start(["-m", "taskmaster.cli.master", *master_args], child_env)
             slave_argv = ["-m", "taskmaster.cli.slave", *slave_args]
@@ -201,8 +191,6 @@ def launch(
             supervisor.stop(slaves, timeout=5)
         return result
     finally:
-        if gate is not None:
-            gate.close()
         supervisor.stop(supervisor.children, timeout=5)
         shutil.rmtree(private_dir, ignore_errors=True)
         if restore:

@@ -29,12 +29,12 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NoReturn
 
 from taskmaster import patching
-from taskmaster.supervisor import die_with, name_process
+from taskmaster.supervisor import Supervisor, die_with, name_process
 
 # What every child needs, imported before the fork (after the patching, as
 # gevent wants).
@@ -124,6 +124,28 @@ class ForkedChild:
 
     def send_signal(self, signum: int) -> None:
         os.kill(self.pid, signum)
+
+
+def fork_children(
+    supervisor: Supervisor,
+    children: Sequence[tuple[Command, list[str], str]],
+    env: Mapping[str, str],
+    check_targets: Callable[[], None],
+) -> list[ForkedChild]:
+    """Fork a child per ``(command, argv, prog)``, supervised; let them go once `check_targets` passed.
+
+    The targets are checked here while the children start.  Should the check
+    raise (a bad target), the gate closes unopened: the children leave
+    without a word, exit 2, and the exception is the one message.
+    """
+    gate = Gate()
+    try:
+        started = [supervisor.adopt(fork(command, argv, prog, env, gate)) for command, argv, prog in children]
+        check_targets()
+        gate.open()
+        return started
+    finally:
+        gate.close()
 
 
 def fork(

@@ -43,16 +43,16 @@ def main(argv: list[str] | None = None, prog: str = "tm-spawn") -> int:
         forked.preload(monkey_patch=not args.no_monkey_patch)
         supervisor = Supervisor()
         supervisor.forward_signals()
-        gate = forked.Gate()
         try:
-            for _ in range(args.processes):
-                supervisor.adopt(forked.fork(slave.main, slave_args, "tm-slave", child_env, gate))
-            target.load(args.target, "handle_job")  # a bad target: one message, not N
-            gate.open()
+            forked.fork_children(
+                supervisor,
+                [(slave.main, slave_args, "tm-slave")] * args.processes,
+                child_env,
+                lambda: target.load(args.target, "handle_job"),  # a bad target: one message, not N
+            )
             supervisor.wait(supervisor.children)
         finally:
-            gate.close()  # a bad target (or an interruption): the slaves leave without a word
-            supervisor.stop(supervisor.children, timeout=5)
+            supervisor.stop(supervisor.children, timeout=5)  # after a bad target or an interruption
         codes = [exit_code(child.returncode) for child in supervisor.children]
         # Every slave reaped: end now, without the teardown.
         forked.end_process(next((code for code in codes if code != 0), 0))
