@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from importlib.machinery import PathFinder
+
 _patched = False  # once per process: tm-run's forked children come patched
+PLUGIN_GROUP = "gevent.plugins"  # the entry point groups gevent calls while it patches start with this
+# gevent's own plugin: a warning when signal is patched but not os (patch_all patches both).
+GEVENTS_OWN_PLUGINS = {("gevent.plugins.monkey.will_patch_all", "gevent.monkey:_subscribe_signal_os")}
 
 
 def monkey_patch(skip: bool) -> None:
@@ -10,22 +17,87 @@ def monkey_patch(skip: bool) -> None:
 
     So that ordinary blocking libraries (socket, time.sleep, urllib...) used
     by get_jobs or handle_job cooperate with the greenlets.
+
+    While it patches, gevent announces each step to plugins registered as
+    entry points: it imports importlib.metadata (30 ms) and scans every
+    installed distribution's metadata 25 times (0.1 s), on every start of
+    every master and slave.  Where the only plugin installed is gevent's own
+    (the usual case, read off the metadata files in a millisecond), it is
+    called directly; otherwise gevent looks them up, from one scan.
     """
     global _patched
-    if not skip and not _patched:
-        _patched = True
-        from importlib import metadata
+    if skip or _patched:
+        return
+    _patched = True
+    from gevent import events, monkey
 
-        from gevent import monkey
+    if _declared_plugins() <= GEVENTS_OWN_PLUGINS:
 
-        # patch_all announces each module it patches to plugins registered as
-        # entry points, and looks them up afresh every time: 25 scans of every
-        # installed distribution's metadata, about 0.1 s of each process's
-        # start-up.  One scan serves them all; plugins are still called.
-        real_entry_points = metadata.entry_points
-        every = real_entry_points()
-        metadata.entry_points = lambda **params: every.select(**params) if params else every
+        def notify(event: object) -> None:
+            events.notify(event)  # the subscribers registered in this process
+            if isinstance(event, events.GeventWillPatchAllEvent):
+                monkey._subscribe_signal_os(event)
+
+        real_notify = events.notify_and_call_entry_points
+        events.notify_and_call_entry_points = notify
         try:
             monkey.patch_all()
         finally:
-            metadata.entry_points = real_entry_points
+            events.notify_and_call_entry_points = real_notify
+        return
+    from importlib import metadata
+
+    real_entry_points = metadata.entry_points
+    every = real_entry_points()
+    metadata.entry_points = lambda **params: every.select(**params) if params else every
+    try:
+        monkey.patch_all()
+    finally:
+        metadata.entry_points = real_entry_points
+
+
+def _declared_plugins() -> set[tuple[str, str]]:
+    """(group, object) of every gevent plugin the installed distributions declare, read off their files.
+
+    Only ``*.dist-info`` and ``*.egg-info`` directories on sys.path are read;
+    anything else that may hold distributions (a zip on sys.path, a finder
+    other than the standard one) yields an unknown plugin, so that gevent
+    looks for itself.
+    """
+    unknown = {("?", "?")}
+    if any(hasattr(finder, "find_distributions") and finder is not PathFinder for finder in sys.meta_path):
+        return unknown
+    found: set[tuple[str, str]] = set()
+    for entry in sys.path:
+        directory = entry or "."
+        if os.path.isfile(directory):
+            return unknown
+        try:
+            names = os.listdir(directory)
+        except OSError:
+            continue
+        for name in names:
+            if name.endswith((".dist-info", ".egg-info")):
+                try:
+                    with open(os.path.join(directory, name, "entry_points.txt"), encoding="utf-8") as f:
+                        text = f.read()
+                except FileNotFoundError:
+                    continue
+                except (OSError, UnicodeDecodeError):
+                    return unknown
+                if PLUGIN_GROUP in text:
+                    found |= _plugin_entries(text)
+    return found
+
+
+def _plugin_entries(text: str) -> set[tuple[str, str]]:
+    """(group, object) of the gevent plugin entry points in one entry_points.txt."""
+    entries: set[tuple[str, str]] = set()
+    group = ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("[") and line.endswith("]"):
+            group = line[1:-1].strip()
+        elif group.startswith(PLUGIN_GROUP) and "=" in line:
+            entries.add((group, line.split("=", 1)[1].strip()))
+    return entries

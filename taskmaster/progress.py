@@ -15,10 +15,12 @@ import logging
 import os
 import sys
 import time
-
-import progressbar
+from typing import TYPE_CHECKING
 
 from taskmaster.status import duration_text
+
+if TYPE_CHECKING:
+    import progressbar  # imported where a bar is drawn: most runs (pipes, logs) never draw one
 
 log = logging.getLogger("taskmaster.progress")
 
@@ -69,8 +71,13 @@ class Progress:
         self.first: int | None = None  # jobs already done when this run started (a resume)
         self.last: tuple[int, str, int] = (0, "", 0)
         self.paused = False  # the master is paused (tm-ctl pause): said first, on the bar and the log line
-        self.mark = progressbar.FormatCustomText("%(mark)s", {"mark": ""})
+        # The bar's "PAUSED | " mark; made only for a drawn bar, as progressbar
+        # imports its widgets on first use (35 ms of a master's start).
+        self.mark: progressbar.FormatCustomText | None = None
         if enabled and _may_draw and can_draw(self.stream):
+            import progressbar
+
+            self.mark = progressbar.FormatCustomText("%(mark)s", {"mark": ""})
             self.bar = self._drawn_bar() if total else self._counter_line()
             self.bar.start()
 
@@ -81,6 +88,8 @@ class Progress:
         and on an 80-column terminal there would be none left (tm-status
         shows the queue).
         """
+        import progressbar
+
         widgets: list = [
             self.mark,
             progressbar.Percentage(),
@@ -104,6 +113,8 @@ class Progress:
         )
 
     def _counter_line(self) -> progressbar.ProgressBar:
+        import progressbar
+
         widgets: list = [self.mark, "completed ", progressbar.Counter()]
         if self.show_queue:
             widgets += [" | in queue ", progressbar.Variable("queue", width=1, format="{formatted_value}")]
@@ -127,7 +138,8 @@ class Progress:
         resolved = completed if resolved is None else resolved
         if paused != self.paused:
             self.paused = paused
-            self.mark.update_mapping(mark="PAUSED | " if paused else "")
+            if self.mark is not None:
+                self.mark.update_mapping(mark="PAUSED | " if paused else "")
         if self.first is None:
             self.first = resolved
         self.last = (completed, queue, resolved)
