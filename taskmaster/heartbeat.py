@@ -11,6 +11,7 @@ gets them while this one is still busy with a long job.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -52,15 +53,25 @@ class HeartbeatThread:
         self.interval = 10.0
         self.stopped = False
         self._finished = _allocate_lock()
+        self._wake_read = self._wake_write = -1
 
     def start(self) -> None:
         self._finished.acquire()
+        # stop() writes a byte here: the thread, waiting on its socket and this
+        # pipe, ends at once rather than at the end of its step.
+        self._wake_read, self._wake_write = os.pipe()
         _start_new_thread(self._loop, ())
 
     def stop(self, wait: float = 1.0) -> None:
         self.stopped = True
+        if self._wake_write < 0:
+            return  # never started
+        os.write(self._wake_write, b"x")
         if self._finished.acquire(True, wait):
             self._finished.release()
+            for fd in (self._wake_read, self._wake_write):
+                os.close(fd)
+            self._wake_read = self._wake_write = -1
 
     def _loop(self) -> None:
         context = zmq.Context()
@@ -75,6 +86,9 @@ class HeartbeatThread:
             if self.routing_id:
                 sock.setsockopt(zmq.ROUTING_ID, self.routing_id)
             sock.connect(self.address)
+            poller = zmq.Poller()
+            poller.register(sock, zmq.POLLIN)
+            poller.register(self._wake_read, zmq.POLLIN)
             last_beat, beat_run = 0.0, ""
             while not self.stopped:
                 now = time.monotonic()
@@ -84,7 +98,7 @@ class HeartbeatThread:
                     self._send(sock, protocol.heartbeat(self.slave_id, self.run_id, self.token))
                 if self.watchdog is not None:
                     self.watchdog()
-                if sock.poll(STEP_SECONDS * 1000):
+                if sock in dict(poller.poll(STEP_SECONDS * 1000)):
                     self._answer(sock, sock.recv_multipart())
         finally:
             sock.close(0)

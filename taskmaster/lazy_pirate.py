@@ -150,6 +150,12 @@ class LazyPirateClient:
         except zmq.Again:
             return False
 
+    def wait_for_answer(self, seconds: float) -> list[bytes] | None:
+        """The next message from the master within `seconds` (for a message sent with `send`), or None."""
+        if self.socket.poll(int(seconds * 1000)):
+            return self.socket.recv_multipart()
+        return None
+
     def unprompted(self) -> list[bytes] | None:
         """A message the master sent without being asked (QUIT), if one is waiting."""
         if self.socket.poll(0):

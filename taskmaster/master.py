@@ -150,7 +150,8 @@ class Master:
         """
         if self.phase is Phase.CLOSING:
             self.dispatcher.serve_parked(now)
-            return self._finish() if self.shutdown.lingered(now) else None
+            everyone_left = self.registry.live_count() == 0
+            return self._finish() if self.shutdown.lingered(now, everyone_left) else None
         if self.ledger.space() > 0 and not self.source.exhausted:
             self.source.wake()
             if self.dispatcher.parked:

@@ -24,11 +24,13 @@ CLOSING
     2. From now on, every hello, request and parked request is answered QUIT.
     3. The master lingers, still answering, until a moment passed without a
        word (``QUIET_SECONDS``: a request already on its way when the run
-       ended arrives within moments) and at most ``QUIT_LINGER_SECONDS``
-       after the end - but in any case until ``--linger`` seconds after the
-       start, so that slaves started with the master (tm-spawn beside
-       tm-master) hear "quit" even if the run was over before they joined,
-       instead of finding no master.
+       ended arrives within moments), or until every slave that joined has
+       said BYE (a slave told to quit says so, with its last
+       acknowledgements: nothing more can come from it), and at most
+       ``QUIT_LINGER_SECONDS`` after the end - but in any case until
+       ``--linger`` seconds after the start, so that slaves started with the
+       master (tm-spawn beside tm-master) hear "quit" even if the run was
+       over before they joined, instead of finding no master.
     4. Then the last checkpoint is written (with what the stragglers
        acknowledged), the ``Outcome`` is built and the socket is closed.
 """
@@ -104,6 +106,8 @@ class Shutdown:
         """CLOSING: a message came; stay a moment longer for the next."""
         self.quiet_until = now + QUIET_SECONDS
 
-    def lingered(self, now: float) -> bool:
-        """CLOSING: is it time to stop answering?"""
-        return now > self.linger_deadline or now > max(self.quiet_until, self.linger_until)
+    def lingered(self, now: float, everyone_left: bool = False) -> bool:
+        """CLOSING: is it time to stop answering?  `everyone_left`: no slave that joined is still there."""
+        if now > self.linger_deadline:
+            return True
+        return now > self.linger_until and (everyone_left or now > self.quiet_until)

@@ -46,6 +46,7 @@ MIN_COVER_SECONDS = 0.005
 MAX_COVER_SECONDS = 0.05
 MAX_PREFETCH = 20000
 STOPPING_MASTER_PAUSE = 0.5  # between two hellos while a stopping master still answers "quit"
+FAREWELL_SECONDS = 0.05  # told to quit, how long the BYE waits for the master's "goodbye", at most
 DRY_SECONDS = 0.0002  # a pool idle longer than this (and half a job) before a batch came wants more at once
 
 
@@ -228,6 +229,7 @@ class Slave:
                 if unprompted is not None:
                     self._take_reply(unprompted)
                     if self.quit_reason is not None:
+                        self._farewell()
                         return self._quit_code()
                 self.pool.batch_used_up.clear()
                 self.pool.batch_used_up.wait(ACK_INTERVAL)  # nothing to say yet: let the workers run
@@ -247,10 +249,23 @@ class Slave:
             if self.pool.error:
                 self.error = self.pool.error
                 return 1
+            if request[0] == protocol.BYE:  # the master's answer is "goodbye": we said ours
+                return self._quit_code() if self.quit_reason is not None else 128 + (self.stopping or signal.SIGTERM)
             if self.quit_reason is not None:
+                self._farewell()
                 return self._quit_code()
-            if request[0] == protocol.BYE:
-                return 128 + (self.stopping or signal.SIGTERM)
+
+    def _farewell(self) -> None:
+        """Told to quit: say BYE, with the last acknowledgements, and wait a moment for the answer.
+
+        The master stops lingering once every slave that joined said BYE,
+        rather than after a quiet moment (taskmaster.shutdown); and waiting
+        for its "goodbye" sees the BYE out before this process ends.
+        """
+        if not self.run_id:
+            return
+        self.client.send(self._build_request(0, leaving=True))
+        self.client.wait_for_answer(FAREWELL_SECONDS)
 
     def _holding_target(self) -> int:
         """Jobs to hold, running and waiting: the concurrency plus one round trip's worth at our pace."""

@@ -201,6 +201,21 @@ def test_closing_answers_quit_to_everyone_and_lingers_while_stragglers_talk(harn
     assert outcome is not None and outcome.code == 0 and outcome.finished == 2
 
 
+def test_closing_ends_without_a_quiet_moment_once_every_slave_said_bye(harness):
+    h = harness(upto(2), size=100)
+    h.fill()
+    first, second = h.hello("s1"), h.hello("s2")
+    _, header, _ = h.request("s1", first, want=2)
+    h.request("s1", first, want=0, acks=[(header["batch"], header["positions"])])
+    h.tick()
+    assert h.master.phase is Phase.CLOSING
+    assert h.request("s1", first, want=0, leaving=True)[0] == protocol.QUIT  # "goodbye"
+    assert h.tick(QUIET_SECONDS / 10) is None  # s2 has not said goodbye: it may still speak
+    assert h.request("s2", second, want=0, leaving=True)[0] == protocol.QUIT
+    outcome = h.tick(QUIET_SECONDS / 10)  # nobody left to hear from: no need to wait
+    assert outcome is not None and outcome.code == 0 and outcome.finished == 2
+
+
 def test_the_master_stays_reachable_until_linger_after_the_start(harness):
     h = harness(upto(1), size=100, linger=3.0)
     h.fill()

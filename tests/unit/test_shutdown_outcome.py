@@ -54,6 +54,14 @@ def test_the_master_stays_until_linger_seconds_after_its_start():
     s.close(now=1.0, started=0.0)
     assert not s.lingered(2.9)
     assert s.lingered(3.01)
+    assert not s.lingered(2.9, everyone_left=True)  # --linger holds even with no slave left
+
+
+def test_lingering_ends_at_once_when_every_slave_said_goodbye():
+    s = Shutdown(grace=10.0, linger=0.0)
+    s.close(now=50.0, started=0.0)
+    assert not s.lingered(50.0 + QUIET_SECONDS / 10)
+    assert s.lingered(50.0 + QUIET_SECONDS / 10, everyone_left=True)
 
 
 def tally(**kw) -> Tally:

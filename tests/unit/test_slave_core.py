@@ -90,6 +90,12 @@ class MasterLink:
         self.h.tick(time.monotonic() - self.h.now)
         return self._take()
 
+    def wait_for_answer(self, seconds: float) -> list[bytes] | None:
+        deadline = time.monotonic() + seconds
+        while (reply := self._take()) is None and time.monotonic() < deadline:
+            gevent.sleep(0.001)
+        return reply
+
 
 class ScriptedLink(MasterLink):
     """A request socket whose master answers from a script (None: no answer at all)."""
@@ -108,6 +114,9 @@ class ScriptedLink(MasterLink):
         return True
 
     def unprompted(self) -> list[bytes] | None:
+        return None
+
+    def wait_for_answer(self, seconds: float) -> list[bytes] | None:
         return None
 
 
@@ -155,7 +164,10 @@ def test_a_slave_runs_every_job_once_and_quits_when_the_master_says_so(harness):
     assert sorted(handled) == list(range(200))  # each once
     assert link.kinds[0] == protocol.HELLO and protocol.REQUEST in link.kinds
     assert slave.quit_reason == "the run is over"
-    outcome = end(h)
+    assert link.kinds[-1] == protocol.BYE  # told to quit, it said goodbye...
+    assert h.master.registry.live_count() == 0
+    outcome = h.tick(0.0)  # ... so the master need not linger for it
+    assert outcome is not None
     assert outcome.code == 0 and outcome.finished == 200 and h.master.ended is EndReason.COMPLETE
 
 
