@@ -25,8 +25,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from taskmaster import protocol, security
 from taskmaster.throttle import Throttle
@@ -41,8 +40,7 @@ PAUSE_SETTLE_SECONDS = 2.0  # a pause is answered within this long at most (and 
 RECALL_AGAIN_SECONDS = 0.05  # while paused, a slave still holding unstarted jobs is asked again this often
 
 
-@dataclass
-class PendingPause:
+class PendingPause(NamedTuple):
     identity: bytes  # tm-ctl's socket
     deadline: float  # answer by then, settled or not
 

@@ -30,8 +30,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import NoReturn
+from typing import NamedTuple, NoReturn
 
 from taskmaster import patching
 from taskmaster.supervisor import Supervisor, die_with, name_process
@@ -48,13 +47,13 @@ PRELOAD = (
     "taskmaster.security",
     "taskmaster.checkpoint",
     "taskmaster.failures",
+    "pprint",  # gevent's hub imports it when it is made, in each child otherwise
 )
 _fork, _waitpid = os.fork, os.waitpid
 Command = Callable[[list[str], str], object]  # a command's main(argv, prog)
 
 
-@dataclass(frozen=True)
-class Commands:
+class Commands(NamedTuple):
     """The mains the children run (given by the CLI, which the library does not import)."""
 
     master: Command

@@ -12,14 +12,13 @@ the new one at once.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 MIN_RESOLVED_FOR_PERCENT = 1000
 _SPEC = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(%?)\s*")
 
 
-@dataclass(frozen=True)
-class FailureLimit:
+class FailureLimit(NamedTuple):
     """How many jobs may fail for good before the run halts: a count, or a percentage."""
 
     count: int | None = None

@@ -10,8 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from taskmaster import checkpoint, fileio
 from taskmaster.dispatch import WINDOW_STRETCH
@@ -26,8 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("taskmaster.master")
 
 
-@dataclass
-class Opened:
+class Opened(NamedTuple):
     """A run ready to serve."""
 
     ledger: Ledger

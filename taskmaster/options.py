@@ -14,8 +14,7 @@ import argparse
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from taskmaster.config import DEFAULT_ADDRESS, MasterConfig, SlaveConfig
 from taskmaster.errors import UsageError
@@ -122,8 +121,7 @@ def metrics_address(text: str) -> str:
     return text
 
 
-@dataclass(frozen=True)
-class Option:
+class Option(NamedTuple):
     flag: str
     kind: Callable[[str], Any] | None  # None: a switch
     default: Any

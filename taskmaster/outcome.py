@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import signal
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class EndReason(enum.Enum):
@@ -40,8 +41,7 @@ class Outcome:
     served: bool = False  # the master listened and told its slaves when to quit
 
 
-@dataclass
-class Tally:
+class Tally(NamedTuple):
     """What the end of a served run is summed up from."""
 
     finished: int  # jobs finished in this run of the master
@@ -54,8 +54,7 @@ class Tally:
     foreign_tokens: int = 0  # messages with a slave's token from another connection, refused
 
 
-@dataclass
-class EndDetail:
+class EndDetail(NamedTuple):
     """What the run knows about its end beyond the counts."""
 
     failures_path: str

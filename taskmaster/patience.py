@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 log = logging.getLogger("taskmaster.slave")
 
 
-@dataclass(frozen=True)
-class Patience:
+class Patience(NamedTuple):
     address: str
     retries: int
     timeout_ms: int

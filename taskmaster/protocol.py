@@ -65,8 +65,7 @@ from __future__ import annotations
 import json
 import pickle
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 # Slave -> master.
 HELLO = b"HELLO"
@@ -106,8 +105,12 @@ class ProtocolError(ValueError):
     """An inbound message that does not follow the protocol."""
 
 
-@dataclass
-class Failure:
+# What decode_from_slave returns: read-only records, so NamedTuples.  (Not
+# dataclasses: each costs about a millisecond to define, in the start-up of
+# every master and slave.)
+
+
+class Failure(NamedTuple):
     """A job whose handler raised, as reported by a slave."""
 
     batch: int
@@ -117,8 +120,7 @@ class Failure:
     traceback: str
 
 
-@dataclass
-class Hello:
+class Hello(NamedTuple):
     slave: str
     host: str
     pid: int
@@ -128,8 +130,7 @@ class Hello:
     conn: str = ""  # its request connections are named conn.1, conn.2...: the only ones its REQUESTs count from
 
 
-@dataclass
-class Report:
+class Report(NamedTuple):
     """A REQUEST or a BYE: acknowledgements, failures and a wish for jobs."""
 
     slave: str
@@ -137,30 +138,27 @@ class Report:
     token: str
     seq: int
     want: int
-    acks: list[tuple[int, list[tuple[int, int]]]] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
-    leaving: bool = False
-    queue: list[tuple[int, int, int]] = field(default_factory=list)  # (batch, next, end): not started
-    cuts: list[tuple[int, int]] = field(default_factory=list)  # (batch, keep): given back
+    acks: list[tuple[int, list[tuple[int, int]]]]
+    failures: list[Failure]
+    leaving: bool
+    queue: list[tuple[int, int, int]]  # (batch, next, end): not started
+    cuts: list[tuple[int, int]]  # (batch, keep): given back
 
 
-@dataclass
-class Heartbeat:
+class Heartbeat(NamedTuple):
     slave: str
     run: str
     token: str
 
 
-@dataclass
-class Ack:
+class Ack(NamedTuple):
     slave: str
     run: str
     token: str
     acks: list[tuple[int, list[tuple[int, int]]]]
 
 
-@dataclass
-class GiveBack:
+class GiveBack(NamedTuple):
     slave: str
     run: str
     token: str
@@ -168,13 +166,11 @@ class GiveBack:
     queue: list[tuple[int, int, int]]
 
 
-@dataclass
-class StatusRequest:
+class StatusRequest(NamedTuple):
     pass
 
 
-@dataclass
-class ControlRequest:
+class ControlRequest(NamedTuple):
     command: str  # one of CONTROL_COMMANDS
     rate: float | None = None  # for "rate": jobs per second, None for no limit
     timeout_ms: int = 2500  # how long the asker waits for the answer
@@ -223,7 +219,7 @@ def report(
         "seq": seq,
         "want": want,
         "acks": acks,
-        "failures": [f.__dict__ for f in failures],
+        "failures": [f._asdict() for f in failures],
         "queue": queue or [],
         "cuts": cuts or [],
     }

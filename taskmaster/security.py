@@ -24,8 +24,7 @@ import os
 import re
 import secrets
 import struct
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import zmq
 from zmq.utils import z85
@@ -56,8 +55,7 @@ def monitor_event(monitor: Any, flags: int = 0) -> int:
     return MONITOR_EVENT.unpack(first[: MONITOR_EVENT.size])[0]
 
 
-@dataclass(frozen=True)
-class CurveKeys:
+class CurveKeys(NamedTuple):
     server_public: bytes
     server_secret: bytes
     client_public: bytes
