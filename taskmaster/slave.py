@@ -39,6 +39,7 @@ from taskmaster.security import CurveKeys
 log = logging.getLogger("taskmaster.slave")
 
 ACK_INTERVAL = 0.005  # longest a finished job waits before it is reported
+IDLE_LOOP_SECONDS = 0.05  # with nothing to report, the request loop still looks this often (a QUIT, a signal)
 # Beyond its concurrency a slave holds enough jobs to cover one round trip to
 # the master at its measured pace, and no more: jobs held here are jobs no
 # other slave can run.  The round trip is measured; these bound it.
@@ -160,6 +161,7 @@ class Slave:
                 )
 
     def _on_signal(self, signum: int) -> None:
+        self.pool.news.set()  # the request loop says goodbye when the running jobs end, not 50 ms later
         if self.stopping is None:
             self.stopping = signum
             self.pool.accepting = False
@@ -231,8 +233,7 @@ class Slave:
                     if self.quit_reason is not None:
                         self._farewell()
                         return self._quit_code()
-                self.pool.batch_used_up.clear()
-                self.pool.batch_used_up.wait(ACK_INTERVAL)  # nothing to say yet: let the workers run
+                self._wait_for_news(now, last_report)
                 continue
             last_report = now
             reply = self.client.ask(request, self)
@@ -254,6 +255,19 @@ class Slave:
             if self.quit_reason is not None:
                 self._farewell()
                 return self._quit_code()
+
+    def _wait_for_news(self, now: float, last_report: float) -> None:
+        """Nothing to say yet: let the workers run until there is.
+
+        With finished jobs to report, until ACK_INTERVAL after the last
+        report; otherwise until jobs finish or a batch is used up (the pool's
+        news), or IDLE_LOOP_SECONDS at most, to look for a QUIT meanwhile.
+        """
+        if self.pool.has_unreported():
+            gevent.sleep(max(0.0, last_report + ACK_INTERVAL - now))
+        else:
+            self.pool.news.clear()
+            self.pool.news.wait(IDLE_LOOP_SECONDS)
 
     def _farewell(self) -> None:
         """Told to quit: say BYE, with the last acknowledgements, and wait a moment for the answer.
