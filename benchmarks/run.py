@@ -86,6 +86,7 @@ class Plan:
     scaling: list[int]
     scaling_reps_limit: int  # sizes above this get one repetition
     chunksizes: list[int]
+    realwork_reps: int  # the real-work rows: their ratios are what is compared, on a machine whose speed drifts
 
     def pair(self, workload: str, system: str) -> tuple[int, int]:
         table = self.sizes[workload]
@@ -110,6 +111,7 @@ FULL = Plan(
     scaling=[10_000, 100_000, 1_000_000, 10_000_000],
     scaling_reps_limit=1_000_000,
     chunksizes=[16, 64, 256, 1024, 4096],
+    realwork_reps=5,
 )
 
 QUICK = Plan(
@@ -129,6 +131,7 @@ QUICK = Plan(
     scaling=[50_000, 200_000],
     scaling_reps_limit=200_000,
     chunksizes=[16, 256, 4096],
+    realwork_reps=1,
 )
 
 
@@ -615,10 +618,13 @@ def interleave(bench: Bench, keys: list[str], kind: str) -> None:
 
     This machine's speed drifts by 10-20 % over minutes (shared hosts): run
     one system's repetitions after another's and the drift lands in their
-    ratio.  Taking turns spreads it over all of them alike.
+    ratio.  Taking turns spreads it over all of them alike, and the order
+    turns too (A B C, then B C A, ...), so that no system always runs first
+    or always right after another.
     """
-    for rep in range(1, bench.plan.reps + 1):
-        for key in keys:
+    for rep in range(1, bench.plan.realwork_reps + 1):
+        shift = (rep - 1) % len(keys)
+        for key in keys[shift:] + keys[:shift]:
             n1, n2 = bench.plan.pair(kind, key)
             run_key = system_key_for_runs(key, kind, bench)
             bench.measure(run_key, kind, n1, rep)
@@ -638,7 +644,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes, one repetition: every row in about 1.5 "
                                                              "minutes")
     parser.add_argument("--json", metavar="PATH", help="also save the rows and every run as JSON")
-    parser.add_argument("--reps", type=int, help="repetitions per size (default: 3, --quick: 1)")
+    parser.add_argument("--reps", type=int, help="repetitions per size (default: 3 and 5 for the real-work rows, "
+                                                 "--quick: 1)")
     parser.add_argument("--timeout", type=float, help="seconds any one process may run (default: 300, --quick: 60)")
     parser.add_argument("--rss-cap-mb", type=int, default=2048,
                         help="memory rows: kill a run whose queue holder grows past this (default 2048; 0: no cap)")
@@ -666,7 +673,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     base = QUICK if args.quick else FULL
-    plan = Plan(**{**asdict(base), "reps": args.reps or base.reps, "timeout": args.timeout or base.timeout})
+    plan = Plan(**{**asdict(base), "reps": args.reps or base.reps, "timeout": args.timeout or base.timeout,
+                   "realwork_reps": args.reps or base.realwork_reps})
     plan.sizes = {k: {s: tuple(v) for s, v in d.items()} for k, d in plan.sizes.items()}  # type: ignore[misc]
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -677,6 +685,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "plan": plan.name,
         "reps": plan.reps,
+        "realwork_reps": plan.realwork_reps,
         "cpu_count": P,
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -685,7 +694,8 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "loadavg_start": os.getloadavg(),
     }
-    bench.say(f"{plan.name} benchmark, P={P}, {plan.reps} repetition(s), taskmaster from {meta['taskmaster']}, "
+    bench.say(f"{plan.name} benchmark, P={P}, {plan.reps} repetition(s) ({plan.realwork_reps} for real work), "
+              f"taskmaster from {meta['taskmaster']}, "
               f"git {meta['git']['head']}{' (taskmaster/ modified)' if meta['git']['dirty'] else ''}")
     rows: list[Row] = []
     footnotes: list[str] = []
@@ -708,7 +718,8 @@ def main(argv: list[str] | None = None) -> int:
     meta["loadavg_end"] = os.getloadavg()
     meta["seconds"] = round(time.monotonic() - bench.started, 1)
     print(f"Taskmaster benchmark ({plan.name}): P = os.cpu_count() = {P}, Python {meta['python']}, "
-          f"{plan.reps} repetition(s) per size (median), git {meta['git']['head']}"
+          f"{plan.reps} repetition(s) per size (median; real-work rows {plan.realwork_reps}), "
+          f"git {meta['git']['head']}"
           f"{' + uncommitted changes in taskmaster/' if meta['git']['dirty'] else ''}, "
           f"load average {meta['loadavg_start'][0]:.1f} -> {meta['loadavg_end'][0]:.1f}, {meta['seconds']:.0f}s")
     print(render(rows))
