@@ -122,10 +122,11 @@ class WorkerPool:
         self.idle_since: float | None = None  # when the pool last ran out of jobs, if it has none now
         self.accepting = True  # False once the slave stops: running jobs finish, no new ones start
         self.work_ready = gevent.event.Event()  # workers: jobs arrived
-        # Wakes the request loop: a batch was used up (time to ask for more) or
-        # jobs finished (to acknowledge).  The loop waits on it rather than
-        # looking every few milliseconds, which cost a slave 7 % of a core
-        # while its jobs waited on a database or a sleep.
+        # Wake the request loop: a batch was used up (time to ask for more);
+        # news also when jobs finished (to acknowledge).  The loop waits on
+        # them rather than looking every few milliseconds, which cost a slave
+        # 7 % of a core while its jobs waited on a database or a sleep.
+        self.batch_used_up = gevent.event.Event()
         self.news = gevent.event.Event()
         self.error = ""  # a worker crashed: a bug in taskmaster itself
         # worker greenlet -> its current job's watch (only with a job timeout)
@@ -229,6 +230,7 @@ class WorkerPool:
             if batch.cursor < batch.end:
                 return batch
             todo.popleft()
+            self.batch_used_up.set()
             self.news.set()
         return None
 

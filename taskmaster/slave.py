@@ -260,11 +260,13 @@ class Slave:
         """Nothing to say yet: let the workers run until there is.
 
         With finished jobs to report, until ACK_INTERVAL after the last
-        report; otherwise until jobs finish or a batch is used up (the pool's
-        news), or IDLE_LOOP_SECONDS at most, to look for a QUIT meanwhile.
+        report, or sooner if a batch is used up (time to ask for more);
+        otherwise until jobs finish or a batch is used up (the pool's news),
+        or IDLE_LOOP_SECONDS at most, to look for a QUIT meanwhile.
         """
         if self.pool.has_unreported():
-            gevent.sleep(max(0.0, last_report + ACK_INTERVAL - now))
+            self.pool.batch_used_up.clear()
+            self.pool.batch_used_up.wait(ACK_INTERVAL)
         else:
             self.pool.news.clear()
             self.pool.news.wait(IDLE_LOOP_SECONDS)
