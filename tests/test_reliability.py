@@ -544,6 +544,9 @@ def test_slaves_give_up_on_a_master_that_does_not_come_back(procs, tmp_path):
     run = Run(procs, tmp_path, 100000, TM_SLEEP=0.01)
     master = run.master()
     slaves = [run.slave("--timeout", 1000, "--retries", 3) for _ in range(2)]
+    # Both must have joined: one still starting when the master dies never had
+    # a master to lose (it says "no master answered", which another test checks).
+    wait_for(lambda: run.log(master).count(" joined ") == 2, 20, what="both slaves to join")
     run.wait_handled(200)
     procs.kill(master)
     master.wait(timeout=10)
