@@ -62,7 +62,8 @@ SYSTEM_NAMES = {
     "executor": "ProcessPoolExecutor",
     "tm": "taskmaster",
 }
-THROUGHPUT_SYSTEMS = ["loop", "pool-1", "pool-best", "executor", "tm-ipc", "tm-tcp", "tm-wide"]
+THROUGHPUT_SYSTEMS = ["loop", "pool-1", "pool-1000", "pool-best", "executor", "tm-ipc", "tm-tcp", "tm-wide"]
+NOOP_ONLY = {"pool-1000", "tm-wide"}  # rows of the noop workload alone
 WIDE_SIZE = 100_000  # tm-wide: Taskmaster's tuning knob, as the chunksize is Pool's (noop only)
 MEMORY_SYSTEMS = ["loop", "pool-best", "executor", "tm-ipc"]
 THROUGHPUT_WORKLOADS = ["noop", "io", "payload"]
@@ -382,6 +383,8 @@ def setting_for(key: str, kind: str, bench: Bench) -> str:
         return "1 process"
     if key == "pool-1":
         return f"P={P}, imap_unordered chunksize=1"
+    if key == "pool-1000":
+        return f"P={P}, imap_unordered chunksize=1000 (the no-op reference of issue 10)"
     if key == "pool-best":
         tried = ",".join(str(c) for c in sorted(bench.sweeps.get(kind, {}))) or "-"
         return f"P={P}, imap_unordered chunksize={bench.best_chunksize.get(kind, '?')} (best of {tried})"
@@ -589,7 +592,7 @@ def build_rows(bench: Bench, systems: list[str], workloads: list[str]) -> list[R
     for kind in THROUGHPUT_WORKLOADS:
         if kind in workloads:
             for key in THROUGHPUT_SYSTEMS:
-                if key in systems and (key != "tm-wide" or kind == "noop"):
+                if key in systems and (key not in NOOP_ONLY or kind == "noop"):
                     rows.append(throughput_row(bench, key, kind))
     for workload in MEMORY_WORKLOADS:
         if workload in workloads:
