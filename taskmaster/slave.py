@@ -259,10 +259,10 @@ class Slave:
     def _wait_for_news(self, now: float, last_report: float) -> None:
         """Nothing to say yet: let the workers run until there is.
 
-        With finished jobs to report, until ACK_INTERVAL after the last
-        report, or sooner if a batch is used up (time to ask for more);
-        otherwise until jobs finish or a batch is used up (the pool's news),
-        or IDLE_LOOP_SECONDS at most, to look for a QUIT meanwhile.
+        With finished jobs to report, for ACK_INTERVAL, or less if a batch is
+        used up (time to ask for more); otherwise until there is news (a job
+        finished, a failure, a batch used up, a signal) or IDLE_LOOP_SECONDS
+        at most, to look for a QUIT meanwhile.
         """
         if self.pool.has_unreported():
             self.pool.batch_used_up.clear()
