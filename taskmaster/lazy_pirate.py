@@ -158,6 +158,4 @@ class LazyPirateClient:
 
     def unprompted(self) -> list[bytes] | None:
         """A message the master sent without being asked (QUIT), if one is waiting."""
-        if self.socket.poll(0):
-            return self.socket.recv_multipart()
-        return None
+        return self.wait_for_answer(0)
