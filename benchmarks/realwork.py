@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import re
+import statistics
 import subprocess
 import time
 from collections.abc import Callable
@@ -56,16 +57,20 @@ SYSTEMS = ["pool-1", "executor", "tm-ipc"]  # the peers: Pool(P) chunksize 1 and
 CPU_SECONDS = {"cpu-2ms": 0.002, "cpu-20ms": 0.02, "cpu-200ms": 0.2, "lognormal": 0.02}
 LOGNORMAL_SIGMA = 1.0
 
-# (N1, N2) jobs.  Full: the large size takes about 6-8 s on 2 cores at the ideal
-# rate (P / job time); quick: about 1 s.  The db sizes are in jobs (ranges of
-# the example's chunk of rows): the source table holds enough rows for N2.
+# (N1, N2) jobs.  Full: the large size takes about 10 s on 2 cores at the ideal
+# rate (P / job time), the small one about 2 s; quick: about 1 s.  At 10 s the
+# fixed costs of a start (Taskmaster's 0.15-0.3 s more than Pool's: three
+# processes, gevent, ZeroMQ; with the database, a connection per greenlet) are
+# 2-3 % of the whole run; at 7 s they were 3-5 %, the size of the target's
+# margin.  The db sizes are in jobs (ranges of the example's chunk of rows):
+# the source table holds enough rows for N2.
 FULL_SIZES = {
-    "cpu-2ms": {"default": (2_000, 7_000)},
-    "cpu-20ms": {"default": (200, 700)},
-    "cpu-200ms": {"default": (20, 70)},
-    "lognormal": {"default": (200, 700)},
-    "sleep-20ms": {"default": (200, 700)},
-    "db": {"default": (150, 600)},
+    "cpu-2ms": {"default": (2_000, 10_000)},
+    "cpu-20ms": {"default": (200, 1_000)},
+    "cpu-200ms": {"default": (20, 100)},
+    "lognormal": {"default": (200, 1_000)},
+    "sleep-20ms": {"default": (200, 1_000)},
+    "db": {"default": (150, 1_000)},
 }
 QUICK_SIZES = {
     "cpu-2ms": {"default": (200, 800)},
@@ -137,14 +142,49 @@ def decorate(row, runs_large: list, spec: JobSpec | None, processes: int) -> Non
     row.note = "; ".join(n for n in notes if n)
 
 
+def paired_ratios(tm, pool) -> tuple[list[float], list[float]]:
+    """Taskmaster / Pool for each repetition: (whole runs at N2, steady rates), from runs of the same turn.
+
+    ``interleave`` runs the systems in turns, so repetition k of one and of
+    the other ran within seconds of each other: their ratio is untouched by
+    the drift of this machine's speed over minutes, which a ratio of two
+    medians is not.  A repetition where either system failed is left out.
+    """
+    whole, steady = [], []
+    for t1, t2, p1, p2 in zip(tm.extra.get("seconds1", []), tm.extra.get("seconds2", []),
+                              pool.extra.get("seconds1", []), pool.extra.get("seconds2", []), strict=False):
+        if t2 and p2:
+            whole.append(p2 / t2)  # the same N: a ratio of rates is the inverse ratio of times
+            if t1 and p1 and t2 > t1 and p2 > p1:
+                steady.append((p2 - p1) / (t2 - t1))
+    return whole, steady
+
+
 def add_pool_ratios(rows: list) -> None:
-    """Taskmaster / Pool(P) chunksize 1, whole run and steady, on each real-work workload's Taskmaster row."""
+    """Taskmaster / Pool(P) chunksize 1 on each real-work workload's Taskmaster row: whole run and steady.
+
+    The median over the repetitions of each turn's ratio (``paired_ratios``);
+    the note gives their range.  Rows without per-repetition times (an older
+    JSON) fall back to the ratio of the medians.
+    """
     for workload in WORKLOADS:
         pool = next((r for r in rows if r.workload == workload and r.key == "pool-1"), None)
         for tm in (r for r in rows if r.workload == workload and r.key.startswith("tm")):
-            if pool and pool.whole and tm.whole:
+            if not pool:
+                continue
+            whole, steady = paired_ratios(tm, pool)
+            if whole:
+                tm.vs_pool_whole = statistics.median(whole)
+                tm.extra["vs_pool_whole_each"] = whole
+                each = f"TM/Pool whole by turn {min(whole):.2f}-{max(whole):.2f}" if len(whole) > 1 else ""
+                tm.note = "; ".join(n for n in (tm.note, each) if n)
+            elif pool.whole and tm.whole:
                 tm.vs_pool_whole = tm.whole / pool.whole
-            if pool and pool.steady and tm.steady:
+            if steady:
+                tm.vs_pool_steady = statistics.median(steady)
+                tm.extra["vs_pool_steady_each"] = steady
+                tm.vs_pool_noisy = tm.steady_noisy or pool.steady_noisy
+            elif pool.steady and tm.steady:
                 tm.vs_pool_steady = tm.steady / pool.steady
                 tm.vs_pool_noisy = tm.steady_noisy or pool.steady_noisy
 

@@ -69,6 +69,7 @@ MEMORY_SYSTEMS = ["loop", "pool-best", "executor", "tm-ipc"]
 THROUGHPUT_WORKLOADS = ["noop", "io", "payload"]
 MEMORY_WORKLOADS = ["memory-noop", "memory-payload"]
 ALL_WORKLOADS = THROUGHPUT_WORKLOADS + MEMORY_WORKLOADS + ["scaling", "checkpoint", "rate"] + realwork.WORKLOADS
+REALWORK_COMPARED = {"pool-1", "tm-ipc"}  # the real-work targets are their ratios: every turn runs both
 NEVER = "1000000000"  # --checkpoint-every that never comes: the "no checkpoint" setting
 FAR_ABOVE = "1e9"  # --rate far above what any run reaches: the throttle's cost alone
 
@@ -88,6 +89,7 @@ class Plan:
     scaling_reps_limit: int  # sizes above this get one repetition
     chunksizes: list[int]
     realwork_reps: int  # the real-work rows: their ratios are what is compared, on a machine whose speed drifts
+    realwork_reference_reps: int  # ... of which the Executor, shown for reference only (no target), takes this many
 
     def pair(self, workload: str, system: str) -> tuple[int, int]:
         table = self.sizes[workload]
@@ -102,7 +104,7 @@ FULL = Plan(
     reps=3,
     timeout=300.0,
     sizes={
-        "noop": {"default": (1_000_000, 5_000_000), "pool-1": (100_000, 500_000), "executor": (10_000, 50_000)},
+        "noop": {"default": (1_000_000, 5_000_000), "pool-1": (40_000, 200_000), "executor": (10_000, 50_000)},
         "io": {"default": (100, 500), "tm": (5_000, 20_000)},
         "payload": {"default": (50_000, 200_000), "pool-1": (20_000, 100_000), "executor": (5_000, 20_000)},
         "memory-noop": {"default": (100_000, 10_000_000)},
@@ -113,6 +115,7 @@ FULL = Plan(
     scaling_reps_limit=1_000_000,
     chunksizes=[16, 64, 256, 1024, 4096],
     realwork_reps=5,
+    realwork_reference_reps=3,
 )
 
 QUICK = Plan(
@@ -133,6 +136,7 @@ QUICK = Plan(
     scaling_reps_limit=200_000,
     chunksizes=[16, 256, 4096],
     realwork_reps=1,
+    realwork_reference_reps=1,
 )
 
 
@@ -431,7 +435,10 @@ def throughput_row(bench: Bench, key: str, kind: str) -> Row:
     elif kind in realwork.WORKLOADS:
         realwork.decorate(row, runs2, bench.specs.get(kind), P)
     row.extra = {"t1": t1, "t2": t2, "n1": n1, "n2": n2, "run_key": run_key,
-                 "master_rate": [r.master_rate for r in runs2 if r.master_rate]}
+                 "master_rate": [r.master_rate for r in runs2 if r.master_rate],
+                 # by repetition: the real-work ratios pair the systems' runs of the same turn
+                 "seconds1": [r.seconds if r.ok else None for r in runs1],
+                 "seconds2": [r.seconds if r.ok else None for r in runs2]}
     return row
 
 
@@ -623,11 +630,13 @@ def interleave(bench: Bench, keys: list[str], kind: str) -> None:
     one system's repetitions after another's and the drift lands in their
     ratio.  Taking turns spreads it over all of them alike, and the order
     turns too (A B C, then B C A, ...), so that no system always runs first
-    or always right after another.
+    or always right after another.  The systems without a target (the
+    Executor) take only the first ``realwork_reference_reps`` turns.
     """
     for rep in range(1, bench.plan.realwork_reps + 1):
-        shift = (rep - 1) % len(keys)
-        for key in keys[shift:] + keys[:shift]:
+        turn = [key for key in keys if key in REALWORK_COMPARED or rep <= bench.plan.realwork_reference_reps]
+        shift = (rep - 1) % len(turn)
+        for key in turn[shift:] + turn[:shift]:
             n1, n2 = bench.plan.pair(kind, key)
             run_key = system_key_for_runs(key, kind, bench)
             bench.measure(run_key, kind, n1, rep)
@@ -677,7 +686,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     base = QUICK if args.quick else FULL
     plan = Plan(**{**asdict(base), "reps": args.reps or base.reps, "timeout": args.timeout or base.timeout,
-                   "realwork_reps": args.reps or base.realwork_reps})
+                   "realwork_reps": args.reps or base.realwork_reps,
+                   "realwork_reference_reps": args.reps or base.realwork_reference_reps})
     plan.sizes = {k: {s: tuple(v) for s, v in d.items()} for k, d in plan.sizes.items()}  # type: ignore[misc]
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
@@ -689,6 +699,7 @@ def main(argv: list[str] | None = None) -> int:
         "plan": plan.name,
         "reps": plan.reps,
         "realwork_reps": plan.realwork_reps,
+        "realwork_reference_reps": plan.realwork_reference_reps,
         "cpu_count": P,
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -697,8 +708,8 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "loadavg_start": os.getloadavg(),
     }
-    bench.say(f"{plan.name} benchmark, P={P}, {plan.reps} repetition(s) ({plan.realwork_reps} for real work), "
-              f"taskmaster from {meta['taskmaster']}, "
+    bench.say(f"{plan.name} benchmark, P={P}, {plan.reps} repetition(s) ({plan.realwork_reps} for real work, "
+              f"{plan.realwork_reference_reps} for its Executor rows), taskmaster from {meta['taskmaster']}, "
               f"git {meta['git']['head']}{' (taskmaster/ modified)' if meta['git']['dirty'] else ''}")
     rows: list[Row] = []
     footnotes: list[str] = []
@@ -721,7 +732,8 @@ def main(argv: list[str] | None = None) -> int:
     meta["loadavg_end"] = os.getloadavg()
     meta["seconds"] = round(time.monotonic() - bench.started, 1)
     print(f"Taskmaster benchmark ({plan.name}): P = os.cpu_count() = {P}, Python {meta['python']}, "
-          f"{plan.reps} repetition(s) per size (median; real-work rows {plan.realwork_reps}), "
+          f"{plan.reps} repetition(s) per size (median; real-work rows {plan.realwork_reps}, "
+          f"their Executor {plan.realwork_reference_reps}), "
           f"git {meta['git']['head']}"
           f"{' + uncommitted changes in taskmaster/' if meta['git']['dirty'] else ''}, "
           f"load average {meta['loadavg_start'][0]:.1f} -> {meta['loadavg_end'][0]:.1f}, {meta['seconds']:.0f}s")
@@ -738,7 +750,8 @@ def main(argv: list[str] | None = None) -> int:
         print("memory rows: one run per size; multiprocessing.Pool uses the chunksize found best for that payload; "
               f"runs are killed past --rss-cap-mb {args.rss_cap_mb} (shown as '>').")
     if any(r.workload in realwork.WORKLOADS for r in rows):
-        print("real-work rows: every system with its defaults; TM/Pool = Taskmaster's rate / Pool(P) chunksize 1's; "
+        print("real-work rows: every system with its defaults; TM/Pool = Taskmaster's rate / Pool(P) chunksize 1's, "
+              "for each turn (the two ran within seconds of each other), median over the turns; "
               "busy = each slave's time with a job running, of its longest run time (the slaves' last log lines; "
               "run of median time at N2).")
         for line in footnotes:

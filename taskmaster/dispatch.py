@@ -108,6 +108,10 @@ class Dispatcher:
             assert victim.beat_identity is not None
             self.master.endpoint.send(victim.beat_identity, protocol.recall(n))
 
+    def _backlog(self, slave_id: str) -> int:
+        slave = self.master.registry.get(slave_id)
+        return self.master.registry.unstarted(slave) if slave is not None else 0
+
     def answer_idle(self, slave: SlaveRecord) -> None:
         """Reply to a slave that gets no jobs now: QUIT when the run is over."""
         if self.master.phase is Phase.CLOSING:
@@ -117,9 +121,17 @@ class Dispatcher:
             self.master.endpoint.send(slave.identity, protocol.no_jobs())
 
     def serve_parked(self, now: float) -> None:
-        """Hand jobs to parked requests; answer those parked too long."""
+        """Hand jobs to parked requests, the slave with the fewest jobs waiting first; answer those parked too long.
+
+        Fewest first: jobs a slave gave back on another's behalf (a recall)
+        go to the slave that ran dry, not back to the one that gave them, if
+        its own request for more is parked too.
+        """
         m = self.master
-        for slave_id, (deadline, want) in list(self.parked.items()):
+        parked = list(self.parked.items())
+        if len(parked) > 1:
+            parked.sort(key=lambda item: self._backlog(item[0]))
+        for slave_id, (deadline, want) in parked:
             slave = m.registry.get(slave_id)
             if slave is None:
                 del self.parked[slave_id]

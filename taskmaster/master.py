@@ -232,6 +232,11 @@ class Master:
                     slave.queue = msg.queue
                     if self.paused or self.halted:
                         self.control.on_news(slave, now)
+                    elif self.dispatcher.parked:
+                        # At once, to the dry slave it was recalled for: a request
+                        # from another slave, or the giver's own next one, must not
+                        # take the jobs first.
+                        self.dispatcher.serve_parked(now)
         elif isinstance(msg, protocol.Hello):
             self._hello(identity, msg, now)
         elif isinstance(msg, protocol.StatusRequest):

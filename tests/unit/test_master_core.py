@@ -235,3 +235,26 @@ def test_a_request_from_another_run_or_with_a_wrong_token_is_reset_and_changes_n
     assert h.request("s1", {**welcome, "run": "0" * 32}, want=5)[0] == protocol.RESET
     assert h.request("s1", {**welcome, "token": "x" * 32}, want=5)[0] == protocol.RESET
     assert h.master.registry.in_flight() == 0
+
+
+def test_jobs_given_back_go_to_the_slave_that_ran_dry_before_the_giver_asks_again(harness):
+    """A recall's jobs are for the dry slave: the giver's next request, just behind them, gets none."""
+    h = harness(upto(10), size=100)
+    h.fill()
+    w1 = h.hello("s1")
+    _, header, jobs = h.request("s1", w1, want=10)
+    assert jobs == list(range(10))  # alone: it got everything
+    batch = header["batch"]
+    w2 = h.hello("s2")
+    assert h.request("s2", w2, want=5) is None  # nothing left: parked, and s1 is asked for half
+    kind, recall, _ = h.endpoint.last(b"s1-beat")
+    assert kind == protocol.RECALL and recall["want"] == 5
+    # s1's liveness thread cuts the 5 it has not started (it started 2), and says so...
+    h.send(b"s1-beat", protocol.give_back("s1", w1["run"], w1["token"], [[batch, 5]], [[batch, 2, 5]]))
+    kind, _, jobs = h.endpoint.last(b"s2")
+    assert kind == protocol.JOBS and jobs == [5, 6, 7, 8, 9]  # ...and they went to s2 at once
+    # ...before s1's request loop, which has room for more now, asks again.
+    h.seqs["s1"] += 1
+    frames = protocol.report("s1", w1["run"], w1["token"], h.seqs["s1"], 5, [], [], queue=[[batch, 2, 5]])
+    assert h.send(b"s1", frames) is None  # nothing for it: parked (it still has jobs to run)
+    assert h.master.registry.in_flight() == 10
