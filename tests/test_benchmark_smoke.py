@@ -96,3 +96,10 @@ def test_quick_benchmark_prints_every_row(procs, tmp_path):
         if run["system"].startswith("tm") and run["kind"] in REAL_WORK:
             assert len(run["slaves"]) == doc["meta"]["cpu_count"], run
             assert sum(slave["finished"] for slave in run["slaves"]) >= run["n"], run
+    # TM/Pool pairs the two systems' runs of the same turn (--quick: one turn), at the large size.
+    for workload in real_work:
+        tm = next(r for r in doc["rows"] if r["workload"] == workload and r["key"] == "tm-ipc")
+        pool = next(r for r in doc["rows"] if r["workload"] == workload and r["key"] == "pool-1")
+        turns = list(zip(pool["extra"]["seconds2"], tm["extra"]["seconds2"], strict=True))
+        assert len(turns) == doc["meta"]["realwork_reps"] == 1, turns
+        assert tm["vs_pool_whole"] == pytest.approx(turns[0][0] / turns[0][1]), (tm, pool)
