@@ -97,7 +97,8 @@ class JobSpec:
 
 # ----------------------------------------------------------- the slave logs
 
-SLAVE_LINE = re.compile(r"\bslave (\S+): (\d+) jobs finished, (\d+) failed(?:, busy ([\d.]+) ?s of ([\d.]+) ?s)?\s*$",
+SLAVE_LINE = re.compile(r"\bslave (\S+): (\d+) jobs finished, (\d+) failed(?:, busy ([\d.]+) ?s of ([\d.]+) ?s)?"
+                        r"(?:, cpu ([\d.]+) ?s)?\s*$",
                         re.MULTILINE)
 
 
@@ -105,21 +106,31 @@ def slave_reports(stderr: str) -> list[dict[str, Any]]:
     """Each slave's final log line: jobs finished and failed, and busy / total seconds when the line has them."""
     out = []
     for match in SLAVE_LINE.finditer(stderr):
-        busy, total = match.group(4), match.group(5)
+        busy, total, cpu = match.group(4), match.group(5), match.group(6)
         out.append({"slave": match.group(1), "finished": int(match.group(2)), "failed": int(match.group(3)),
-                    "busy": float(busy) if busy else None, "of": float(total) if total else None})
+                    "busy": float(busy) if busy else None, "of": float(total) if total else None,
+                    "cpu": float(cpu) if cpu else None})
     return out
 
 
+def median_run(runs: list):
+    """The successful run of median time among `runs` (the lower of the two middle ones), or None."""
+    good = sorted((r for r in runs if r.ok), key=lambda r: r.seconds)
+    return good[(len(good) - 1) // 2] if good else None
+
+
 def slaves_note(runs: list) -> str:
-    """'busy 6.8/6.1 s of 7.1 s' for the run of median time among `runs` (those at the large size)."""
+    """'busy 6.8/6.1 s of 7.1 s, cpu 5.2/5.0 s' for the run of median time among `runs` (those at the large size)."""
     good = sorted((r for r in runs if r.ok and r.slaves), key=lambda r: r.seconds)
     if not good:
         return ""
     slaves = good[(len(good) - 1) // 2].slaves
     if all(s["busy"] is not None for s in slaves):
         busy = "/".join(f"{s['busy']:.1f}" for s in slaves)
-        return f"busy {busy} s of {max(s['of'] for s in slaves):.1f} s"
+        note = f"busy {busy} s of {max(s['of'] for s in slaves):.1f} s"
+        if all(s.get("cpu") is not None for s in slaves):
+            note += ", cpu " + "/".join(f"{s['cpu']:.1f}" for s in slaves) + " s"
+        return note
     jobs = "/".join(str(s["finished"]) for s in slaves)
     return f"jobs per slave {jobs} (no busy time in the slave log)"
 
@@ -133,10 +144,19 @@ def tm_flags(spec: JobSpec | None) -> list[str]:
 
 
 def decorate(row, runs_large: list, spec: JobSpec | None, processes: int) -> None:
-    """The notes of a real-work row: the ideal rate, and for Taskmaster the slaves' busy time."""
+    """The notes of a real-work row: the ideal rate, the CPU its processes spent, for Taskmaster each slave's.
+
+    The CPU is the whole process tree's (tm-run, the master and the slaves;
+    Pool's parent and workers), of the run of median time at the large size:
+    on a machine whose cores are all busy, a system that spends more CPU on
+    the same jobs takes longer.  A database server is not in it.
+    """
     notes = []
     if spec and spec.job_seconds:
         notes.append(f"ideal {processes / spec.job_seconds:,.0f} jobs/s")
+    run = median_run(runs_large)
+    if run and run.cpu_seconds:
+        notes.append(f"CPU {run.cpu_seconds:.1f} s")
     if row.key.startswith("tm"):
         notes.append(slaves_note(runs_large))
     row.note = "; ".join(n for n in notes if n)

@@ -152,11 +152,12 @@ class Slave:
             )
             if self.joined or self.quit_reason is not None:  # one stopped before it heard a master: nothing to sum up
                 log.info(
-                    "%d jobs finished, %d failed, busy %.2fs of %.2fs",
+                    "%d jobs finished, %d failed, busy %.2fs of %.2fs, cpu %.2fs",
                     pool.resolved - pool.failed,
                     pool.failed,
                     pool.busy_seconds,
                     time.monotonic() - self.started,
+                    time.process_time(),  # the whole process's: its jobs, its loop, its liveness thread
                     extra={"event": "slave_done", "finished": pool.resolved - pool.failed, "failed": pool.failed},
                 )
 

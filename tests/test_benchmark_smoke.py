@@ -85,7 +85,10 @@ def test_quick_benchmark_prints_every_row(procs, tmp_path):
         assert ("--no-monkey-patch" in tm[2]) == (workload == "sleep-20ms"), tm
         assert re.fullmatch(r"x[\d.]+, ~?(x[\d.]+|-)", tm[column[VS_POOL]]), tm
         notes = tm[column["notes"]]
-        assert re.search(r"busy [\d./]+ s of [\d.]+ s|jobs per slave [\d/]+ ", notes), tm
+        assert re.search(r"busy [\d./]+ s of [\d.]+ s, cpu [\d./]+ s", notes), tm
+        # the CPU each system's processes spent, Pool's and Taskmaster's, to compare
+        assert re.search(r"CPU [\d.]+ s", by_system["multiprocessing.Pool"][column["notes"]]), by_system
+        assert re.search(r"CPU [\d.]+ s", notes), tm
 
     doc = json.loads(saved.read_text())
     assert len(doc["rows"]) == len(rows)
@@ -96,6 +99,7 @@ def test_quick_benchmark_prints_every_row(procs, tmp_path):
         if run["system"].startswith("tm") and run["kind"] in REAL_WORK:
             assert len(run["slaves"]) == doc["meta"]["cpu_count"], run
             assert sum(slave["finished"] for slave in run["slaves"]) >= run["n"], run
+            assert all(slave["cpu"] > 0 for slave in run["slaves"]), run
     # TM/Pool pairs the two systems' runs of the same turn (--quick: one turn), at the large size.
     for workload in real_work:
         tm = next(r for r in doc["rows"] if r["workload"] == workload and r["key"] == "tm-ipc")

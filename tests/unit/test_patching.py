@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 from taskmaster import patching
@@ -36,3 +37,22 @@ def test_a_zip_on_the_path_is_an_unknown(tmp_path, monkeypatch):
     archive.write_bytes(b"PK\x05\x06" + bytes(18))
     monkeypatch.setattr(sys, "path", [str(archive)])
     assert not patching._declared_plugins() <= {OWN}
+
+
+def test_strptimes_cache_lock_stays_a_real_lock_and_everything_else_is_patched():
+    # In a child: patching this test process would patch pytest.
+    code = """
+import subprocess
+import sys
+from taskmaster import patching
+patching.monkey_patch(False)
+import _strptime, datetime, threading, gevent
+from gevent import monkey
+real_lock = type(monkey.get_original("_thread", "allocate_lock")())
+days = gevent.joinall([gevent.spawn(datetime.datetime.strptime, f"{d}/12/2015", "%d/%m/%Y") for d in range(1, 29)])
+print(type(_strptime._cache_lock) is real_lock, type(threading.Lock()) is real_lock,
+      monkey.is_module_patched("threading"), sorted(g.value.day for g in days) == list(range(1, 29)))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False", "True", "True"]
