@@ -103,7 +103,7 @@ SLAVE_LINE = re.compile(r"\bslave (\S+): (\d+) jobs finished, (\d+) failed(?:, b
 
 
 def slave_reports(stderr: str) -> list[dict[str, Any]]:
-    """Each slave's final log line: jobs finished and failed, and busy / total seconds when the line has them."""
+    """Each slave's final log line: jobs finished and failed; busy / total seconds and CPU seconds when it has them."""
     out = []
     for match in SLAVE_LINE.finditer(stderr):
         busy, total, cpu = match.group(4), match.group(5), match.group(6)
@@ -121,10 +121,10 @@ def median_run(runs: list):
 
 def slaves_note(runs: list) -> str:
     """'busy 6.8/6.1 s of 7.1 s, cpu 5.2/5.0 s' for the run of median time among `runs` (those at the large size)."""
-    good = sorted((r for r in runs if r.ok and r.slaves), key=lambda r: r.seconds)
-    if not good:
+    run = median_run([r for r in runs if r.slaves])
+    if run is None:
         return ""
-    slaves = good[(len(good) - 1) // 2].slaves
+    slaves = run.slaves
     if all(s["busy"] is not None for s in slaves):
         busy = "/".join(f"{s['busy']:.1f}" for s in slaves)
         note = f"busy {busy} s of {max(s['of'] for s in slaves):.1f} s"

@@ -151,14 +151,16 @@ class Slave:
                 self.seq,
             )
             if self.joined or self.quit_reason is not None:  # one stopped before it heard a master: nothing to sum up
+                finished, cpu = pool.resolved - pool.failed, time.process_time()  # cpu: its jobs, loop, liveness thread
                 log.info(
                     "%d jobs finished, %d failed, busy %.2fs of %.2fs, cpu %.2fs",
-                    pool.resolved - pool.failed,
+                    finished,
                     pool.failed,
                     pool.busy_seconds,
                     time.monotonic() - self.started,
-                    time.process_time(),  # the whole process's: its jobs, its loop, its liveness thread
-                    extra={"event": "slave_done", "finished": pool.resolved - pool.failed, "failed": pool.failed},
+                    cpu,
+                    extra={"event": "slave_done", "finished": finished, "failed": pool.failed,
+                           "busy_seconds": round(pool.busy_seconds, 3), "cpu_seconds": round(cpu, 3)},
                 )
 
     def _on_signal(self, signum: int) -> None:

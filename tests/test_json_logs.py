@@ -45,6 +45,9 @@ def test_tm_run_with_json_logs_writes_only_json_with_event_fields(procs, tmp_pat
     assert sorted(d["position"] for d in failed) == list(range(0, 200, 25))
     assert all(d["slave"] in slave_ids and d["attempts"] == 2 and d["level"] == "error" for d in failed)
     assert [d for d in docs if d.get("event") == "job_retried"]
+    done = [d for d in docs if d.get("event") == "slave_done"]
+    assert done and {d["slave"] for d in done} <= slave_ids and sum(d["finished"] for d in done) >= 192
+    assert all(d["cpu_seconds"] > 0 and d["busy_seconds"] > 0 for d in done), done
 
     [summary] = [d for d in docs if d.get("event") == "summary"]
     assert (summary["finished"], summary["failed"], summary["exit_code"]) == (192, 8, 1)
