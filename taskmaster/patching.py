@@ -66,8 +66,9 @@ def _keep_real_locks() -> None:
     costs thousands of instructions per acquire and release where a real one
     costs a few dozen.  ``datetime.strptime`` takes ``_strptime``'s cache lock
     on every call, and a migration parses a date per row: with a gevent lock
-    the db benchmark's job (500 rows) ran 1.4 M more instructions (3.5 %),
-    measured with callgrind.  A real lock is safe there because nothing
+    the db benchmark's job (500 rows) ran 1.4 M more instructions (3.5 %)
+    in a slave at --concurrency 1, 0.7 M (1.8 %) at the default, measured
+    with callgrind.  A real lock is safe there because nothing
     inside it can switch greenlets (locale queries and a regex compile, no
     I/O): a greenlet can never find it held by another greenlet of its thread.
     """
