@@ -122,14 +122,19 @@ class WorkerPool:
         self.idle_since: float | None = None  # when the pool last ran out of jobs, if it has none now
         self.accepting = True  # False once the slave stops: running jobs finish, no new ones start
         self.work_ready = gevent.event.Event()  # workers: jobs arrived
-        # Wake the request loop: a batch was used up (time to ask for more);
+        # Wake the request loop: running_low when a batch was used up or the
+        # pool holds few jobs (time to ask for more, see low_water below);
         # news also when there is something new to report (the first job of a
         # batch finished since the last report, a failure).  The loop waits on
         # them rather than looking every few milliseconds, which cost a slave
         # 7 % of a core while its jobs waited on a database or a sleep.  (Not
         # on every job: waking it that often cost no-op runs 15 %.)
-        self.batch_used_up = gevent.event.Event()
+        self.running_low = gevent.event.Event()
         self.news = gevent.event.Event()
+        # Set by the request loop: once the jobs held (running and queued)
+        # fall to this many, a finished job wakes it (running_low) to ask for
+        # more - rather than at its next look, a report's spacing later.
+        self.low_water = 0
         self.error = ""  # a worker crashed: a bug in taskmaster itself
         # worker greenlet -> its current job's watch (only with a job timeout)
         self.watched: dict[Any, _Watch] = {}
@@ -232,7 +237,7 @@ class WorkerPool:
             if batch.cursor < batch.end:
                 return batch
             todo.popleft()
-            self.batch_used_up.set()
+            self.running_low.set()
             self.news.set()
         return None
 
@@ -311,8 +316,7 @@ class WorkerPool:
         finally:
             self.running -= end - start
             self.resolved += index - start
-            if not self.running:
-                self.busy_seconds += time.perf_counter() - self._busy_since
+            self._finished_some()
 
     def _run_with_timeout(self, batch: LocalBatch, index: int) -> None:
         """Run one job under --job-timeout: gevent.Timeout for a job that yields, the watchdog for one that never does.
@@ -352,8 +356,14 @@ class WorkerPool:
             self.watched.pop(me, None)
             self.running -= 1
             self.resolved += 1
-            if not self.running:
-                self.busy_seconds += time.perf_counter() - self._busy_since
+            self._finished_some()
+
+    def _finished_some(self) -> None:
+        """After jobs ended: count the busy time, and wake the request loop if the pool runs low."""
+        if not self.running:
+            self.busy_seconds += time.perf_counter() - self._busy_since
+        if self.running + self.queued() <= self.low_water:
+            self.running_low.set()
 
     def _record_failure(self, batch: LocalBatch, index: int, job: Any, exc: Exception) -> None:
         position = batch.position(index)

@@ -38,7 +38,7 @@ from taskmaster.security import CurveKeys
 
 log = logging.getLogger("taskmaster.slave")
 
-ACK_INTERVAL = 0.005  # longest a finished job waits before it is reported
+ACK_INTERVAL = 0.005  # longest a finished job waits before it is reported, while reports are cheap for the jobs
 IDLE_LOOP_SECONDS = 0.05  # with nothing to report, the request loop still looks this often (a QUIT, a signal)
 # Beyond its concurrency a slave holds enough jobs to cover one round trip to
 # the master at its measured pace, and no more: jobs held here are jobs no
@@ -46,6 +46,16 @@ IDLE_LOOP_SECONDS = 0.05  # with nothing to report, the request loop still looks
 MIN_COVER_SECONDS = 0.005
 MAX_COVER_SECONDS = 0.05
 MAX_PREFETCH = 20000
+# A report (acknowledgements, a request for more) costs the slave and the
+# master about a millisecond of CPU between them, whatever it carries.  At
+# tens of jobs a second, one report per job cost a database migration 5-10 %
+# of its CPU on two cores.  So while jobs are that slow, a slave reports about
+# once per REPORT_SPACING, for that many jobs' worth at its pace, holding
+# that many more (at most MAX_JOBS_PER_REPORT: then the jobs are fast enough
+# that reports ride on batches anyway).  Slower jobs (under 1/REPORT_SPACING
+# a second) still get one report each: they cost more than the report does.
+REPORT_SPACING = 0.1
+MAX_JOBS_PER_REPORT = 64
 STOPPING_MASTER_PAUSE = 0.5  # between two hellos while a stopping master still answers "quit"
 FAREWELL_SECONDS = 0.05  # told to quit, how long the BYE waits for the master's "goodbye", at most
 DRY_SECONDS = 0.0002  # a pool idle longer than this (and half a job) before a batch came wants more at once
@@ -147,7 +157,7 @@ class Slave:
                 "pace: round trip %.1f ms, %.0f jobs/s, holding up to %d jobs, %d requests",
                 self.client.round_trip * 1000,
                 self.rate,
-                self._holding_target(),
+                self._holding()[0],
                 self.seq,
             )
             if self.joined or self.quit_reason is not None:  # one stopped before it heard a master: nothing to sum up
@@ -262,14 +272,14 @@ class Slave:
     def _wait_for_news(self, now: float, last_report: float) -> None:
         """Nothing to say yet: let the workers run until there is.
 
-        With finished jobs to report, for ACK_INTERVAL, or less if a batch is
-        used up (time to ask for more); otherwise until there is news (a job
-        finished, a failure, a batch used up, a signal) or IDLE_LOOP_SECONDS
-        at most, to look for a QUIT meanwhile.
+        With finished jobs to report, until they are due (``_ack_delay``), or
+        less if the pool runs low (time to ask for more); otherwise until
+        there is news (a job finished, a failure, a batch used up, a signal)
+        or IDLE_LOOP_SECONDS at most, to look for a QUIT meanwhile.
         """
         if self.pool.has_unreported():
-            self.pool.batch_used_up.clear()
-            self.pool.batch_used_up.wait(ACK_INTERVAL)
+            self.pool.running_low.clear()
+            self.pool.running_low.wait(max(0.0, last_report + self._ack_delay() - now))
         else:
             self.pool.news.clear()
             self.pool.news.wait(IDLE_LOOP_SECONDS)
@@ -286,11 +296,29 @@ class Slave:
         self.client.send(self._build_request(0, leaving=True))
         self.client.wait_for_answer(FAREWELL_SECONDS)
 
-    def _holding_target(self) -> int:
-        """Jobs to hold, running and waiting: the concurrency plus one round trip's worth at our pace."""
+    def _jobs_per_report(self) -> int:
+        """Jobs we finish in REPORT_SPACING at our pace (0 if they take longer), at most MAX_JOBS_PER_REPORT."""
+        return min(MAX_JOBS_PER_REPORT, int(self.rate * REPORT_SPACING))
+
+    def _ack_delay(self) -> float:
+        """How long finished jobs may wait for a report: REPORT_SPACING while reports are spaced, else ACK_INTERVAL."""
+        return REPORT_SPACING if self._jobs_per_report() > 1 else ACK_INTERVAL
+
+    def _holding(self) -> tuple[int, int]:
+        """Jobs to hold, running and waiting, and how many must be missing before we ask for more.
+
+        The concurrency plus one round trip's worth at our pace, and while
+        reports are spaced, one report's worth more, asked for together.
+        """
         cover = min(MAX_COVER_SECONDS, max(MIN_COVER_SECONDS, self.client.round_trip))
-        prefetch = max(1, min(MAX_PREFETCH, math.ceil(self.rate * cover)), self.boost)
-        return self.config.concurrency + prefetch
+        in_flight = math.ceil(self.rate * cover)
+        per_report = self._jobs_per_report()
+        prefetch = max(1, min(MAX_PREFETCH, max(in_flight, per_report + math.ceil(in_flight / 2))), self.boost)
+        # Ask again once half the prefetch is used (or a report's worth), so
+        # the pool never holds fewer jobs than it has greenlets while the
+        # master has more.
+        refill = max(1, prefetch // 2, per_report)
+        return self.config.concurrency + prefetch, refill
 
     def _next_request(self, now: float, last_report: float) -> list[bytes] | None:
         """The next message for the master, or None when there is nothing to say yet."""
@@ -299,14 +327,12 @@ class Slave:
             if self.pool.running == 0 or now >= self.stop_deadline:
                 return self._build_request(0, leaving=True)
             return self._build_request(0) if unreported and now - last_report >= ACK_INTERVAL else None
-        target = self._holding_target()
+        target, refill = self._holding()
         queued = self.pool.queued()
         want = target - queued - self.pool.running
         idle = queued == 0 and self.pool.running == 0
-        # Ask again once half the prefetch is used, so the pool never holds
-        # fewer jobs than it has greenlets while the master has more.
-        refill = max(1, (target - self.config.concurrency) // 2)
-        if want >= refill or idle or unreported and now - last_report >= ACK_INTERVAL:
+        self.pool.low_water = target - refill  # wake this loop once the pool holds no more than that
+        if want >= refill or idle or unreported and now - last_report >= self._ack_delay():
             return self._build_request(max(0, want))
         return None
 
