@@ -114,7 +114,7 @@ FULL = Plan(
     scaling=[10_000, 100_000, 1_000_000, 10_000_000],
     scaling_reps_limit=1_000_000,
     chunksizes=[16, 64, 256, 1024, 4096],
-    realwork_reps=5,
+    realwork_reps=7,
     realwork_reference_reps=3,
 )
 
