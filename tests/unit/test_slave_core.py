@@ -235,9 +235,10 @@ def test_a_slave_that_hears_no_master_exits_1_and_says_where_it_looked():
 
 
 def test_a_slave_with_jobs_at_tens_a_second_reports_for_several_jobs_at_once(harness):
-    # At 80 jobs a second (two greenlets, 25 ms each), one report per job was
-    # 5-10 % of a database job's CPU between master and slave; REPORT_SPACING
-    # makes it one report for several jobs, without losing or repeating any.
+    # At 80 jobs a second (two greenlets, 25 ms each) a slave used to report
+    # after nearly every job, and each report costs master and slave CPU;
+    # REPORT_SPACING makes it one report for several jobs, without losing or
+    # repeating any.  With REPORT_SPACING = 0 this slave sent 123 reports.
     h = harness(240, size=1000)
     h.fill()
     handled: list[int] = []
