@@ -2,11 +2,13 @@
 
 One JSON document, replaced atomically at least once a second while jobs
 finish and on exit.  It names an *anchor* job - normally the first job not yet
-finished - by position and value, plus the ranges of positions from the anchor
-on that are already resolved, so a resumed run calls ``get_jobs(last=value)``,
-numbers the jobs it yields from the anchor's position, and skips the resolved
-ones.  Because the master never holds more than ``--size`` jobs, those ranges
-span at most ``--size`` positions: the file's size does not grow with the run.
+finished - by position and value, plus the jobs from the anchor on that are
+already resolved: their positions and a fingerprint of each.  A resumed run
+calls ``get_jobs(last=value)``, numbers the jobs it yields from the anchor's
+position, and skips a job only when it is one of the resolved ones by its
+fingerprint (``taskmaster.identity``), never by its position alone.  Because
+the master holds a bounded window of jobs, those fingerprints are bounded
+too: the file's size does not grow with the run.
 
 The value is pickled (base64) since jobs are arbitrary picklable objects; the
 file is the master's own, written with mode 0600, never anything received
@@ -26,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from taskmaster import identity
 from taskmaster.errors import UsageError
 from taskmaster.fileio import write_atomically
 from taskmaster.text import short_repr
@@ -36,7 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("taskmaster.master")
 
 FORMAT = "taskmaster-state"
-VERSION = 1
+VERSION = 2  # 2: fingerprints of the resolved jobs (1 named them by position only)
+READABLE = (1, 2)
 
 
 @dataclass
@@ -47,6 +51,7 @@ class State:
     has_anchor: bool = False
     anchor: Any = None
     resolved: list[list[int]] = field(default_factory=list)
+    prints: list[bytes] = field(default_factory=list)  # one fingerprint per resolved position, in order
     finished: int = 0
     failed: int = 0
     complete: bool = False
@@ -78,6 +83,7 @@ def save(path: str, state: State) -> None:
         "anchor": base64.b64encode(pickle.dumps(state.anchor, protocol=4)).decode() if state.has_anchor else None,
         "anchor_repr": short_repr(state.anchor) if state.has_anchor else None,
         "resolved": state.resolved,
+        "fingerprints": base64.b64encode(identity.join(state.prints)).decode(),
         "finished": state.finished,
         "failed": state.failed,
         "complete": state.complete,
@@ -113,6 +119,7 @@ class Saver:
             has_anchor=base.has_anchor,
             anchor=base.anchor,
             resolved=base.resolved,
+            prints=base.prints,
             finished=base.finished + ledger.finished,
             failed=base.failed + ledger.failed,
             complete=complete,
@@ -120,7 +127,7 @@ class Saver:
         )
         anchor = ledger.anchor()
         if anchor is not None:
-            new.position, new.anchor, new.resolved = anchor
+            new.position, new.anchor, new.resolved, new.prints = anchor
             new.has_anchor = True
         elif not complete and not base.has_anchor:
             return  # nothing pulled yet, nothing to remember
@@ -165,7 +172,7 @@ def load(path: str, target: str, kwargs: dict[str, str]) -> State | None:
         doc = json.loads(raw)
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             raise ValueError("not a taskmaster state file")
-        if doc.get("version") != VERSION:
+        if doc.get("version") not in READABLE:
             raise ValueError(f"unsupported version {doc.get('version')!r}")
         state = State(
             target=_typed(doc, "target", str),
@@ -180,6 +187,10 @@ def load(path: str, target: str, kwargs: dict[str, str]) -> State | None:
         for pair in state.resolved:
             if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, int) for x in pair)):
                 raise ValueError("bad 'resolved' ranges")
+        if doc.get("fingerprints") is not None:
+            state.prints = identity.split(base64.b64decode(_typed(doc, "fingerprints", str), validate=True))
+            if state.prints and len(state.prints) != sum(b - a for a, b in state.resolved):
+                raise ValueError("'fingerprints' does not match 'resolved'")
         if doc.get("anchor") is not None:
             state.anchor = pickle.loads(base64.b64decode(doc["anchor"], validate=True))
             state.has_anchor = True

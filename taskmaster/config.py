@@ -18,7 +18,7 @@ DEFAULT_ADDRESS = "tcp://127.0.0.1:3050"  # loopback unless told otherwise
 @dataclass
 class MasterConfig:
     address: str = DEFAULT_ADDRESS
-    size: int = 10000  # most jobs held at once, buffered or in flight
+    size: int | None = None  # most jobs held, buffered or in flight; None: the master chooses (taskmaster.window)
     state_path: str = "taskmaster.state"
     failures_path: str = "taskmaster.failures.jsonl"
     reset: bool = False

@@ -19,18 +19,13 @@ from typing import TYPE_CHECKING
 
 from taskmaster import protocol
 from taskmaster.shutdown import Phase
+from taskmaster.window import SMALL_JOB_BYTES
 
 if TYPE_CHECKING:
     from taskmaster.master import Master
     from taskmaster.registry import SlaveRecord
 
 MAX_BATCH = 20000  # jobs in one reply, at most
-# While jobs pickle to this many bytes or fewer on average, the window holds up
-# to WINDOW_STRETCH x --size of them: a round trip to a slave takes the same
-# time whatever the job, and --size tiny jobs do not cover it at millions of
-# jobs a second.  The memory is that of --size jobs of about 1 KB.
-SMALL_JOB_BYTES = 64
-WINDOW_STRETCH = 16
 # A request that finds no job to hand out waits for one this long at most.  A
 # slave still holding jobs gets its answer soon, because while its request
 # waits it cannot acknowledge the jobs it finishes - and those may be what

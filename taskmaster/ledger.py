@@ -26,16 +26,19 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
+from taskmaster.identity import FinishedBefore, fingerprint
 from taskmaster.ranges import merge, to_ranges
 
 PENDING, DONE, FAILED = 0, 1, 2
 _RESOLVED_RUNS = re.compile(rb"[\x01\x02]+")
+# The checkpoint names at most this many jobs resolved after the anchor (by
+# fingerprint, see taskmaster.identity): with an explicit --size there are
+# never more; a stretched window's further ones run again after a crash.
+MAX_REMEMBERED = 10000
 
 
 class Ledger:
-    def __init__(
-        self, size: int, start: int = 0, resolved_ahead: Iterable[tuple[int, int]] = (), stretch: int = 1
-    ) -> None:
+    def __init__(self, size: int, start: int = 0, before: FinishedBefore | None = None, stretch: int = 1) -> None:
         if size < 1 or stretch < 1:
             raise ValueError("size and stretch must be positive")
         self.window = size  # jobs held at most (``--size``) ...
@@ -53,9 +56,11 @@ class Ledger:
         self.retries: deque[tuple[int, str]] = deque()
         self.attempts: dict[int, int] = {}
         self.failed_on: dict[int, str] = {}  # the slave a job last failed on, until it is resolved
-        # Positions resolved in an earlier run (from the checkpoint): they are
-        # marked resolved as the iterator reaches them, never sent again.
-        self.resolved_ahead: list[tuple[int, int]] = sorted((a, b) for a, b in resolved_ahead if b > start)
+        # Jobs an earlier run resolved after the anchor (from the checkpoint):
+        # a job the iterator yields is marked resolved, never sent again, only
+        # if it is one of them by its pickle - never by its position alone.
+        self.before = before if before is not None and before.active else None
+        self.prints: dict[int, bytes] = {}  # position -> fingerprint, computed for a checkpoint
         self.finished = 0  # resolved as done during this run
         self.failed = 0  # failed for good during this run
 
@@ -71,6 +76,12 @@ class Ledger:
     def undispatched(self) -> int:
         """Jobs waiting to be handed out (some may be resolved meanwhile)."""
         return (self.high - self.fresh) + len(self.requeued) + len(self.retries)
+
+    def pending(self) -> int:
+        """Jobs pulled and not resolved: buffered or with a slave."""
+        if self.high == self.low:
+            return 0
+        return sum(self.states.count(PENDING, i, j) for i, j in self._segments(self.low, self.high))
 
     def drained(self) -> bool:
         """Every job pulled so far is resolved."""
@@ -98,20 +109,21 @@ class Ledger:
             self.states[i:j] = bytes(j - i)
             offset += j - i
         self.high += n
-        if self.resolved_ahead:
-            self._apply_resolved_ahead(start, self.high)
-            self._advance()
+        if self.before is not None:
+            self._skip_known(start, jobs)
 
-    def _apply_resolved_ahead(self, a: int, b: int) -> None:
-        keep = []
-        for lo, hi in self.resolved_ahead:
-            x, y = max(lo, a), min(hi, b)
-            if x < y:
-                for i, j in self._segments(x, y):
-                    self.states[i:j] = b"\x01" * (j - i)
-            if hi > b:
-                keep.append((max(lo, b), hi))
-        self.resolved_ahead = keep
+    def _skip_known(self, start: int, jobs: list) -> None:
+        """Mark resolved the jobs an earlier run resolved (see taskmaster.identity)."""
+        before = self.before
+        assert before is not None
+        for offset, job in enumerate(jobs):
+            if not before.active:
+                break
+            if before.skip(start + offset, job):
+                self.states[(start + offset) % self.size] = DONE
+        if not before.active:
+            self.before = None
+        self._advance()
 
     def truncate(self, position: int) -> None:
         """Forget positions >= position: the iterator stops there.
@@ -123,7 +135,7 @@ class Ledger:
             raise ValueError("position outside the window")
         self.high = position
         self.fresh = min(self.fresh, position)
-        self.resolved_ahead = []
+        self.before = None
         self._advance()
 
     # ------------------------------------------------------------ dispatch
@@ -268,24 +280,46 @@ class Ledger:
 
     # ------------------------------------------------------------ checkpoint
 
-    def anchor(self) -> tuple[int, Any, list[list[int]]] | None:
-        """(position, value, resolved ranges from there) for the checkpoint.
+    def anchor(self) -> tuple[int, Any, list[list[int]], list[bytes]] | None:
+        """(position, value, resolved ranges from there, their fingerprints) for the checkpoint.
 
         The anchor is the first unresolved job; when everything pulled so far
         is resolved it is the last job pulled, listed as resolved, because
-        resuming needs a real job value to hand to get_jobs(last=...).
-        None until this run pulled anything.
+        resuming needs a real job value to hand to get_jobs(last=...).  The
+        jobs resolved from there on are named by fingerprint, in the order of
+        their positions (at most MAX_REMEMBERED), and so are those an earlier
+        run resolved that the iterator has not reached yet.  None until this
+        run pulled anything.
         """
         if self.high == self.start:
             return None
-        if self.low < self.high:
-            position = self.low
-        else:
-            position = self.high - 1
-        resolved: list[list[int]] = []
+        position = self.low if self.low < self.high else self.high - 1
+        positions: list[int] = []
         for i, j in self._segments(position, self.high):
             base = position - i if i == position % self.size else self.high - j
             for match in _RESOLVED_RUNS.finditer(self.states, i, j):
-                resolved.append([base + match.start(), base + match.end()])
-        resolved = merge(resolved + [list(r) for r in self.resolved_ahead])
-        return position, self.values[position % self.size], resolved
+                positions.extend(range(base + match.start(), base + match.end()))
+                if len(positions) >= MAX_REMEMBERED:
+                    break
+        del positions[MAX_REMEMBERED:]
+        prints = self.prints
+        for p in [p for p in prints if p < position]:
+            del prints[p]  # behind the anchor now: never needed again
+        named: list[tuple[int, bytes]] = []
+        for p in positions:
+            print_ = prints.get(p)
+            if print_ is None:
+                print_ = fingerprint(self.values[p % self.size])
+                if print_ is None:
+                    continue  # cannot be pickled: it is not named, and would run again
+                prints[p] = print_
+            named.append((p, print_))
+        if self.before is not None:
+            named.extend(self.before.remaining(self.high))
+        named.sort()
+        return (
+            position,
+            self.values[position % self.size],
+            to_ranges(p for p, _ in named),
+            [print_ for _, print_ in named],
+        )

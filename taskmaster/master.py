@@ -176,7 +176,7 @@ class Master:
         return None
 
     def show_progress(self) -> None:
-        queue = f"{self.ledger.undispatched()}/{self.config.size}"
+        queue = f"{self.buffered()}/{self.ledger.limit}"
         self.progress.update(self.finished_overall(), queue, self.resolved(), paused=self.paused)
 
     def _end_reason(self, now: float) -> EndReason | None:
@@ -300,6 +300,10 @@ class Master:
             self.dispatcher.answer(slave, msg.want, now)
 
     # ------------------------------------------------- checkpoint, status
+
+    def buffered(self) -> int:
+        """Jobs pulled from the iterator, not resolved and not with a slave: waiting to be handed out."""
+        return max(0, self.ledger.pending() - self.registry.in_flight())
 
     def finished_overall(self) -> int:
         return self.resumed_from.finished + self.ledger.finished

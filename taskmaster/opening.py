@@ -13,10 +13,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from taskmaster import checkpoint, fileio
-from taskmaster.dispatch import WINDOW_STRETCH
+from taskmaster.identity import FinishedBefore
 from taskmaster.ledger import Ledger
 from taskmaster.outcome import Outcome
+from taskmaster.ranges import expand
 from taskmaster.source import JobSource
+from taskmaster.window import window_of
 
 if TYPE_CHECKING:
     from taskmaster.config import MasterConfig
@@ -53,7 +55,7 @@ def open_run(
         jobs = failed_jobs.start_replay()
         if not jobs:
             return Outcome(0, f"no failed jobs to retry in {config.failures_path}")
-        ledger = Ledger(config.size, stretch=WINDOW_STRETCH)
+        ledger = Ledger(*window_of(config.size))
         source = JobSource(ledger)
         source.serve(jobs)
         return Opened(ledger, source, fresh, len(jobs))
@@ -61,8 +63,9 @@ def open_run(
     if state is not None and state.complete:
         return _already_finished(config, state, failed_jobs)
     base = state if state is not None and state.has_anchor else fresh
-    start, resolved = (base.position, base.resolved) if base.has_anchor else (0, [])
-    ledger = Ledger(config.size, start=start, resolved_ahead=resolved, stretch=WINDOW_STRETCH)
+    size, stretch = window_of(config.size)
+    start, before = (base.position, _finished_before(base, size * stretch)) if base.has_anchor else (0, None)
+    ledger = Ledger(size, start=start, before=before, stretch=stretch)
     source = JobSource(ledger)
     if base.has_anchor:
         source.open(get_jobs, fresh.kwargs, last=base.anchor)
@@ -71,6 +74,22 @@ def open_run(
     total = _count(count_jobs, fresh.kwargs, base.total) if config.total is None else config.total
     base.total = total
     return Opened(ledger, source, base, total)
+
+
+def _finished_before(state: checkpoint.State, window: int) -> FinishedBefore:
+    """What the earlier run resolved after its anchor, known by fingerprint (see taskmaster.identity)."""
+    positions = expand(state.resolved)
+    if len(state.prints) != len(positions):
+        # A state file from before fingerprints: positions alone do not say
+        # which jobs finished, so none is skipped.
+        log.warning(
+            "the state file names %d jobs resolved after job %d by position only (an older taskmaster): "
+            "they run again",
+            len(positions),
+            state.position,
+        )
+        return FinishedBefore([], [], window)
+    return FinishedBefore(positions, state.prints, window)
 
 
 def _already_finished(config: MasterConfig, state: checkpoint.State, failed_jobs: FailedJobs) -> Outcome:

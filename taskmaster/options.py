@@ -150,7 +150,12 @@ COMMON_OPTIONS = [
 
 MASTER_OPTIONS = [
     Option(
-        "--size", positive_int, MASTER.size, "most jobs held at once, buffered or in flight (default: %(default)s)", "N"
+        "--size",
+        positive_int,
+        MASTER.size,
+        "most jobs held at once, buffered or in flight: a hard bound (default: the master chooses, "
+        "10000 jobs or up to 16 times that while jobs pickle to 64 bytes or less)",
+        "N",
     ),
     Option("--state-file", str, None, "checkpoint file (default: derived from the target and arguments, in .)", "PATH"),
     Option(

@@ -56,8 +56,9 @@ def snapshot(m: Master, now: float) -> dict[str, Any]:
         "finished": m.finished_overall(),
         "failed": m.resumed_from.failed + m.ledger.failed,
         "in_flight": m.registry.in_flight(),
-        "buffered": m.ledger.undispatched(),
-        "size": m.config.size,
+        "buffered": m.buffered(),
+        "size": m.ledger.limit,  # the window in force: --size, or the master's own choice
+        "size_explicit": m.config.size is not None,
         "total": m.total,
         "percent": 100.0 * resolved / m.total if m.total else None,
         "rate_10s": rate_10s,
@@ -113,7 +114,8 @@ def render(snap: dict[str, Any]) -> str:
         f"finished    {done}",
         f"failed      {snap['failed']}",
         f"in flight   {snap['in_flight']}",
-        f"buffered    {snap['buffered']} / {snap['size']}",
+        f"buffered    {snap['buffered']} / {snap['size']}"
+        + ("" if snap.get("size_explicit", True) else " (window chosen by the master: no --size)"),
         f"rate        {snap['rate_10s']:.1f} jobs/s (last 10 s), {snap['rate_overall']:.1f} jobs/s overall",
         f"elapsed     {duration_text(snap['elapsed'])}",
         f"eta         {duration_text(snap['eta_seconds'])}",

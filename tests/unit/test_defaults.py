@@ -75,7 +75,7 @@ def test_help_shows_the_classes_defaults(capsys):
     with pytest.raises(SystemExit):
         master_cli.main(["--help"])
     out = capsys.readouterr().out
-    assert f"(default: {MasterConfig.size})" in out
+    assert f"(default: {MasterConfig.grace})" in out
     assert f"(default: {MasterConfig.lease_timeout})" in out
 
 

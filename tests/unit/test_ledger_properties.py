@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from taskmaster import checkpoint, failures
+from taskmaster.identity import FinishedBefore
 from taskmaster.ledger import Ledger
 from taskmaster.protocol import Failure
 from taskmaster.ranges import expand, to_ranges, within
@@ -64,8 +65,9 @@ class Bookkeeping(RuleBasedStateMachine):
         """A master starting: from scratch, or resuming from `state`."""
         resume = state is not None and state.has_anchor
         base = state if resume else checkpoint.State(TARGET, KWARGS)
-        start, ahead = (base.position, base.resolved) if resume else (0, [])
-        self.ledger = Ledger(self.size, start=start, resolved_ahead=ahead, stretch=self.stretch)
+        start = base.position if resume else 0
+        before = FinishedBefore(expand(base.resolved), base.prints, self.size * self.stretch) if resume else None
+        self.ledger = Ledger(self.size, start=start, before=before, stretch=self.stretch)
         self.registry = SlaveRegistry(self.ledger, lease_timeout=10.0)
         self.failed_jobs = failures.FailedJobs(str(self.dir / "run.failures.jsonl"), self.max_retries)
         self.saver = checkpoint.Saver(self.state_path, base)
