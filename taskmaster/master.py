@@ -46,6 +46,8 @@ from taskmaster.throttle import Throttle
 
 log = logging.getLogger("taskmaster.master")
 
+STALL_SECONDS = 1.0  # ticks this far apart mean the master itself stalled (they come every TICK_SECONDS)
+
 
 class Master:
     def __init__(
@@ -85,6 +87,7 @@ class Master:
         self.throttle: Throttle | None = Throttle(config.rate, self.started) if config.rate else None
         self.halted: str | None = None  # why --max-failures halted the run
         self.next_tick = 0.0  # when the housekeeping of `tick` is due next
+        self.last_tick = 0.0  # when `tick` last ran: a long gap is a stall of the master's own
         self.next_checkpoint = 0.0
         self.progress = Progress(False, show_queue=True)  # the real one comes with `start`
         self.control = Controls(self)
@@ -148,6 +151,12 @@ class Master:
         show progress, checkpoint, answer pending pauses, see whether the run
         ended; the Outcome once it ended and the master lingered (see taskmaster.shutdown).
         """
+        if self.last_tick and now - self.last_tick > STALL_SECONDS:
+            # The loop was held up (a slow disk, a pause of the process): the
+            # heartbeats of that time wait unread in the socket, so the slaves'
+            # silence proves nothing - leases must not run out for it.
+            self.registry.excuse(now - self.last_tick)
+        self.last_tick = now
         if self.phase is Phase.CLOSING:
             self.dispatcher.serve_parked(now)
             everyone_left = self.registry.live_count() == 0
@@ -229,7 +238,7 @@ class Master:
                 self.registry.seen(slave, now)
                 if isinstance(msg, protocol.GiveBack):
                     reports.take_back(self, slave, msg.cuts)
-                    slave.queue = msg.queue
+                    self.registry.note_queue(slave, msg.queue)
                     if self.paused or self.halted:
                         self.control.on_news(slave, now)
                     elif self.dispatcher.parked:
@@ -285,7 +294,7 @@ class Master:
             # the batch in it is nobody's - back to the queue with it.
             self.registry.take_back_batch(slave, slave.last_batch)
         slave.last_seq, slave.last_batch = msg.seq, None
-        slave.queue = msg.queue
+        self.registry.note_queue(slave, msg.queue)
         reports.take_back(self, slave, msg.cuts)
         reports.record(self, slave, msg)
         if self.paused or self.halted:

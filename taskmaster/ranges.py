@@ -28,9 +28,14 @@ def merge(ranges: Iterable[Iterable[int]]) -> list[list[int]]:
     return out
 
 
-def within(inner: Iterable[tuple[int, int]], outer: list[list[int]]) -> bool:
-    """True when every range of `inner` lies inside one range of sorted, disjoint `outer`."""
-    starts = [x for x, _ in outer]
+def within(inner: Iterable[tuple[int, int]], outer: list[list[int]], starts: list[int] | None = None) -> bool:
+    """True when every range of `inner` lies inside one range of sorted, disjoint `outer`.
+
+    `starts`, the first position of each range of `outer`, may be given when
+    the caller keeps it.
+    """
+    if starts is None:
+        starts = [x for x, _ in outer]
     for a, b in inner:
         k = bisect_right(starts, a) - 1
         if k < 0 or b > outer[k][1]:

@@ -22,7 +22,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from taskmaster.ledger import Ledger
-from taskmaster.ranges import positions_of
+from taskmaster.ranges import positions_of, within
 
 log = logging.getLogger("taskmaster.master")
 
@@ -39,10 +39,22 @@ class Batch:
     keep: int = -1  # the first `keep` jobs are still this slave's; the rest it gave back
     ranges: list[list[int]] = field(default_factory=list)  # positions of those `keep` jobs: what the lease covers
     expired: bool = False  # its lease ran out and its jobs were requeued
+    _starts: tuple[list[list[int]], list[int]] | None = field(default=None, repr=False)  # (ranges, their starts)
 
     def __post_init__(self) -> None:
         if self.keep < 0:
             self.keep, self.ranges = self.size, self.handed
+
+    def covers(self, inner: list[tuple[int, int]]) -> bool:
+        """Are all of `inner`'s positions still this slave's (under its lease or not)?
+
+        The starts of the batch's ranges are found once per version of them,
+        not once per acknowledgement: one message may name the same batch
+        thousands of times.
+        """
+        if self._starts is None or self._starts[0] is not self.ranges:
+            self._starts = (self.ranges, [a for a, _ in self.ranges])
+        return within(inner, self.ranges, self._starts[1])
 
 
 @dataclass
@@ -139,6 +151,16 @@ class SlaveRegistry:
         batch = slave.batches.get(batch_id)
         if batch is not None and self.ledger.unresolved(batch.ranges) == 0:
             del slave.batches[batch_id]
+
+    def note_queue(self, slave: SlaveRecord, queue: list[tuple[int, int, int]]) -> None:
+        """What `slave` says waits unstarted: kept only for batches it holds, so it is bounded by the window."""
+        batches = slave.batches
+        slave.queue = [entry for entry in queue if entry[0] in batches]
+
+    def excuse(self, seconds: float) -> None:
+        """The master did not listen for `seconds` (a stall of its own): no slave's silence meanwhile counts."""
+        for slave in self.slaves.values():
+            slave.last_seen += seconds
 
     # ------------------------------------------------- moving unstarted jobs
 

@@ -12,7 +12,6 @@ import logging
 from typing import TYPE_CHECKING
 
 from taskmaster import protocol
-from taskmaster.ranges import within
 
 if TYPE_CHECKING:
     from taskmaster.master import Master
@@ -36,7 +35,7 @@ def record(m: Master, slave: SlaveRecord, msg: protocol.Report) -> None:
     record_acks(m, slave, msg.acks)
     for failure in msg.failures:
         batch = slave.batches.get(failure.batch)
-        if batch is None or not within([(failure.position, failure.position + 1)], batch.ranges):
+        if batch is None or not batch.covers([(failure.position, failure.position + 1)]):
             m.bad(None, f"slave {slave.id} reported a failure of a job it was not handed")
             continue
         try:
@@ -53,7 +52,7 @@ def record_acks(m: Master, slave: SlaveRecord, acks: list[tuple[int, list[tuple[
         batch = slave.batches.get(batch_id)
         if batch is None and batch_id <= m.registry.next_batch:
             continue  # a batch whose jobs are all resolved already: nothing to learn
-        if batch is None or not within(ranges, batch.ranges):
+        if batch is None or not batch.covers(ranges):
             m.bad(None, f"slave {slave.id} acknowledged jobs it was not handed (batch {batch_id})")
             continue
         slave.finished += m.ledger.mark_done(ranges)

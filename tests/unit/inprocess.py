@@ -87,8 +87,16 @@ class Harness:
         return self.send(name.encode(), frames)
 
     def tick(self, seconds: float = 0.0):
+        """One tick, `seconds` after the last (more than a second is a stall of the master: see Master.tick)."""
         self.now += seconds
         return self.master.tick(self.now)
+
+    def elapse(self, seconds: float, step: float = 0.1):
+        """Time passes with the master ticking as a real one does; the last tick's Outcome."""
+        outcome = None
+        for _ in range(round(seconds / step)):
+            outcome = self.tick(step)
+        return outcome
 
     def end(self):
         """Tick past any lingering: the Outcome."""

@@ -77,10 +77,10 @@ def test_a_lost_slaves_jobs_go_to_another_once_its_lease_runs_out(harness):
     assert h.request("s2", w2, want=6) is None  # nothing to hand out: parked
     h.tick(1.0)  # within the lease: nothing moves (and s2 hears there is nothing, for now)
     assert h.master.registry.in_flight() == 6 and h.endpoint.last(b"s2")[2] == []
-    h.now += 5.0
-    h.send(b"s2-beat", protocol.heartbeat("s2", w2["run"], w2["token"]))  # s2 is alive; s1 silent 6 s
+    h.elapse(3.0)
+    h.send(b"s2-beat", protocol.heartbeat("s2", w2["run"], w2["token"]))  # s2 is alive
     h.send(b"rogue", protocol.heartbeat("s1", w1["run"], w1["token"]))  # s1's token, not its connection
-    h.tick()
+    h.elapse(2.1)  # s1 silent 6 s
     assert h.master.registry.in_flight() == 0
     assert {r["id"]: r["state"] for r in h.master.registry.rows(h.now)} == {"s1": "lost", "s2": "working"}
     kind, header, jobs = h.request("s2", w2, want=6)
@@ -89,6 +89,32 @@ def test_a_lost_slaves_jobs_go_to_another_once_its_lease_runs_out(harness):
     h.tick()
     outcome = h.end()
     assert outcome.code == 0 and outcome.finished == 6
+
+
+def test_a_master_that_stalls_longer_than_the_lease_does_not_write_off_its_slaves(harness):
+    """The heartbeats of a stall wait unread in the socket: the slaves' silence meanwhile proves nothing."""
+    h = harness(upto(6), size=100, lease_timeout=5.0)
+    h.fill()
+    w1 = h.hello("s1")
+    h.request("s1", w1, want=6)
+    h.elapse(1.0)
+    h.tick(40.0)  # the master's loop was held up for 40 s (a slow disk, SIGSTOP)
+    assert h.master.registry.in_flight() == 6
+    assert {r["id"]: r["state"] for r in h.master.registry.rows(h.now)} == {"s1": "working"}
+    h.elapse(6.0)  # but a slave silent for a lease while the master listens is lost
+    assert {r["id"]: r["state"] for r in h.master.registry.rows(h.now)} == {"s1": "lost"}
+    assert h.master.registry.in_flight() == 0
+
+
+def test_a_slave_reports_a_queue_only_of_batches_it_holds(harness):
+    """A queue naming batches the slave was never handed is not kept: what the master stores is bounded."""
+    h = harness(upto(6), size=100)
+    h.fill()
+    w1 = h.hello("s1")
+    _, header, _ = h.request("s1", w1, want=2)
+    queue = [[header["batch"], 0, 2]] + [[10_000 + i, 0, 5] for i in range(5000)]
+    h.send(b"s1", protocol.report("s1", w1["run"], w1["token"], 99, 0, [], [], False, queue, []))
+    assert h.master.registry.get("s1").queue == [(header["batch"], 0, 2)]
 
 
 def test_a_parked_request_is_served_what_it_asked_for_when_jobs_arrive(harness):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from taskmaster.ledger import Ledger
-from taskmaster.registry import FORGET_AFTER_LEASES, SlaveRegistry
+from taskmaster.registry import FORGET_AFTER_LEASES, Batch, SlaveRegistry
 
 LEASE = 30.0
 
@@ -88,3 +88,20 @@ def test_a_retry_whose_slave_is_lost_goes_out_once_not_twice():
     registry.leave(a)
     jobs, ranges = ledger.take(5, "b", alone=True)
     assert (jobs, ranges) == ([0], [[0, 1]])
+
+
+def test_an_acknowledgement_naming_one_batch_many_times_reads_its_ranges_once():
+    """One ACK may name a batch thousands of times: its ranges' starts are found once, not per mention."""
+
+    class CountedRanges(list):
+        walks = 0
+
+        def __iter__(self):
+            CountedRanges.walks += 1
+            return super().__iter__()
+
+    ranges = CountedRanges([[2 * i, 2 * i + 1] for i in range(20000)])
+    batch = Batch(1, ranges, 20000)
+    assert all(batch.covers([(2 * i, 2 * i + 1)]) for i in range(0, 20000, 2))
+    assert not batch.covers([(1, 2)])
+    assert CountedRanges.walks == 1
