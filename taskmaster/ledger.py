@@ -267,6 +267,10 @@ class Ledger:
                 self.low += k - i
                 break
         if self.low > before:
+            # Positions behind low are resolved: never to be handed out.  (A
+            # resume can resolve jobs nobody was handed; left behind `fresh`,
+            # their slots would be handed once the ring wraps onto them.)
+            self.fresh = max(self.fresh, self.low)
             # Drop the values behind the window, but the last one: it is the
             # checkpoint's anchor once everything pulled is resolved.  The
             # ring may be far larger than the window, so values left in its

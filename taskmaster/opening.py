@@ -55,7 +55,8 @@ def open_run(
         jobs = failed_jobs.start_replay()
         if not jobs:
             return Outcome(0, f"no failed jobs to retry in {config.failures_path}")
-        ledger = Ledger(*window_of(config.size))
+        size, stretch = window_of(config.size)
+        ledger = Ledger(size, stretch=stretch)
         source = JobSource(ledger)
         source.serve(jobs)
         return Opened(ledger, source, fresh, len(jobs))

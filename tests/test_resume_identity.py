@@ -15,8 +15,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import tm, wait_for, write_module
+from conftest import tm, wait_for, write_module
 
 # Files left in a folder, in name order from `last` on; handling one deletes it.
 FOLDER_MODULE = """

@@ -8,11 +8,11 @@ is when a master choosing its own window stretches it; with --size it must not.
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 
 import pytest
-
-from tests.conftest import free_port, tcp_address, tm, wait_for, write_module
+from conftest import free_port, tcp_address, tm, wait_for, write_module
 
 SIZE = 300
 GAUGES = ("taskmaster_jobs_buffered", "taskmaster_jobs_in_flight", "taskmaster_buffer_size")
@@ -75,8 +75,12 @@ def test_an_explicit_size_bounds_buffered_plus_in_flight_and_the_read_ahead(proc
         snap = status(procs, address)
         if snap is not None:
             seen.append((snap["buffered"], snap["in_flight"], snap["size"]))
-            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as page:
-                text = page.read().decode()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as page:
+                    text = page.read().decode()
+            except urllib.error.URLError:
+                assert master.poll() is not None, "/metrics stopped answering while the run went on"
+                break
             gauges = {
                 line.split()[0]: float(line.split()[1])
                 for line in text.splitlines()

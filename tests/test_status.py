@@ -61,7 +61,8 @@ def test_tm_status_reports_a_running_master_and_eta_from_count_jobs(procs, tmp_p
     assert snap["total"] == 400 and 0 < snap["percent"] < 100
     assert snap["eta_seconds"] is not None and snap["eta_seconds"] > 0
     assert snap["rate_10s"] > 0 and snap["rate_overall"] > 0
-    assert snap["size"] == 10000 and snap["in_flight"] > 0
+    # No --size: the master's own window, 10,000 jobs, stretched for jobs that pickle small.
+    assert snap["size_explicit"] is False and snap["size"] in (10000, 160000) and snap["in_flight"] > 0
     assert snap["state_file"].endswith(".state")
     [row] = snap["slaves"]
     assert row["pid"] == slave.pid and row["state"] == "working" and row["finished"] > 0
