@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from taskmaster import __version__
+from taskmaster import __version__, fileio
 from taskmaster import options as _options
 from taskmaster.errors import UsageError
 from taskmaster.options import (  # noqa: F401 - the option tables, value types and their sources, for the commands
@@ -186,7 +186,11 @@ def setup_logging(
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
         try:
-            handlers.append(logging.FileHandler(log_file))
+            handlers.append(PrivateFileHandler(log_file))
+        except PermissionError as exc:
+            raise UsageError(
+                f"cannot open log file {log_file}: {exc.strerror}; remove it, or pass another --log-file"
+            ) from None
         except OSError as exc:
             raise UsageError(f"cannot open log file {log_file}: {exc.strerror}; pass another --log-file") from None
     for handler in handlers:
@@ -194,6 +198,19 @@ def setup_logging(
     root = logging.getLogger()
     root.handlers[:] = handlers
     root.setLevel(level.upper())
+
+
+class PrivateFileHandler(logging.FileHandler):
+    """The --log-file: created with mode 0600, appended to only when it is ours alone.
+
+    Log lines can carry job data (a failed job's repr and message), so the
+    file is as private as the failures file, and a link or a file someone
+    else planted at its name is refused rather than written to.
+    """
+
+    def _open(self):  # type: ignore[override]
+        fd = fileio.open_private_append(self.baseFilename)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
 def say(prog: str, text: str, error: bool = False, logger: str = "taskmaster", **fields: Any) -> None:

@@ -6,6 +6,7 @@ import json
 import sys
 from typing import Any
 
+from taskmaster import fileio
 from taskmaster.cli import common
 
 DESCRIPTION = """\
@@ -38,8 +39,8 @@ def write_result(path: str, outcome: Any) -> None:
         "summary": outcome.summary,
         "error": outcome.error,
     }
-    with open(path, "w") as f:
-        json.dump(result, f)
+    # Private (0600) and atomic: a link planted at `path` is replaced, never written through.
+    fileio.write_atomically(path, json.dumps(result).encode())
 
 
 def new_secret(argv: list[str], prog: str) -> int:
