@@ -180,8 +180,10 @@ def setup_logging(
         progress.plain_lines_only()  # a drawn bar on stderr would not be JSON
         formatter: logging.Formatter = JsonFormatter(role, {role: process_id} if process_id else None)
     else:
+        from taskmaster.logformat import TextFormatter
+
         label = f"{role} {process_id}" if process_id else role
-        formatter = logging.Formatter(f"%(asctime)s %(levelname)s {label}: %(message)s")
+        formatter = TextFormatter(f"%(asctime)s %(levelname)s {label}: %(message)s")
     _json_lines = log_format == "json"
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
