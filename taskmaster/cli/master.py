@@ -100,6 +100,7 @@ def main(argv: list[str] | None = None, prog: str = "tm-master") -> int:
             metrics_address=args.metrics_address,
             rate=args.rate,
             max_failures=args.max_failures,
+            job_repr=not args.no_job_repr,
         )
         count_jobs = target.optional(args.target, "count_jobs")
         outcome = Master(get_jobs, target_id, kwargs, config, keys, count_jobs).run()
