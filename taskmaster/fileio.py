@@ -21,7 +21,9 @@ PRIVATE = 0o600
 # O_NONBLOCK: a FIFO planted at the name fails the open instead of hanging it (no effect on a file).
 _APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _NOT_OURS = "it is not owned by this user"
+_WRITABLE = "it is writable by group or others"
 _SYMLINK = "it is a symbolic link, which someone else may have planted to make this run use another file"
+_PICKLES = "and the jobs pickled in it run code when loaded"
 
 
 def distrust(info: os.stat_result) -> str | None:
@@ -33,19 +35,19 @@ def distrust(info: os.stat_result) -> str | None:
     if info.st_uid != os.geteuid():
         return f"{_NOT_OURS} (owner uid {info.st_uid}, this user uid {os.geteuid()})"
     if info.st_mode & 0o022:
-        return f"it is writable by group or others (mode {stat.S_IMODE(info.st_mode):04o})"
+        return f"{_WRITABLE} (mode {stat.S_IMODE(info.st_mode):04o})"
     return None
 
 
-def refusal(path: str, what: str, option: str, reason: str, risk: str) -> UsageError:
-    """The one-line error for a file we will not use: what is wrong, the risk, and how to fix it."""
+def refusal(path: str, what: str, option: str, reason: str) -> UsageError:
+    """The one-line error for a file of pickled jobs we will not load: what is wrong, the risk, how to fix it."""
     if reason.startswith(_NOT_OURS):
-        fix = "if you trust it, chown it to this user; otherwise remove it"
-    elif reason.startswith("it is writable"):
-        fix = f"if you trust it, chmod go-w {path}; otherwise remove it"
+        reason, fix = f"{reason}, {_PICKLES}", "if you trust it, chown it to this user; otherwise remove it"
+    elif reason.startswith(_WRITABLE):
+        reason, fix = f"{reason}, {_PICKLES}", f"if you trust it, chmod go-w {path}; otherwise remove it"
     else:
         fix = "remove it"
-    return UsageError(f"refusing the {what} {path}: {reason}, and {risk}; {fix}, or pass {option} with another path")
+    return UsageError(f"refusing the {what} {path}: {reason}; {fix}, or pass {option} with another path")
 
 
 def read_own_file(path: str, what: str, option: str) -> bytes | None:
@@ -62,7 +64,7 @@ def read_own_file(path: str, what: str, option: str) -> bytes | None:
         return None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise refusal(path, what, option, _SYMLINK, "loading it could run code") from None
+            raise refusal(path, what, option, _SYMLINK) from None
         raise UsageError(
             f"cannot read {what} {path}: {exc.strerror}; fix its permissions, or pass {option} with another path"
         ) from None
@@ -75,7 +77,7 @@ def read_own_file(path: str, what: str, option: str) -> bytes | None:
             )
         reason = distrust(info)
         if reason is not None:
-            raise refusal(path, what, option, reason, "the jobs in it are pickles, which run code when loaded")
+            raise refusal(path, what, option, reason)
         chunks = []
         while chunk := os.read(fd, 1 << 20):
             chunks.append(chunk)
@@ -90,7 +92,8 @@ def check_writable(path: str, what: str, option: str) -> None:
     """UsageError now, rather than a crash at the first write, if `path` cannot be written.
 
     Writes nothing: the directory must exist and be writable, and `path`
-    must not be a directory, nor anything of someone else's (see `distrust`).
+    must not be a directory, nor anything but a file of ours alone (see
+    `distrust`): the state and failures files hold pickled jobs.
     """
     directory = os.path.dirname(os.path.abspath(path))
     try:
@@ -100,7 +103,7 @@ def check_writable(path: str, what: str, option: str) -> None:
     if info is not None and not stat.S_ISDIR(info.st_mode):
         reason = distrust(info)
         if reason is not None:
-            raise refusal(path, what, option, reason, "this run would read or write someone else's file")
+            raise refusal(path, what, option, reason)
     if os.path.isdir(path):
         raise UsageError(f"the {what} {path} is a directory: pass {option} with a file path")
     if not os.path.isdir(directory):
