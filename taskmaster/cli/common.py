@@ -190,9 +190,9 @@ def setup_logging(
         try:
             handlers.append(PrivateFileHandler(log_file))
         except PermissionError as exc:
-            raise UsageError(
-                f"cannot open log file {log_file}: {exc.strerror}; remove it, or pass another --log-file"
-            ) from None
+            fix = "chmod go-w it" if "writable by group" in str(exc.strerror) else "remove it"
+            reason = f"{exc.strerror}; {fix}, or pass another --log-file"
+            raise UsageError(f"cannot open log file {log_file}: {reason}") from None
         except OSError as exc:
             raise UsageError(f"cannot open log file {log_file}: {exc.strerror}; pass another --log-file") from None
     for handler in handlers:
