@@ -75,3 +75,15 @@ def test_the_masters_unpicklable_job_message(procs, tmp_path, module, hidden):
     assert result.returncode == 2, result.stderr
     assert "job at position 1 cannot be pickled" in result.stderr, result.stderr
     assert (SECRET in result.stderr) is not hidden, result.stderr
+
+
+@pytest.mark.timeout(60)
+def test_tm_spawn_passes_it_to_its_slaves(procs, tmp_path, module):
+    address = tcp_address()
+    master = procs.start(tm("master", module, "--address", address, "--no-progress", "--max-retries", "0"))
+    spawn = procs.start(tm("spawn", module, 2, "--address", address, "--no-progress", "--no-job-repr"))
+    _, master_err = master.communicate(timeout=50)
+    _, spawn_err = spawn.communicate(timeout=20)
+    assert master.returncode == 1, master_err
+    assert "job 0 failed" in spawn_err and "ValueError: no such row" in spawn_err, spawn_err
+    assert SECRET not in spawn_err
