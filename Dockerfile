@@ -8,16 +8,20 @@
 # or is mounted at run time.  No secret is in the image: mount it (a
 # Kubernetes Secret, a Compose secret) and point TASKMASTER_SECRET_FILE at it.
 
-ARG PYTHON_VERSION=3.12
+# The base image, pinned to an exact Python release and Debian suite (both
+# stages use the very same one).  Pin it by digest too where you build:
+#   docker buildx imagetools inspect python:3.12.10-slim-bookworm   # Digest: sha256:...
+#   docker build --build-arg PYTHON_IMAGE=python:3.12.10-slim-bookworm@sha256:<digest> ...
+ARG PYTHON_IMAGE=python:3.12.10-slim-bookworm
 
 # --- build: a wheel from this checkout ---------------------------------------
-FROM python:${PYTHON_VERSION}-slim AS build
+FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY . .
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 
 # --- run -----------------------------------------------------------------------
-FROM python:${PYTHON_VERSION}-slim
+FROM ${PYTHON_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \

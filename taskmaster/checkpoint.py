@@ -12,7 +12,8 @@ too: the file's size does not grow with the run.
 
 The value is pickled (base64) since jobs are arbitrary picklable objects; the
 file is the master's own, written with mode 0600, never anything received
-from the network.
+from the network, and it is loaded only when it is still ours alone
+(``fileio.read_own_file``).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskmaster import identity
 from taskmaster.errors import UsageError
-from taskmaster.fileio import write_atomically
+from taskmaster.fileio import read_own_file, write_atomically
 from taskmaster.text import short_repr
 
 if TYPE_CHECKING:
@@ -156,18 +157,12 @@ def load(path: str, target: str, kwargs: dict[str, str]) -> State | None:
     """Read the state for this target and arguments; None when there is none.
 
     Raises UsageError, without touching the file, when it is unreadable,
-    corrupt, or written for another target or other arguments.
+    not ours alone (checked before anything in it is unpickled), corrupt, or
+    written for another target or other arguments.
     """
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
+    raw = read_own_file(path, "state file", "--state-file")
+    if raw is None:
         return None
-    except OSError as exc:
-        raise UsageError(
-            f"cannot read state file {path}: {exc.strerror}; fix its permissions, "
-            "or pass --state-file with another path"
-        ) from None
     try:
         doc = json.loads(raw)
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:

@@ -33,6 +33,7 @@ class MasterConfig:
     metrics_address: str | None = None  # serve /metrics here (see taskmaster.metrics)
     rate: float | None = None  # --rate: jobs started per second, at most
     max_failures: FailureLimit | None = None  # --max-failures: halt past this
+    job_repr: bool = True  # name a job by its repr in logs, not by position alone (--no-job-repr)
 
 
 @dataclass
@@ -44,6 +45,7 @@ class SlaveConfig:
     job_timeout: float | None = None
     grace: float = MasterConfig.grace  # one --grace for both
     progress: bool = True
+    job_repr: bool = MasterConfig.job_repr  # one --no-job-repr for both
     # Seconds to keep trying to reach the master before giving up (0: for
     # ever); None: --retries tries of --timeout.  On a cluster engine slaves
     # may come up long before their master, or while it restarts.

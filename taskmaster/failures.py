@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from taskmaster.errors import UsageError
-from taskmaster.fileio import open_private_append, write_atomically
+from taskmaster.fileio import open_private_append, read_own_file, write_atomically
 from taskmaster.text import short_repr
 
 if TYPE_CHECKING:
@@ -78,13 +78,10 @@ class FailureLog:
 
     def read(self) -> list[dict]:
         """Every entry, each with its job unpickled under the key 'value'."""
-        try:
-            with open(self.path, "rb") as f:
-                lines = f.read().splitlines()
-        except FileNotFoundError:
+        raw = read_own_file(self.path, "failures file", "--failures-file")  # ours alone, or nothing is unpickled
+        if raw is None:
             return []
-        except OSError as exc:
-            raise UsageError(f"cannot read failures file {self.path}: {exc.strerror}") from None
+        lines = raw.splitlines()
         entries = []
         for number, line in enumerate(lines, 1):
             if not line.strip():

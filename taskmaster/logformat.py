@@ -1,10 +1,15 @@
-"""Log lines for machines: one JSON object per line (``--log-format json``).
+"""How log records become lines: JSON objects for machines, safe text for people.
 
+With ``--log-format json``, one JSON object per line.
 Each object has ``time`` (ISO 8601, UTC), ``level``, ``role`` (master,
 slave), ``message`` (the same text as the plain log line) and ``logger``;
 a slave's lines also carry its id under ``slave``.  Whatever a log call passes
 in ``extra=`` - a slave id, counts, a position - becomes a field of its own,
 so a log collector can filter and graph without parsing the message.
+
+The text format (the default) shows what jobs and their exceptions say, and
+they may say anything: `TextFormatter` keeps it from forging records or
+driving the terminal that shows the log.
 """
 
 from __future__ import annotations
@@ -12,11 +17,48 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import re
 from typing import Any
 
 # Attributes every LogRecord has: anything else on a record came from `extra=`.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
 CORE_KEYS = ("time", "level", "role", "message")
+
+
+# Every C0 control but tab and newline, DEL, every C1 control (U+0085 NEL and
+# U+009B CSI among them), the Unicode line and paragraph separators and the
+# bidirectional overrides: what can move the cursor, retitle or reprogram a
+# terminal, start a line, or reorder the text a reader sees.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_SHORT_ESCAPES = {"\r": "\\r"}
+CONTINUATION_INDENT = "    "
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _SHORT_ESCAPES.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def visible_text(text: str) -> str:
+    """`text` with its control characters escaped and its further lines indented.
+
+    The indent keeps any line of the text from starting like a record of its
+    own (records start with their time), so a message spanning lines - a
+    traceback - still reads as one record.
+    """
+    return _CONTROLS.sub(_escape, text).replace("\n", "\n" + CONTINUATION_INDENT)
+
+
+class TextFormatter(logging.Formatter):
+    """The text log's formatter: a record is its first line plus indented continuation lines, no control character.
+
+    Applied to the whole formatted record, once, so every log call - and the
+    traceback appended to it - is covered without escaping at each call site.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        return visible_text(super().format(record))
 
 
 def iso_time(created: float) -> str:

@@ -108,6 +108,7 @@ class Master:
         if isinstance(opened, Outcome):
             return opened
         self.ledger, self.source, self.total = opened.ledger, opened.source, opened.total
+        self.source.job_repr = self.config.job_repr
         self.resumed_from = opened.resumed_from
         self.registry = SlaveRegistry(self.ledger, self.config.lease_timeout)
         self.saver = checkpoint.Saver(self.config.state_path, self.resumed_from)

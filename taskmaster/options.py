@@ -276,6 +276,13 @@ SHARED_OPTIONS = [
         "on SIGINT/SIGTERM, seconds to wait for the jobs in flight before stopping (default: %(default)s)",
         "SECONDS",
     ),
+    Option(
+        "--no-job-repr",
+        None,
+        not MASTER.job_repr,
+        "name a job in logs by its position only, never by its repr, which may hold data or credentials "
+        "(a DSN in a job's arguments)",
+    ),
 ]
 
 

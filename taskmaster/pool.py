@@ -28,6 +28,7 @@ from gevent import monkey
 
 from taskmaster import protocol
 from taskmaster.ranges import position_at, positions_of
+from taskmaster.text import short_repr
 
 log = logging.getLogger("taskmaster.slave")
 
@@ -102,10 +103,13 @@ class LocalBatch:
 
 
 class WorkerPool:
-    def __init__(self, handle_job: Callable[[Any], Any], concurrency: int, job_timeout: float | None) -> None:
+    def __init__(
+        self, handle_job: Callable[[Any], Any], concurrency: int, job_timeout: float | None, job_repr: bool = True
+    ) -> None:
         self.handle_job = handle_job
         self.concurrency = concurrency
         self.job_timeout = job_timeout
+        self.job_repr = job_repr  # False: a failed job is logged by position only (its repr may hold secrets)
         self.todo: deque[LocalBatch] = deque()
         self.touched: list[LocalBatch] = []  # batches with finished jobs not yet reported
         self.unconfirmed: list[LocalBatch] = []  # acknowledged by an ACK only: the next report says it again
@@ -368,10 +372,10 @@ class WorkerPool:
     def _record_failure(self, batch: LocalBatch, index: int, job: Any, exc: Exception) -> None:
         position = batch.position(index)
         text = user_traceback(exc)
+        shown = f"{position} ({short_repr(job)})" if self.job_repr else str(position)
         log.error(
-            "job %d (%.200r) failed:\n%s",
-            position,
-            job,
+            "job %s failed:\n%s",
+            shown,
             text.rstrip(),
             extra={"event": "job_error", "position": position, "error": type(exc).__name__},
         )

@@ -90,7 +90,7 @@ class Slave:
         # The request socket: the real one, or (in-process tests) any object
         # with the same connect/close/ask/send/unprompted/unreachable.
         self.client = client or LazyPirateClient(config.address, secure, self.patience, self.request_id)
-        self.pool = WorkerPool(handle_job, config.concurrency, config.job_timeout)
+        self.pool = WorkerPool(handle_job, config.concurrency, config.job_timeout, config.job_repr)
         self.rate = 0.0  # jobs finished per second, recently
         self.boost = 0  # grows while batches arrive too late to keep the pool busy
         self.quit_reason: str | None = None

@@ -41,6 +41,7 @@ class JobSource:
         self.error: str | None = None  # the traceback, when get_jobs raised
         self.crash: str | None = None  # what stopped the source, when it was no Exception of get_jobs
         self.unpicklable_error: str | None = None  # why the run was cut at an unpicklable job
+        self.job_repr = True  # False: that message names the job by position only (its repr may hold secrets)
         self.room = gevent.event.Event()
 
     def open(self, get_jobs: Callable[..., Any], kwargs: dict[str, str], **last: Any) -> None:
@@ -126,8 +127,9 @@ class JobSource:
                 pickle.dumps(job, protocol=pickle.HIGHEST_PROTOCOL)
             except Exception as exc:
                 position = positions[index]
+                shown = f" ({short_repr(job)})" if self.job_repr else ""
                 self.unpicklable_error = (
-                    f"job at position {position} cannot be pickled ({short_repr(job)}): "
+                    f"job at position {position} cannot be pickled{shown}: "
                     f"{type(exc).__name__}: {exc}; the jobs before it are finished and saved; make get_jobs "
                     "yield picklable jobs and run the same command to continue"
                 )

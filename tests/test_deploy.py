@@ -234,6 +234,60 @@ def test_every_container_has_requests_and_limits_and_runs_as_the_images_user():
                 assert {"cpu", "memory"} <= container["resources"][kind].keys(), (workload["kind"], kind)
 
 
+def test_every_pod_is_hardened():
+    """No service-account token, the runtime's seccomp profile, a read-only root, no privilege to gain."""
+    for workload in [master_parts()[1], *slave_workloads()]:
+        name = f"{workload['kind']}/{workload['metadata']['name']}"
+        pod = workload["spec"]["template"]["spec"]
+        assert pod["automountServiceAccountToken"] is False, name  # taskmaster never talks to the API server
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["readOnlyRootFilesystem"] is True, name
+            assert context["allowPrivilegeEscalation"] is False, name
+            assert context["capabilities"]["drop"] == ["ALL"] and "add" not in context["capabilities"], name
+            # With a read-only root, /tmp (Python's tempfile, a job's scratch files) is a volume of its own.
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            assert "emptyDir" in volumes[mounts["/tmp"]], name
+
+
+def network_policy() -> dict:
+    return resources()[("NetworkPolicy", "taskmaster-master")]
+
+
+def rule_ports(rule: dict, container: dict) -> set[int]:
+    """The container ports a NetworkPolicy rule opens (its ports may be named)."""
+    by_name = {p["name"]: p["containerPort"] for p in container["ports"]}
+    return {by_name.get(p["port"], p["port"]) for p in rule["ports"]}
+
+
+def test_only_slaves_reach_the_masters_port_and_only_monitoring_its_metrics():
+    _, statefulset, _, container = master_parts()
+    policy = network_policy()["spec"]
+    pod_labels = statefulset["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels.items(), "the policy covers the master pod"
+    assert policy["policyTypes"] == ["Ingress"]  # selected: every ingress not allowed below is denied
+    args = parse_command(container["args"], env_of(container))
+    zmq_port = int(args.address.rpartition(":")[2])
+    _, metrics_port = metrics.parse_address(args.metrics_address)
+    rules = policy["ingress"]
+    assert len(rules) == 2 and all(rule.get("from") and rule.get("ports") for rule in rules), rules
+    (zmq_rule,) = [rule for rule in rules if rule_ports(rule, container) == {zmq_port}]
+    (metrics_rule,) = [rule for rule in rules if rule_ports(rule, container) == {metrics_port}]
+    # The master's port: the slaves' pods, in the master's namespace, and nothing else.
+    (peer,) = zmq_rule["from"]
+    assert set(peer) == {"podSelector"}
+    for workload in slave_workloads():
+        slave_labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert peer["podSelector"]["matchLabels"].items() <= slave_labels.items()
+    assert not peer["podSelector"]["matchLabels"].items() <= pod_labels.items(), "not the master itself"
+    # /metrics: the monitoring namespace only (its automatic name label).
+    (peer,) = metrics_rule["from"]
+    assert set(peer) == {"namespaceSelector"}
+    assert peer["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}
+
+
 def secret_source(pod: dict, container: dict, path: str) -> tuple[str, str]:
     """(Secret name, key) of the secret file at `path` in the container."""
     for mount in container["volumeMounts"]:
@@ -310,6 +364,16 @@ def test_compose_state_is_on_a_volume_and_the_secret_is_a_compose_secret():
     assert doc["secrets"][secret]["file"].endswith(".secret")  # kept out of git by .gitignore
 
 
+def test_compose_services_are_hardened():
+    """Read-only root (the state volume and a /tmp tmpfs writable), no capabilities, no privilege to gain."""
+    services = compose()["services"]
+    for name, service in services.items():
+        assert service["read_only"] is True, name
+        assert service["cap_drop"] == ["ALL"] and "cap_add" not in service, name
+        assert "no-new-privileges:true" in service["security_opt"], name
+        assert "/tmp" in service["tmpfs"], name
+
+
 # ---------------------------------------------------------- Dockerfile
 
 
@@ -330,11 +394,38 @@ def dockerfile_stages() -> list[list[tuple[str, str]]]:
     return stages
 
 
+def base_images() -> list[str]:
+    """Each stage's base image, with the global ARGs' defaults put in."""
+    text = re.sub(r"\\\n", " ", (REPO / "Dockerfile").read_text())
+    args: dict[str, str] = {}
+    images = []
+    for line in text.splitlines():
+        keyword, _, rest = line.strip().partition(" ")
+        if keyword.upper() == "ARG" and not images and "=" in rest:
+            name, _, value = rest.strip().partition("=")
+            args[name] = value.strip().strip('"')
+        elif keyword.upper() == "FROM":
+            image = rest.split()[0]
+            images.append(re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image))
+    return images
+
+
+def test_the_base_image_is_pinned():
+    """An exact Python release on a named Debian suite (or a digest): a rebuild does not move to another image."""
+    images = base_images()
+    assert len(images) == 2 and len(set(images)) == 1, images  # build and run on the very same base
+    (image,) = set(images)
+    assert re.fullmatch(r"python:3\.\d+\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?", image), image
+    if "@sha256:" not in image:
+        # The README says why there is no digest, and how to add one.
+        readme = (REPO / "README.rst").read_text()
+        assert image.split("@")[0] in readme and "imagetools inspect" in readme
+
+
 def test_the_image_is_a_slim_python_running_as_a_non_root_user():
     stages = dockerfile_stages()
     final = stages[-1]
-    bases = [rest for keyword, rest in final if keyword == "FROM"]
-    assert re.fullmatch(r"python:\$\{PYTHON_VERSION\}-slim|python:3\.\d+-slim", bases[0].split()[0]), bases
+    assert re.fullmatch(r"python:3\.\d+(\.\d+)?-slim(-[a-z]+)?(@sha256:[0-9a-f]{64})?", base_images()[-1])
     users = [rest for keyword, rest in final if keyword == "USER"]
     assert users, "no USER: the image would run as root"
     user = users[-1].split(":")[0]

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from taskmaster import __version__
+from taskmaster import __version__, fileio
 from taskmaster import options as _options
 from taskmaster.errors import UsageError
 from taskmaster.options import (  # noqa: F401 - the option tables, value types and their sources, for the commands
@@ -180,13 +180,19 @@ def setup_logging(
         progress.plain_lines_only()  # a drawn bar on stderr would not be JSON
         formatter: logging.Formatter = JsonFormatter(role, {role: process_id} if process_id else None)
     else:
+        from taskmaster.logformat import TextFormatter
+
         label = f"{role} {process_id}" if process_id else role
-        formatter = logging.Formatter(f"%(asctime)s %(levelname)s {label}: %(message)s")
+        formatter = TextFormatter(f"%(asctime)s %(levelname)s {label}: %(message)s")
     _json_lines = log_format == "json"
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:
         try:
-            handlers.append(logging.FileHandler(log_file))
+            handlers.append(PrivateFileHandler(log_file))
+        except PermissionError as exc:
+            fix = "chmod go-w it" if "writable by group" in str(exc.strerror) else "remove it"
+            reason = f"{exc.strerror}; {fix}, or pass another --log-file"
+            raise UsageError(f"cannot open log file {log_file}: {reason}") from None
         except OSError as exc:
             raise UsageError(f"cannot open log file {log_file}: {exc.strerror}; pass another --log-file") from None
     for handler in handlers:
@@ -194,6 +200,19 @@ def setup_logging(
     root = logging.getLogger()
     root.handlers[:] = handlers
     root.setLevel(level.upper())
+
+
+class PrivateFileHandler(logging.FileHandler):
+    """The --log-file: created with mode 0600, appended to only when it is ours alone.
+
+    Log lines can carry job data (a failed job's repr and message), so the
+    file is as private as the failures file, and a link or a file someone
+    else planted at its name is refused rather than written to.
+    """
+
+    def _open(self):  # type: ignore[override]
+        fd = fileio.open_private_append(self.baseFilename)
+        return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
 
 
 def say(prog: str, text: str, error: bool = False, logger: str = "taskmaster", **fields: Any) -> None:

@@ -6,6 +6,7 @@ import json
 import sys
 from typing import Any
 
+from taskmaster import fileio
 from taskmaster.cli import common
 
 DESCRIPTION = """\
@@ -38,8 +39,8 @@ def write_result(path: str, outcome: Any) -> None:
         "summary": outcome.summary,
         "error": outcome.error,
     }
-    with open(path, "w") as f:
-        json.dump(result, f)
+    # Private (0600) and atomic: a link planted at `path` is replaced, never written through.
+    fileio.write_atomically(path, json.dumps(result).encode())
 
 
 def new_secret(argv: list[str], prog: str) -> int:
@@ -99,6 +100,7 @@ def main(argv: list[str] | None = None, prog: str = "tm-master") -> int:
             metrics_address=args.metrics_address,
             rate=args.rate,
             max_failures=args.max_failures,
+            job_repr=not args.no_job_repr,
         )
         count_jobs = target.optional(args.target, "count_jobs")
         outcome = Master(get_jobs, target_id, kwargs, config, keys, count_jobs).run()

@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None, prog: str = "tm-slave") -> int:
             wait_for_master=args.wait_for_master,
             grace=args.grace,
             progress=not args.no_progress,
+            job_repr=not args.no_job_repr,
         )
         slave = Slave(handle_job, config, keys)
         common.setup_logging(args.log_level, "slave", args.log_file, args.log_format, slave.id)
