@@ -52,7 +52,7 @@ def open_run(
     if config.retry_failed:
         jobs = failed_jobs.start_replay()
         if not jobs:
-            return Outcome(0, f"no failed jobs to retry in {config.failures_path}")
+            return Outcome(0, f"no failed jobs to retry in {config.failures_path}", over=True)
         ledger = Ledger(config.size, stretch=WINDOW_STRETCH)
         source = JobSource(ledger)
         source.serve(jobs)
@@ -81,11 +81,13 @@ def _already_finished(config: MasterConfig, state: checkpoint.State, failed_jobs
             1,
             f"this run already finished, but {still_failed} jobs failed for good; they are in "
             f"{config.failures_path}: run them again with --retry-failed (or start over with --reset)",
+            over=True,
         )
     return Outcome(
         0,
         f"this run already finished ({state.finished} jobs finished, {state.failed} failed, "
         f"state file {config.state_path}); use --reset to run it again",
+        over=True,
     )
 
 
