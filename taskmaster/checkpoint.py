@@ -145,6 +145,31 @@ class Saver:
         self._saved = what
 
 
+def settle_replay(path: str, target: str, kwargs: dict[str, str], succeeded: int) -> None:
+    """After a whole ``--retry-failed`` replay: `succeeded` of the run's failed jobs count as finished.
+
+    The replay writes no progress of its own (its jobs are numbered by their
+    place in the failures file, not in the run); only the run's counts change,
+    so that running the same command again tells how the run stands now.  A
+    state file that is missing or not this run's is left alone; one that
+    cannot be rewritten is logged and keeps its old counts.
+    """
+    try:
+        state = load(path, target, kwargs)
+    except UsageError as exc:
+        log.warning("the counts in the state file were not updated: %s", exc)
+        return
+    moved = min(succeeded, state.failed) if state is not None else 0
+    if not moved:
+        return
+    state.failed -= moved
+    state.finished += moved
+    try:
+        save(path, state)
+    except OSError as exc:
+        log.warning("cannot update the counts in the state file %s: %s", path, exc.strerror or exc)
+
+
 def load(path: str, target: str, kwargs: dict[str, str]) -> State | None:
     """Read the state for this target and arguments; None when there is none.
 

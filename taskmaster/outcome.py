@@ -61,7 +61,7 @@ class EndDetail(NamedTuple):
     """What the run knows about its end beyond the counts."""
 
     failures_path: str
-    state_path: str | None  # None for a replay of failures, which leaves the state file alone
+    state_path: str | None  # None for a replay of failures, which writes no progress there
     stop_signal: int | None = None  # the signal that stopped the run
     halt_reason: str | None = None  # why --max-failures halted it
     source_error: str | None = None  # get_jobs's traceback
