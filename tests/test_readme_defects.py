@@ -184,12 +184,28 @@ def test_a_job_timeout_traceback_ends_in_the_handler_not_in_gevent(procs, tmp_pa
     assert "gevent" not in block, block
 
 
-@pytest.mark.timeout(150)
-def test_log_lines_on_a_terminal_start_on_a_line_of_their_own(procs, tmp_path, jobs):
-    """Log lines were glued onto the progress bar: ``ETA:  --:--:--2026-12-07 ... INFO master: slave ... joined``."""
-    from test_terminal import COLOUR, Terminal
+CONTROL = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # colours, and erasing a line
 
-    module = write_module(tmp_path, "counted", JOBS + "\ndef count_jobs(n='100', **kwargs):\n    return int(n)\n")
+
+def assert_lines_stand_alone(out: str) -> list[str]:
+    """Every timestamped log line starts a line of its own on the screen; the log lines."""
+    out = CONTROL.sub("", out)
+    found = list(TIMESTAMPED.finditer(out))
+    for m in found:
+        line_start = max(out.rfind("\n", 0, m.start()), out.rfind("\r", 0, m.start())) + 1
+        assert out[line_start : m.start()].strip() == "", repr(out[line_start : m.end() + 60])
+    return [out[m.start() : out.find("\n", m.start())] for m in found]
+
+
+COUNTED = JOBS + "\ndef count_jobs(n='100', **kwargs):\n    return int(n)\n"
+
+
+@pytest.mark.timeout(150)
+def test_log_lines_on_a_terminal_start_on_a_line_of_their_own(procs, tmp_path):
+    """Log lines were glued onto the progress bar: ``ETA:  --:--:--2026-12-07 ... INFO master: slave ... joined``."""
+    from test_terminal import Terminal
+
+    module = write_module(tmp_path, "counted", COUNTED)
     address = f"tcp://127.0.0.1:{free_port()}"
     terminal = Terminal()
     env = {"TERM": "xterm-256color", "TM_DELAY": "0.01"}
@@ -202,13 +218,28 @@ def test_log_lines_on_a_terminal_start_on_a_line_of_their_own(procs, tmp_path, j
     assert master.wait(timeout=120) == 0
     for slave in slaves:
         slave.communicate(timeout=30)
-    out = COLOUR.sub("", terminal.text())
-    lines = list(TIMESTAMPED.finditer(out))
-    assert sum("joined" in out[m.end() : out.find("\n", m.end())] for m in lines) == 2, out[-3000:]
-    for m in lines:
-        line_start = max(out.rfind("\n", 0, m.start()), out.rfind("\r", 0, m.start())) + 1
-        assert out[line_start : m.start()].strip() == "", repr(out[line_start : m.end() + 60])
+    out = terminal.text()
+    lines = assert_lines_stand_alone(out)
+    assert sum(" joined " in line for line in lines) == 2, out[-3000:]
     assert "300 finished, 0 failed" in out
+
+
+@pytest.mark.timeout(150)
+def test_tm_run_s_slaves_log_lines_start_on_a_line_of_their_own(procs, tmp_path):
+    """tm-run's slaves share the master's terminal: their lines were glued onto its bar too."""
+    from test_terminal import Terminal
+
+    module = write_module(tmp_path, "counted", COUNTED)
+    terminal = Terminal()
+    env = {"TERM": "xterm-256color", "TM_DELAY": "0.01", "TM_FAIL_EVERY": "50"}
+    run = terminal.start(procs, [script("tm-run"), module, "2", "n=300", "--max-retries", "0"], env)
+    terminal.close_writer()
+    assert run.wait(timeout=120) == 1
+    out = terminal.text()
+    lines = assert_lines_stand_alone(out)
+    assert sum(" ERROR slave " in line and " failed" in line for line in lines) == 6, out[-3000:]
+    assert sum(" attempts failed, " in line for line in lines) == 2, out[-3000:]
+    assert "294 finished, 6 failed" in out
 
 
 # ------------------------------------------------ item 13: run identity
