@@ -16,6 +16,7 @@ from the network.
 from __future__ import annotations
 
 import base64
+import glob
 import hashlib
 import json
 import logging
@@ -145,6 +146,46 @@ class Saver:
         self._saved = what
 
 
+def unfinished_beside(path: str, target: str, kwargs: dict[str, str]) -> list[tuple[str, str, dict[str, str]]]:
+    """Unfinished runs of the same target with other arguments, in the state files beside `path`.
+
+    (path, target, arguments) for each, the newest first.  "The same
+    target" is the same module name and function however it is written
+    (``pkg.jobs`` or ``pkg/jobs.py``), since the spelling is part of a run's
+    identity too.  Only the JSON is read (never the pickled anchor), and a
+    file that cannot be read is passed over: this is a hint, not a check.
+    """
+    found = []
+    name = _target_name(target)
+    for other in glob.glob(os.path.join(glob.escape(os.path.dirname(path) or "."), "taskmaster-*.state")):
+        try:
+            if os.path.samefile(other, path) if os.path.exists(path) else False:
+                continue
+            if os.path.getsize(other) > 1 << 20:
+                continue
+            with open(other, "rb") as f:
+                doc = json.loads(f.read())
+            other_target, other_kwargs = doc["target"], doc["kwargs"]
+            if doc.get("format") != FORMAT or doc.get("complete") is not False:
+                continue
+            if not isinstance(other_target, str) or not isinstance(other_kwargs, dict):
+                continue
+            if _target_name(other_target) != name or (other_target, other_kwargs) == (target, kwargs):
+                continue
+            found.append((os.path.getmtime(other), other, other_target, other_kwargs))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return [(other, other_target, other_kwargs) for _, other, other_target, other_kwargs in sorted(found, reverse=True)]
+
+
+def _target_name(target: str) -> tuple[str, str]:
+    """(module name, function) of a target identity, whether its module is a dotted name or a path."""
+    module, _, function = target.rpartition(":")
+    base = os.path.basename(module)
+    base = base[: -len(".py")] if base.endswith(".py") else base
+    return base.rsplit(".", 1)[-1], function
+
+
 def settle_replay(path: str, target: str, kwargs: dict[str, str], succeeded: int) -> None:
     """After a whole ``--retry-failed`` replay: `succeeded` of the run's failed jobs count as finished.
 
@@ -229,6 +270,10 @@ def _typed(doc: dict, key: str, kind: type) -> Any:
     return value
 
 
-def _args(kwargs: dict[str, str]) -> str:
+def args_text(kwargs: dict[str, str]) -> str:
+    """The arguments as on a command line: ``a=1 b=2``, or ``(none)``."""
     return " ".join(f"{k}={v}" for k, v in sorted(kwargs.items())) or "(none)"
+
+
+_args = args_text
 
