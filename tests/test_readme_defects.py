@@ -310,3 +310,47 @@ def test_back_to_back_masters_on_one_address_with_linger_0(procs, tmp_path, jobs
         _, err = master.communicate(timeout=60)
         assert master.returncode == 0, err
         assert f"{n} finished, 0 failed" in err
+
+
+# ------------------------------------------ the helpers, in-process
+
+
+def test_a_state_file_of_the_same_target_spelled_otherwise_is_named_too(tmp_path):
+    """``taskmaster.example`` and ``taskmaster/example.py`` are one module: its unfinished run is found either way."""
+    from taskmaster import checkpoint
+
+    def unfinished(target: str, kwargs: dict, complete: bool = False) -> str:
+        path = checkpoint.default_path(target, kwargs, str(tmp_path))
+        checkpoint.save(path, checkpoint.State(target, kwargs, complete=complete))
+        return path
+
+    by_path = unfinished("/srv/jobs/pkg/example.py:get_jobs", {"n": "10"})
+    unfinished("/srv/jobs/pkg/example.py:get_jobs", {"n": "30"}, complete=True)  # finished: nothing to resume
+    unfinished("pkg.other:get_jobs", {})  # another module
+    unfinished("pkg.example:other_function", {})  # another function
+    (tmp_path / "taskmaster-broken.state").write_text("{not json")  # passed over
+    new = checkpoint.default_path("pkg.example:get_jobs", {"n": "10"}, str(tmp_path))
+    assert checkpoint.unfinished_beside(new, "pkg.example:get_jobs", {"n": "10"}) == [
+        (by_path, "/srv/jobs/pkg/example.py:get_jobs", {"n": "10"})
+    ]
+    # Its own run is not "beside" it.
+    assert checkpoint.unfinished_beside(by_path, "/srv/jobs/pkg/example.py:get_jobs", {"n": "10"}) == []
+
+
+def test_settling_a_replay_moves_at_most_the_failed_count_and_leaves_other_files_alone(tmp_path):
+    from taskmaster import checkpoint
+
+    path = str(tmp_path / "run.state")
+    checkpoint.save(path, checkpoint.State("m:get_jobs", {}, finished=90, failed=10, complete=True))
+    checkpoint.settle_replay(path, "m:get_jobs", {}, succeeded=4)
+    state = checkpoint.load(path, "m:get_jobs", {})
+    assert (state.finished, state.failed, state.complete) == (94, 6, True)
+    checkpoint.settle_replay(path, "m:get_jobs", {}, succeeded=50)  # more than were failed: clamped
+    state = checkpoint.load(path, "m:get_jobs", {})
+    assert (state.finished, state.failed) == (100, 0)
+
+    before = (tmp_path / "run.state").read_bytes()
+    checkpoint.settle_replay(path, "other:get_jobs", {}, succeeded=1)  # another run's file: untouched
+    assert (tmp_path / "run.state").read_bytes() == before
+    checkpoint.settle_replay(str(tmp_path / "missing.state"), "m:get_jobs", {}, succeeded=1)
+    assert not (tmp_path / "missing.state").exists()
