@@ -1,8 +1,10 @@
 """One huge run split over several masters: each serves one shard of the keys.
 
-A master serves a few tens of thousands of jobs a second (see "Sizing a
-billion-job run" in the README); past that, or to keep each master near the
-data it reads, shard the key space.  Every master runs this same module with
+One master's core serves from about 110,000 jobs a second (small batches:
+many slaves with slow jobs) to several million (large batches of fast jobs),
+and no more than get_jobs yields (see "Sizing a billion-job run" in the
+README); past that, or to keep each master near the data it reads, shard
+the key space.  Every master runs this same module with
 ``shard=I shards=S``: its ``get_jobs`` yields only the keys of shard I - a
 contiguous slice of ``[0, n)`` - and its slaves handle only those.  Nothing
 is shared between the shards: each master has its own slaves, address and
@@ -27,10 +29,13 @@ own slaves::
 
 The state file name is derived from the target and its ``key=value``
 arguments, so each shard checkpoints to a file of its own
-(``taskmaster-sharded.py-<hash>.state``) and an interrupted shard resumes
-with the same command.  Keep ``n`` and ``shards`` fixed for the life of a
-run: other values move the boundaries, and - being other arguments - start
-new runs with new state files.
+(``taskmaster-sharded.py.get_jobs-<hash>.state`` in the directory it
+starts in) and an interrupted shard resumes with the same command, from
+that directory.  Started side by side there, a shard's master may name
+another shard's unfinished state file in a warning at its start: expected.
+Keep ``n`` and ``shards`` fixed for the life of a run: other values move
+the boundaries, and - being other arguments - start new runs with new
+state files.
 
 ``python examples/sharded.py shards=8 n=1000000000`` prints the shards'
 ranges.

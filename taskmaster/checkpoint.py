@@ -19,6 +19,7 @@ from the network, and it is loaded only when it is still ours alone
 from __future__ import annotations
 
 import base64
+import glob
 import hashlib
 import json
 import logging
@@ -153,6 +154,71 @@ class Saver:
         self._saved = what
 
 
+def unfinished_beside(path: str, target: str, kwargs: dict[str, str]) -> list[tuple[str, str, dict[str, str]]]:
+    """Unfinished runs of the same target with other arguments, in the state files beside `path`.
+
+    (path, target, arguments) for each, the newest first.  "The same
+    target" is the same module name and function however it is written
+    (``pkg.jobs`` or ``pkg/jobs.py``), since the spelling is part of a run's
+    identity too.  Only the JSON is read (never the pickled anchor), and a
+    file that cannot be read is passed over: this is a hint, not a check.
+    """
+    found = []
+    name = _target_name(target)
+    for other in glob.glob(os.path.join(glob.escape(os.path.dirname(path) or "."), "taskmaster-*.state")):
+        try:
+            if os.path.samefile(other, path) if os.path.exists(path) else False:
+                continue
+            if os.path.getsize(other) > 1 << 20:
+                continue
+            with open(other, "rb") as f:
+                doc = json.loads(f.read())
+            other_target, other_kwargs = doc["target"], doc["kwargs"]
+            if doc.get("format") != FORMAT or doc.get("complete") is not False:
+                continue
+            if not isinstance(other_target, str) or not isinstance(other_kwargs, dict):
+                continue
+            if _target_name(other_target) != name or (other_target, other_kwargs) == (target, kwargs):
+                continue
+            found.append((os.path.getmtime(other), other, other_target, other_kwargs))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return [(other, other_target, other_kwargs) for _, other, other_target, other_kwargs in sorted(found, reverse=True)]
+
+
+def _target_name(target: str) -> tuple[str, str]:
+    """(module name, function) of a target identity, whether its module is a dotted name or a path."""
+    module, _, function = target.rpartition(":")
+    base = os.path.basename(module)
+    base = base[: -len(".py")] if base.endswith(".py") else base
+    return base.rsplit(".", 1)[-1], function
+
+
+def settle_replay(path: str, target: str, kwargs: dict[str, str], succeeded: int) -> None:
+    """After a whole ``--retry-failed`` replay: `succeeded` of the run's failed jobs count as finished.
+
+    The replay writes no progress of its own (its jobs are numbered by their
+    place in the failures file, not in the run); only the run's counts change,
+    so that running the same command again tells how the run stands now.  A
+    state file that is missing or not this run's is left alone; one that
+    cannot be rewritten is logged and keeps its old counts.
+    """
+    try:
+        state = load(path, target, kwargs)
+    except UsageError as exc:
+        log.warning("the counts in the state file were not updated: %s", exc)
+        return
+    moved = min(succeeded, state.failed) if state is not None else 0
+    if not moved:
+        return
+    state.failed -= moved
+    state.finished += moved
+    try:
+        save(path, state)
+    except OSError as exc:
+        log.warning("cannot update the counts in the state file %s: %s", path, exc.strerror or exc)
+
+
 def load(path: str, target: str, kwargs: dict[str, str]) -> State | None:
     """Read the state for this target and arguments; None when there is none.
 
@@ -210,6 +276,10 @@ def _typed(doc: dict, key: str, kind: type) -> Any:
     return value
 
 
-def _args(kwargs: dict[str, str]) -> str:
+def args_text(kwargs: dict[str, str]) -> str:
+    """The arguments as on a command line: ``a=1 b=2``, or ``(none)``."""
     return " ".join(f"{k}={v}" for k, v in sorted(kwargs.items())) or "(none)"
+
+
+_args = args_text
 

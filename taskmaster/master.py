@@ -322,7 +322,7 @@ class Master:
         return self.resumed_from.finished + self.resumed_from.failed + self.ledger.finished + self.ledger.failed
 
     def _checkpoint(self, complete: bool = False) -> None:
-        if not self.config.retry_failed:  # a replay of failures leaves the state file alone
+        if not self.config.retry_failed:  # a replay writes no progress (only its counts, at its end)
             self.saver.save(self.ledger, self.total, complete)
             if self.saver.error is None:
                 self.checkpointed_at = time.monotonic()
@@ -354,6 +354,8 @@ class Master:
                 self.failed_jobs.finish_replay()
             except OSError as exc:
                 problem = f"cannot rewrite the failures file {self.config.failures_path}: {exc.strerror or exc}"
+            else:
+                checkpoint.settle_replay(self.config.state_path, self.target, self.kwargs, self.ledger.finished)
         finished, failed = self.ledger.finished, self.ledger.failed
         tally = Tally(
             finished=finished,

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("taskmaster.master")
 
 SLAVE_STATES = ("working", "lost", "gone")
-RUN_STATES = ("running", "draining", "finished")
+RUN_STATES = ("running", "paused", "draining", "finished")  # as tm-status says: every one always exported
 METRICS_PATH = "/metrics"
 DEFAULT_HOST = "127.0.0.1"
 MAX_CONNECTIONS = 16

@@ -54,7 +54,7 @@ def open_run(
     if config.retry_failed:
         jobs = failed_jobs.start_replay()
         if not jobs:
-            return Outcome(0, f"no failed jobs to retry in {config.failures_path}")
+            return Outcome(0, f"no failed jobs to retry in {config.failures_path}", over=True)
         size, stretch = window_of(config.size)
         ledger = Ledger(size, stretch=stretch)
         source = JobSource(ledger)
@@ -63,6 +63,8 @@ def open_run(
     state = None if config.reset else checkpoint.load(config.state_path, fresh.target, fresh.kwargs)
     if state is not None and state.complete:
         return _already_finished(config, state, failed_jobs)
+    if state is None and not config.reset:
+        _name_unfinished_neighbours(config.state_path, fresh.target, fresh.kwargs)
     base = state if state is not None and state.has_anchor else fresh
     size, stretch = window_of(config.size)
     start, before = (base.position, _finished_before(base, size * stretch)) if base.has_anchor else (0, None)
@@ -101,11 +103,38 @@ def _already_finished(config: MasterConfig, state: checkpoint.State, failed_jobs
             1,
             f"this run already finished, but {still_failed} jobs failed for good; they are in "
             f"{config.failures_path}: run them again with --retry-failed (or start over with --reset)",
+            over=True,
         )
     return Outcome(
         0,
         f"this run already finished ({state.finished} jobs finished, {state.failed} failed, "
         f"state file {config.state_path}); use --reset to run it again",
+        over=True,
+    )
+
+
+def _name_unfinished_neighbours(path: str, target: str, kwargs: dict[str, str]) -> None:
+    """A new run starts: one line about an unfinished run of the same target beside it, if any.
+
+    A run is its state file, named after the target as written and its
+    key=value arguments, in the current directory: change any of them and a
+    new run starts, which is easy to do by mistake.
+    """
+    others = checkpoint.unfinished_beside(path, target, kwargs)
+    if not others:
+        return
+    other, other_target, other_kwargs = others[0]
+    more = f" (and {len(others) - 1} more such state files)" if len(others) > 1 else ""
+    log.warning(
+        "a new run starts in %s; beside it, %s holds an unfinished run of %s with %s%s: to resume it, "
+        "give that target and those arguments (a run is identified by the target as written, its key=value "
+        "arguments and the directory of its state file)",
+        path,
+        other,
+        other_target,
+        checkpoint.args_text(other_kwargs),
+        more,
+        extra={"event": "unfinished_run_beside", "state_file": other},
     )
 
 

@@ -39,6 +39,9 @@ class Outcome:
     failed: int = 0
     duration: float = 0.0
     served: bool = False  # the master listened and told its slaves when to quit
+    # Nothing is left to run: every job finished or failed for good (also a
+    # run found already over).  False when the same command resumes the run.
+    over: bool = False
 
 
 class Tally(NamedTuple):
@@ -58,7 +61,7 @@ class EndDetail(NamedTuple):
     """What the run knows about its end beyond the counts."""
 
     failures_path: str
-    state_path: str | None  # None for a replay of failures, which leaves the state file alone
+    state_path: str | None  # None for a replay of failures, which writes no progress there
     stop_signal: int | None = None  # the signal that stopped the run
     halt_reason: str | None = None  # why --max-failures halted it
     source_error: str | None = None  # get_jobs's traceback
@@ -94,6 +97,7 @@ def build(reason: EndReason, tally: Tally, detail: EndDetail) -> Outcome:
         failed=tally.failed,
         duration=tally.duration,
         served=True,
+        over=reason is EndReason.COMPLETE,
     )
     if reason is EndReason.INTERRUPTED:
         outcome.code = 128 + (detail.stop_signal or signal.SIGINT)
@@ -113,6 +117,6 @@ def build(reason: EndReason, tally: Tally, detail: EndDetail) -> Outcome:
     if detail.problem and not outcome.error:
         # Nothing is lost: every file still holds its last good contents,
         # which at worst makes the next run redo some jobs.
-        outcome.code = 1
+        outcome.code, outcome.over = 1, False
         outcome.error = f"{detail.problem}; fix that and run the same command to resume"
     return outcome

@@ -40,6 +40,7 @@ MAX_FAILURES_PER_REPORT = 20  # tracebacks are large: spread them over reports
 WATCHDOG_SIGNAL = signal.SIGUSR2  # interrupts a job past --job-timeout that never yields
 WATCHDOG_SLACK = 0.2  # seconds gevent.Timeout gets to act first
 _FINISHED_RUNS = re.compile(rb"\x01+")
+MAX_ERRORS_REMEMBERED = 1000  # distinct errors whose traceback was logged: more are logged whole
 
 
 class JobTimeout(Exception):
@@ -65,12 +66,24 @@ def user_traceback(exc: BaseException) -> str:
     the end of a traceback cut to MAX_TEXT_CHARS).  Only this module's frames
     are skipped, so a handler that lives in the taskmaster package (the
     example) still shows.  Nothing of the user's (a timeout between two
-    jobs): the whole traceback.
+    jobs): the whole traceback.  A JobTimeout ends at the user's last frame:
+    below it are gevent's hub, where the handler waited (about ten lines),
+    or the watchdog's signal handler, the same for every timeout.
     """
-    tb = exc.__traceback__
+    tb = first = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
         tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb or exc.__traceback__))
+    tb = tb or first
+    limit = None
+    if isinstance(exc, JobTimeout):
+        frame, depth = tb, 0
+        while frame is not None:
+            depth += 1
+            module = frame.tb_frame.f_globals.get("__name__") or ""
+            if module != __name__ and module != "gevent" and not module.startswith("gevent."):
+                limit = depth  # the user's deepest frame so far
+            frame = frame.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb, limit=limit))
 
 
 class LocalBatch:
@@ -120,6 +133,7 @@ class WorkerPool:
         self.running = 0
         self.resolved = 0  # jobs run to their end, finished or failed
         self.failed = 0
+        self.errors_seen: dict[tuple[str, int], list[int]] = {}  # (class, frames) -> [first job, attempts]
         self.job_seconds = 0.0  # a job's wall time, averaged over recent jobs
         self.busy_seconds = 0.0  # time with at least one job running
         self._busy_since = 0.0
@@ -373,12 +387,32 @@ class WorkerPool:
         position = batch.position(index)
         text = user_traceback(exc)
         shown = f"{position} ({short_repr(job)})" if self.job_repr else str(position)
-        log.error(
-            "job %s failed:\n%s",
-            shown,
-            text.rstrip(),
-            extra={"event": "job_error", "position": position, "error": type(exc).__name__},
-        )
+        # A traceback once per error - its class and frames: the message
+        # often names the job - then one line with a count: a job retried, or
+        # one bug hitting many jobs, would repeat the same frames for every
+        # attempt (thousands of lines, a JobTimeout's gevent frames too).
+        message = str(exc)
+        head, _, tail = text.rpartition(message) if message else ("", "", text)
+        key = (type(exc).__name__, hash(head + tail))
+        first = self.errors_seen.get(key)
+        if first is None and len(self.errors_seen) < MAX_ERRORS_REMEMBERED:
+            self.errors_seen[key] = first = [position, 0]
+        repeat = 1 if first is None else first[1] + 1
+        if first is not None:
+            first[1] = repeat
+        fields = {"event": "job_error", "position": position, "error": type(exc).__name__, "repeat": repeat}
+        if repeat == 1:
+            log.error("job %s failed:\n%s", shown, text.rstrip(), extra=fields)
+        else:
+            log.error(
+                "job %s failed: %s: %.200s (traceback as for job %d above; %d times so far)",
+                shown,
+                key[0],
+                message,
+                first[0],
+                repeat,
+                extra=fields,
+            )
         self.failed += 1
         limit = protocol.MAX_TEXT_CHARS
         failure = protocol.Failure(batch.id, position, type(exc).__name__[:limit], str(exc)[:limit], text[-limit:])

@@ -110,7 +110,17 @@ class Progress:
             variables={"done": "-"},
             poll_interval=0.2,
             enable_colors=colours_wanted(),
+            redirect_stderr=self._own_stderr(),
         )
+
+    def _own_stderr(self) -> bool:
+        """Whether the bar is drawn on this process's stderr: then progressbar2 wraps sys.stderr.
+
+        A line written there while the bar is drawn (a log line: see
+        cli.common.setup_logging) is held until the bar clears its line, then
+        written, and the bar is drawn again below it; not glued onto the bar.
+        """
+        return self.stream is sys.stderr
 
     def _counter_line(self) -> progressbar.ProgressBar:
         import progressbar
@@ -131,6 +141,7 @@ class Progress:
             variables={"queue": "-"},
             poll_interval=0.2,
             enable_colors=colours_wanted(),
+            redirect_stderr=self._own_stderr(),
         )
 
     def update(self, completed: int, queue: str = "", resolved: int | None = None, paused: bool = False) -> None:

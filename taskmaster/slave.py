@@ -164,8 +164,10 @@ class Slave:
             )
             if self.joined or self.quit_reason is not None:  # one stopped before it heard a master: nothing to sum up
                 finished, cpu = pool.resolved - pool.failed, time.process_time()  # cpu: its jobs, loop, liveness thread
+                # Failed *attempts*: the master retries a job, maybe here, and
+                # alone knows which failed for good (its summary counts jobs).
                 log.info(
-                    "%d jobs finished, %d failed, busy %.2fs of %.2fs, cpu %.2fs",
+                    "%d jobs finished, %d attempts failed, busy %.2fs of %.2fs, cpu %.2fs",
                     finished,
                     pool.failed,
                     pool.busy_seconds,

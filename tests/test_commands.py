@@ -65,7 +65,7 @@ def test_readme_master_and_slave(procs, tmp_path, master_args, slave_target):
     assert f"tm-master: {EXAMPLE_JOBS} finished, 0 failed" in m_err
     assert "Traceback" not in m_err + s_err
     # the slave says how many it ran
-    assert f"{EXAMPLE_JOBS} jobs finished, 0 failed" in s_err
+    assert f"{EXAMPLE_JOBS} jobs finished, 0 attempts failed" in s_err
     # the default state file lands in the current directory, and records the run as complete
     [state] = state_files(tmp_path)
     assert stat.S_IMODE(state.stat().st_mode) == 0o600

@@ -374,6 +374,21 @@ def test_compose_services_are_hardened():
         assert "/tmp" in service["tmpfs"], name
 
 
+def test_compose_never_restarts_a_master_whose_run_ended():
+    """Issue 25, item 7: ``restart: on-failure`` restarted a master whose run ended with failed jobs (exit 1).
+
+    The new one said "this run already finished, but N failed" and exited 1,
+    and so on for ever.  Compose cannot restart on some exit codes only, so
+    the master is not restarted, and the README says how to resume it.
+    """
+    master = compose()["services"]["master"]
+    assert master.get("restart", "no") == "no"
+    readme = (REPO / "README.rst").read_text()
+    section = readme[readme.index("\nDocker Compose\n") : readme.index("\nRunning on Kubernetes\n")]
+    assert "the master is restarted on failure" not in section
+    assert "docker compose -f deploy/compose.yaml up -d master" in section
+
+
 # ---------------------------------------------------------- Dockerfile
 
 

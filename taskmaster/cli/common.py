@@ -164,6 +164,41 @@ def check_log_level(parser: argparse.ArgumentParser, level: str) -> None:
 _json_lines = False  # set by setup_logging: the command's own lines (say) are JSON objects too
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time: while a progress bar is drawn, its wrapper.
+
+    progressbar2 replaces sys.stderr while it draws (taskmaster.progress) so
+    that a line written there is put above the bar, not glued onto it; a
+    handler holding the stream it was made with would bypass that.
+    """
+
+    def __init__(self, clear_line: bool = False) -> None:
+        super().__init__(sys.stderr)
+        # On a terminal that other processes draw on (tm-run: the master's bar,
+        # its slaves' lines), a line first blanks the line it lands on, as
+        # progressbar2 does (no escape sequence: NO_COLOR, plain terminals).
+        # The bar is drawn again below it.
+        self.clear_line = clear_line
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if not self.clear_line:
+            return text
+        try:
+            width = os.get_terminal_size(sys.stderr.fileno()).columns
+        except (OSError, ValueError, AttributeError):
+            return text
+        return "\r" + " " * (width - 1) + "\r" + text
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # always sys.stderr
+
+
 def setup_logging(
     level: str, role: str, log_file: str | None = None, log_format: str = "text", process_id: str | None = None
 ) -> None:
@@ -185,7 +220,9 @@ def setup_logging(
         label = f"{role} {process_id}" if process_id else role
         formatter = TextFormatter(f"%(asctime)s %(levelname)s {label}: %(message)s")
     _json_lines = log_format == "json"
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    from taskmaster import progress  # no I/O library: safe before the patching
+
+    handlers: list[logging.Handler] = [_StderrHandler(log_format == "text" and progress.can_draw(sys.stderr))]
     if log_file:
         try:
             handlers.append(PrivateFileHandler(log_file))

@@ -36,6 +36,7 @@ def write_result(path: str, outcome: Any) -> None:
         "failed": outcome.failed,
         "duration": outcome.duration,
         "served": outcome.served,
+        "over": outcome.over,
         "summary": outcome.summary,
         "error": outcome.error,
     }

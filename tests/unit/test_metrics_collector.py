@@ -56,6 +56,9 @@ def test_a_fresh_master_exports_zero_counters_and_no_total(tmp_path):
         (("state", "gone"),),
     }
     assert m[("taskmaster_run_state", (("state", "running"),))] == 1
+    # Issue 25, item 14: every state tm-status can show is a series, 0 or 1, also "paused" while running.
+    run_states = {labels[0][1]: v for (name, labels), v in m.items() if name == "taskmaster_run_state"}
+    assert run_states == {"running": 1, "paused": 0, "draining": 0, "finished": 0}
     assert 0 <= m[("taskmaster_checkpoint_age_seconds", ())] < 3600  # since the start: nothing to lose yet
 
 
