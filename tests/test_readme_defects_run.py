@@ -1,0 +1,65 @@
+"""Issue 25: what a new user hit running tm-run and the README's commands, end to end.
+
+Each test drives the real commands (real processes, sockets and files) and
+checks what the user sees: exit codes, messages, files written, what ps
+shows, which jobs ran when.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from conftest import descendants, start_logged, tail, text, tm, wait_for, write_module
+
+# get_jobs yields n integers; handle_job holds every job until TM_HOLD exists (if set).
+HELD = """
+import os, time
+
+def get_jobs(last=0, n="20", **kwargs):
+    return range(int(last), int(n))
+
+def handle_job(i):
+    gate = os.environ.get("TM_HOLD")
+    while gate and not os.path.exists(gate):
+        time.sleep(0.02)
+"""
+
+
+# ------------------------------------------------- 12: python -m taskmaster --help
+
+
+@pytest.mark.timeout(60)
+def test_python_m_taskmaster_help_lists_every_command(procs):
+    result = procs.run(tm("--help")[:3] + ["--help"], timeout=30)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    for command in ("master", "slave", "spawn", "run", "status", "ctl"):
+        described = [line for line in lines if line.split()[:1] == [command] and len(line.split()) > 2]
+        assert described, f"no line describing {command!r} in:\n{result.stdout}"
+
+
+@pytest.mark.timeout(60)
+def test_python_m_taskmaster_without_a_command_is_usage_and_exit_2(procs):
+    result = procs.run(tm("--help")[:3], timeout=30)
+    assert result.returncode == 2
+    assert "usage: python -m taskmaster" in result.stderr
+
+
+# ----------------------------------------------------------- 11: process names
+
+
+def command_line(pid: int) -> str:
+    return subprocess.run(["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+
+
+@pytest.mark.timeout(90)
+def test_ps_shows_tm_run_children_as_tm_master_and_tm_slave(procs, tmp_path):
+    module = write_module(tmp_path, "held", HELD)
+    run_log = tmp_path / "run.log"
+    run = start_logged(procs, tm("run", module, 2, "--no-progress"), run_log, {"TM_HOLD": str(tmp_path / "never")})
+    wait_for(lambda: text(run_log).count(" joined ") == 2, 30, what=f"both slaves joined:\n{tail(run_log)}")
+    lines = sorted(command_line(pid) for pid in descendants(run.pid))
+    assert [line.split()[0] for line in lines] == ["tm-master", "tm-slave", "tm-slave"], lines
+    # The rest of the command line says what each runs, as a tm-master/tm-slave started by hand would.
+    assert all(str(module) in line for line in lines), lines
