@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 
 import pytest
-from conftest import descendants, start_logged, tail, text, tm, wait_for, write_module
+from conftest import PYTHON, descendants, start_logged, tail, tcp_address, text, tm, wait_for, write_module
 
 # get_jobs yields n integers; handle_job holds every job until TM_HOLD exists (if set).
 HELD = """
@@ -50,7 +50,7 @@ def test_python_m_taskmaster_without_a_command_is_usage_and_exit_2(procs):
 
 
 def command_line(pid: int) -> str:
-    return subprocess.run(["ps", "-o", "args=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+    return subprocess.run(["ps", "-ww", "-o", "args=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
 
 
 @pytest.mark.timeout(90)
@@ -63,3 +63,32 @@ def test_ps_shows_tm_run_children_as_tm_master_and_tm_slave(procs, tmp_path):
     assert [line.split()[0] for line in lines] == ["tm-master", "tm-slave", "tm-slave"], lines
     # The rest of the command line says what each runs, as a tm-master/tm-slave started by hand would.
     assert all(str(module) in line for line in lines), lines
+
+
+@pytest.mark.timeout(90)
+def test_ps_shows_tm_spawn_children_as_tm_slave(procs, tmp_path):
+    module = write_module(tmp_path, "held", HELD)
+    address = tcp_address()
+    master_log, spawn_log = tmp_path / "master.log", tmp_path / "spawn.log"
+    env = {"TM_HOLD": str(tmp_path / "never")}
+    start_logged(procs, tm("master", module, "--address", address, "--no-progress"), master_log, env)
+    spawn = start_logged(procs, tm("spawn", module, 2, "--address", address), spawn_log, env)
+    wait_for(lambda: text(master_log).count(" joined ") == 2, 30, what=f"both slaves joined:\n{tail(master_log)}")
+    lines = [command_line(pid) for pid in descendants(spawn.pid)]
+    assert [line.split()[0] for line in lines] == ["tm-slave", "tm-slave"], lines
+    assert all(str(module) in line for line in lines), lines
+
+
+@pytest.mark.timeout(90)
+def test_ps_shows_taskmaster_run_children_as_tm_master_and_tm_slave(procs, tmp_path):
+    module = write_module(tmp_path, "held", HELD)
+    log = tmp_path / "run.log"
+    code = f"import taskmaster; taskmaster.run({str(module)!r}, 1, linger=0)"
+    caller = start_logged(procs, [PYTHON, "-c", code], log, {"TM_HOLD": str(tmp_path / "never")})
+
+    def children():
+        lines = [command_line(pid) for pid in descendants(caller.pid)]
+        return lines if len(lines) == 2 and all(lines) else None
+
+    lines = sorted(wait_for(children, 30, what=f"a master and a slave:\n{tail(log)}"))
+    assert [line.split()[0] for line in lines] == ["tm-master", "tm-slave"], lines
