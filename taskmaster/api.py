@@ -16,10 +16,10 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from taskmaster import forked
+from taskmaster import fileio, forked
 from taskmaster import options as opts
 from taskmaster import target as targets
 from taskmaster.errors import UsageError
@@ -46,6 +46,9 @@ class RunResult:
     duration: float = 0.0
     summary: str = ""
     error: str = ""
+    # What went wrong outside the master, which it could not say itself (a
+    # child killed, the result file not written): tm-run prints these.
+    problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -91,6 +94,15 @@ def run(target: str, processes: int = 4, *, job_args: Mapping[str, Any] | None =
         values["address"],
         check_targets_here=False,
     )
+
+
+def _copy_result(raw: bytes, path: str, result: RunResult) -> None:
+    """The master's outcome, to the user's --result-file; a problem (exit code 1) if it cannot be written."""
+    try:
+        fileio.write_atomically(path, raw)
+    except OSError as exc:
+        result.problems.append(f"cannot write the result file {path}: {exc.strerror or exc}")
+        result.exit_code = result.exit_code or 1
 
 
 def option_parser() -> argparse.ArgumentParser:
@@ -141,12 +153,18 @@ def launch(
     kwargs_argv = [f"{key}={value}" for key, value in job_kwargs.items()]
     targets.parse_kwargs(kwargs_argv)
 
+    # The master writes its outcome where we read it; the user's --result-file
+    # gets a copy once it is there, written as tm-master writes it.
+    user_result_file = options.get("result_file")
+    if user_result_file:
+        user_result_file = os.path.abspath(user_result_file)
+        fileio.check_writable(user_result_file, "result file", "--result-file")
     private_dir = tempfile.mkdtemp(prefix="taskmaster-")  # mode 0700: ours alone
     if address is None:
         address = f"ipc://{os.path.join(private_dir, 'master.sock')}"
     result_file = os.path.join(private_dir, "result.json")
     master_args = [get_jobs, *kwargs_argv, "--address", address]
-    master_args += opts.flags(options, MASTER_FLAGS) + ["--result-file", result_file]
+    master_args += opts.flags({**options, "result_file": None}, MASTER_FLAGS) + ["--result-file", result_file]
     if "--linger" not in master_args:
         master_args += ["--linger", "0"]  # we supervise our slaves: no need to wait for late ones
     slave_args = [handle_job, "--address", address, "--no-progress"]
@@ -179,13 +197,17 @@ def launch(
         result = RunResult(exit_code(master.returncode), duration=time.monotonic() - started)
         served = False
         try:
-            with open(result_file) as f:
-                data = json.load(f)
+            with open(result_file, "rb") as f:
+                raw = f.read()
+            data = json.loads(raw)
             result.finished, result.failed = data["finished"], data["failed"]
             result.summary, result.error = data["summary"], data["error"]
             served = data["served"]
         except (OSError, ValueError, KeyError):
             pass  # the master ended before writing it (bad input, killed): the exit code says why
+        else:
+            if user_result_file:
+                _copy_result(raw, user_result_file, result)
         # A master that served told its slaves to quit; one that never started cannot have.
         if not served or not supervisor.wait(slaves, SLAVE_EXIT_SECONDS):
             supervisor.stop(slaves, timeout=5)

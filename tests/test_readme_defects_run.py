@@ -7,10 +7,11 @@ shows, which jobs ran when.
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
-from conftest import PYTHON, descendants, start_logged, tail, tcp_address, text, tm, wait_for, write_module
+from conftest import PYTHON, descendants, error_line, start_logged, tail, tcp_address, text, tm, wait_for, write_module
 
 # get_jobs yields n integers; handle_job holds every job until TM_HOLD exists (if set).
 HELD = """
@@ -92,3 +93,48 @@ def test_ps_shows_taskmaster_run_children_as_tm_master_and_tm_slave(procs, tmp_p
 
     lines = sorted(wait_for(children, 30, what=f"a master and a slave:\n{tail(log)}"))
     assert [line.split()[0] for line in lines] == ["tm-master", "tm-slave"], lines
+
+
+# ------------------------------------------------------- 1: --result-file
+
+
+def result_of(path) -> dict:
+    assert path.exists(), f"no result file {path}"
+    return json.loads(path.read_text())
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("how", ["flag", "relative", "environment"])
+def test_tm_run_writes_the_result_file(procs, tmp_path, how):
+    module = write_module(tmp_path, "held", HELD)
+    path = tmp_path / "out" / "result.json"
+    path.parent.mkdir()
+    argv, env = tm("run", module, 2, "n=30", "--no-progress"), {}
+    if how == "flag":
+        argv += ["--result-file", str(path)]
+    elif how == "relative":
+        argv += ["--result-file", "out/result.json"]  # from tm-run's working directory, tmp_path
+    else:
+        env["TASKMASTER_RESULT_FILE"] = str(path)
+    result = procs.run(argv, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    outcome = result_of(path)
+    assert (outcome["exit_code"], outcome["finished"], outcome["failed"]) == (0, 30, 0), outcome
+    assert outcome["summary"].startswith("30 finished, 0 failed"), outcome
+
+
+@pytest.mark.timeout(90)
+def test_taskmaster_run_writes_the_result_file(procs, tmp_path):
+    module = write_module(tmp_path, "held", HELD)
+    path = tmp_path / "result.json"
+    code = f"import taskmaster, sys; sys.exit(taskmaster.run({str(module)!r}, 2, result_file={str(path)!r}).exit_code)"
+    result = procs.run([PYTHON, "-c", code], timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result_of(path)["finished"] == 20
+
+
+@pytest.mark.timeout(60)
+def test_tm_run_refuses_a_result_file_it_cannot_write(procs, tmp_path):
+    module = write_module(tmp_path, "held", HELD)
+    result = procs.run(tm("run", module, 1, "--result-file", str(tmp_path / "nodir" / "r.json")), timeout=30)
+    error_line(result, "tm-run", "--result-file")

@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None, prog: str = "tm-run") -> int:
             args.address,
             fork=forked.Commands(master=master.main, slave=slave.main),
         )
+        for problem in result.problems:
+            common.say(prog, problem, error=True)
         # The run is over and every child reaped: end now, without the teardown.
         forked.end_process(result.exit_code)
 
