@@ -93,6 +93,7 @@ def run(target: str, processes: int = 4, *, job_args: Mapping[str, Any] | None =
         values["handle_job_callback"],
         values["address"],
         check_targets_here=False,
+        keyword_options=True,
     )
 
 
@@ -125,6 +126,7 @@ def launch(
     forward_signals: bool = True,
     check_targets_here: bool = True,
     fork: forked.Commands | None = None,
+    keyword_options: bool = False,
 ) -> RunResult:
     """Start the master and the slaves, wait for the master, clean up; the result.
 
@@ -134,22 +136,40 @@ def launch(
     Given `fork`, the commands' mains (tm-run: one thread, a process of its
     own), the master and the slaves are forked from this process rather than
     started afresh (``taskmaster.forked``), and the targets are checked while
-    they start.
+    they start.  `keyword_options`: the user gave the options as
+    taskmaster.run's keyword arguments, not as tm-run's flags (for messages).
     """
+
+    def option(name: str) -> str:
+        return f"{name}=NAME" if keyword_options else f"--{name.replace('_', '-')} NAME"
+
+    if script.rpartition(":")[1]:
+        # One target, two functions: a single name cannot say which it means.
+        module_part = script.rpartition(":")[0]
+        runner = "taskmaster.run" if keyword_options else "tm-run"
+        raise UsageError(
+            f"{script!r} names a function, but {runner} runs two of one module (get_jobs and handle_job): give "
+            f"{module_part} alone, and other names with {option('get_jobs_callback')} and "
+            f"{option('handle_job_callback')}"
+        )
     module, _ = targets.split(script, "get_jobs")
     get_jobs = f"{module}:{get_jobs_callback}"
     handle_job = f"{module}:{handle_job_callback}"
+    checks = [
+        (get_jobs, "get_jobs", option("get_jobs_callback")),
+        (handle_job, "handle_job", option("handle_job_callback")),
+    ]
 
     def check_targets() -> None:
-        targets.load(get_jobs, "get_jobs")
-        targets.load(handle_job, "handle_job")
+        for check in checks:
+            targets.load(*check)
 
     if fork:
         forked.preload(monkey_patch=not options.get("no_monkey_patch"))
     elif check_targets_here:
         check_targets()
     else:
-        targets.check_in_child([(get_jobs, "get_jobs"), (handle_job, "handle_job")])
+        targets.check_in_child(checks)
     kwargs_argv = [f"{key}={value}" for key, value in job_kwargs.items()]
     targets.parse_kwargs(kwargs_argv)
 

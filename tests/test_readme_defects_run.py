@@ -138,3 +138,35 @@ def test_tm_run_refuses_a_result_file_it_cannot_write(procs, tmp_path):
     module = write_module(tmp_path, "held", HELD)
     result = procs.run(tm("run", module, 1, "--result-file", str(tmp_path / "nodir" / "r.json")), timeout=30)
     error_line(result, "tm-run", "--result-file")
+
+
+# ------------------------------------------------- 2: a function in a tm-run target
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("function", ["nope", "handle_job", "get_jobs"])
+def test_tm_run_refuses_a_function_in_its_target(procs, tmp_path, function):
+    module = write_module(tmp_path, "held", HELD)
+    record = tmp_path / "ran"
+    result = procs.run(tm("run", f"{module}:{function}", 1, "--no-progress"), timeout=30)
+    line = error_line(result, "tm-run", "--get-jobs-callback", "--handle-job-callback")
+    assert f"{module}:{function}" in line
+    assert not list(tmp_path.glob("*.state")) and not record.exists()  # nothing ran
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("callback", ["get-jobs", "handle-job"])
+def test_tm_run_names_its_callback_option_for_a_missing_function(procs, tmp_path, callback):
+    module = write_module(tmp_path, "held", HELD)
+    result = procs.run(tm("run", module, 1, f"--{callback}-callback", "nope"), timeout=30)
+    line = error_line(result, "tm-run", "'nope'", f"--{callback}-callback NAME")
+    assert ":NAME" not in line  # the target syntax tm-run refuses
+
+
+@pytest.mark.timeout(60)
+def test_taskmaster_run_refuses_a_function_in_its_target(tmp_path):
+    module = write_module(tmp_path, "held", HELD)
+    code = f"import taskmaster; taskmaster.run({str(module) + ':nope'!r}, 1)"
+    result = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "UsageError" in result.stderr and "get_jobs_callback=" in result.stderr, result.stderr
+    assert not list(tmp_path.glob("*.state"))
