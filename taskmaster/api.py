@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
 import signal
@@ -23,7 +24,9 @@ from taskmaster import fileio, forked
 from taskmaster import options as opts
 from taskmaster import target as targets
 from taskmaster.errors import UsageError
-from taskmaster.supervisor import Supervisor, exit_code
+from taskmaster.supervisor import Child, Supervisor, exit_code
+
+log = logging.getLogger("taskmaster.run")
 
 MASTER_FLAGS = opts.MASTER_OPTIONS + opts.SHARED_OPTIONS + opts.COMMON_OPTIONS
 SLAVE_FLAGS = opts.SLAVE_OPTIONS + opts.SHARED_OPTIONS + opts.COMMON_OPTIONS
@@ -95,6 +98,54 @@ def run(target: str, processes: int = 4, *, job_args: Mapping[str, Any] | None =
         check_targets_here=False,
         keyword_options=True,
     )
+
+
+def _how_it_ended(child: Child) -> str:
+    """A child's end as a person says it: "was killed by SIGKILL", "exited with code 1"."""
+    code = child.returncode or 0
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _watch_children(supervisor: Supervisor, master: Child, slaves: list[Child]) -> list[str]:
+    """Wait for the master to end; what went wrong with the children meanwhile, for tm-run to say.
+
+    A slave that dies (a crash, kill -9) is logged at once: the master gives
+    its jobs to the others once its lease runs out.  When every slave died,
+    nothing would finish the jobs: the master is stopped.  A master killed by
+    a signal could not say so itself.  Children ending because the user
+    stopped tm-run (the signals it passed on) are no news.
+    """
+    problems: list[str] = []
+    dead: set[int] = set()
+    gave_up = False
+    while not supervisor.wait([master], timeout=0.5):
+        if supervisor.signals:
+            continue
+        died = [slave for slave in slaves if slave.pid not in dead and slave.poll() not in (None, 0)]
+        dead.update(slave.pid for slave in died)
+        if len(dead) < len(slaves):
+            for slave in died:
+                log.warning(
+                    "slave pid %d %s; its jobs go to the other slaves once its lease runs out",
+                    slave.pid,
+                    _how_it_ended(slave),
+                )
+        elif slaves and not gave_up:
+            gave_up = True
+            ends = ", ".join(f"pid {slave.pid} {_how_it_ended(slave)}" for slave in slaves)
+            problems.append(f"every slave ended before the run did ({ends}): stopped the master")
+            supervisor.stop([master], timeout=30)
+    if (master.returncode or 0) < 0 and not supervisor.signals and not gave_up:
+        problems.append(
+            f"the master (pid {master.pid}) {_how_it_ended(master)} before the run ended: stopped the slaves; "
+            "run the same command to resume"
+        )
+    return problems
 
 
 def _copy_result(raw: bytes, path: str, result: RunResult) -> None:
@@ -187,7 +238,7 @@ def launch(
     master_args += opts.flags({**options, "result_file": None}, MASTER_FLAGS) + ["--result-file", result_file]
     if "--linger" not in master_args:
         master_args += ["--linger", "0"]  # we supervise our slaves: no need to wait for late ones
-    slave_args = [handle_job, "--address", address, "--no-progress"]
+    slave_args = [handle_job, "--address", address, "--no-progress", "--beside-master"]
     slave_args += [f for f in opts.flags(options, SLAVE_FLAGS) if f != "--no-progress"]
 
     supervisor = Supervisor()
@@ -210,11 +261,8 @@ def launch(
             master = supervisor.start(["-m", "taskmaster.cli.master", *master_args], child_env)
             slave_argv = ["-m", "taskmaster.cli.slave", *slave_args]
             slaves = [supervisor.start(slave_argv, child_env) for _ in range(processes)]
-        while not supervisor.wait([master], timeout=0.5):
-            if slaves and all(s.poll() not in (None, 0) for s in slaves):
-                # Every slave died (a crash, a bad secret...): nothing will finish the jobs.
-                supervisor.stop([master], timeout=30)
-        result = RunResult(exit_code(master.returncode), duration=time.monotonic() - started)
+        problems = _watch_children(supervisor, master, slaves)
+        result = RunResult(exit_code(master.returncode), duration=time.monotonic() - started, problems=problems)
         served = False
         try:
             with open(result_file, "rb") as f:

@@ -8,10 +8,25 @@ shows, which jobs ran when.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 
 import pytest
-from conftest import PYTHON, descendants, error_line, start_logged, tail, tcp_address, text, tm, wait_for, write_module
+from conftest import (
+    PYTHON,
+    descendants,
+    error_line,
+    pid_gone,
+    start_logged,
+    tail,
+    tcp_address,
+    text,
+    tm,
+    wait_exit,
+    wait_for,
+    write_module,
+)
 
 # get_jobs yields n integers; handle_job holds every job until TM_HOLD exists (if set).
 HELD = """
@@ -170,3 +185,77 @@ def test_taskmaster_run_refuses_a_function_in_its_target(tmp_path):
     result = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=60)
     assert "UsageError" in result.stderr and "get_jobs_callback=" in result.stderr, result.stderr
     assert not list(tmp_path.glob("*.state"))
+
+
+# ------------------------------------------- 4: tm-run's slaves and a slow or dead master
+
+SLOW_COUNT = """
+import time
+
+def count_jobs(n="30", **kwargs):
+    time.sleep(float(kwargs.get("count_seconds", "2")))
+    return int(n)
+
+def get_jobs(last=0, n="30", **kwargs):
+    return range(int(last), int(n))
+
+def handle_job(i):
+    pass
+"""
+
+
+@pytest.mark.timeout(120)
+def test_tm_run_slaves_wait_for_a_master_that_is_still_starting(procs, tmp_path):
+    # count_jobs outlasts the slaves' patience (2 tries of 200 ms): they must wait for their own master.
+    module = write_module(tmp_path, "slowcount", SLOW_COUNT)
+    argv = tm("run", module, 2, "count_seconds=2", "--timeout", "200", "--retries", "2", "--no-progress")
+    result = procs.run(argv, timeout=90)
+    assert result.returncode == 0, result.stderr
+    assert "30 finished, 0 failed" in result.stderr
+    assert "no master answered" not in result.stderr
+
+
+def start_held_run(procs, tmp_path, *options):
+    module = write_module(tmp_path, "held", HELD)
+    run_log = tmp_path / "run.log"
+    argv = tm("run", module, 2, "--no-progress", *options)
+    run = start_logged(procs, argv, run_log, {"TM_HOLD": str(tmp_path / "never")})
+    wait_for(lambda: text(run_log).count(" joined ") == 2, 30, what=f"both slaves joined:\n{tail(run_log)}")
+    master, *slaves = sorted(descendants(run.pid), key=lambda pid: command_line(pid).split()[0])
+    assert command_line(master).startswith("tm-master"), command_line(master)
+    return run, run_log, master, slaves
+
+
+@pytest.mark.timeout(90)
+def test_tm_run_says_when_its_master_is_killed(procs, tmp_path):
+    run, run_log, master, slaves = start_held_run(procs, tmp_path)
+    os.kill(master, signal.SIGKILL)
+    code = wait_exit(run, 30, run_log)
+    assert code != 0
+    lines = [line for line in text(run_log).splitlines() if line.startswith("tm-run: ")]
+    assert len(lines) == 1, text(run_log)
+    assert "master" in lines[0] and "SIGKILL" in lines[0], lines
+    wait_for(lambda: all(pid_gone(pid) for pid in slaves), 30, what="the slaves to be gone")
+
+
+@pytest.mark.timeout(90)
+def test_tm_run_says_when_all_its_slaves_are_killed(procs, tmp_path):
+    run, run_log, master, slaves = start_held_run(procs, tmp_path)
+    for slave in slaves:
+        os.kill(slave, signal.SIGKILL)
+    code = wait_exit(run, 60, run_log)
+    assert code != 0
+    lines = [line for line in text(run_log).splitlines() if line.startswith("tm-run: ")]
+    assert len(lines) == 1, text(run_log)
+    assert "slave" in lines[0] and "SIGKILL" in lines[0], lines
+    wait_for(lambda: pid_gone(master), 30, what="the master to be gone")
+
+
+@pytest.mark.timeout(90)
+def test_tm_run_says_when_one_slave_is_killed_and_the_others_finish_the_run(procs, tmp_path):
+    run, run_log, master, slaves = start_held_run(procs, tmp_path, "--lease-timeout", "2")
+    os.kill(slaves[0], signal.SIGKILL)
+    wait_for(lambda: f"slave pid {slaves[0]} was killed by SIGKILL" in text(run_log), 30, what="tm-run's warning")
+    (tmp_path / "never").touch()  # the jobs may end now
+    assert wait_exit(run, 60, run_log) == 0, tail(run_log)
+    assert "tm-master: 20 finished, 0 failed" in text(run_log)
