@@ -167,6 +167,8 @@ class Master:
             self.rate.sample(now, self.resolved())
             self.show_progress()
             self.control.check_failures()
+            if self.paused or self.halted:
+                self.control.recall_unsettled(now)
         if now >= self.next_checkpoint:
             self.next_checkpoint = now + self.config.checkpoint_interval
             self._checkpoint()
@@ -297,7 +299,7 @@ class Master:
             self.dispatcher.forget(slave.id)
             self.endpoint.send(identity, protocol.quit_("goodbye"))
         else:
-            self.dispatcher.answer(slave, msg.want, now)
+            self.dispatcher.answer(slave, msg.want, now, reported_failures=bool(msg.failures))
 
     # ------------------------------------------------- checkpoint, status
 

@@ -45,8 +45,11 @@ Master -> slave:
     WELCOME    {run, token, lease_timeout, heartbeat_interval}
                                    token: the slave's proof, in later messages, that it said hello
     JOBS       {batch, positions} + one pickle frame holding the list of jobs
-    RECALL     {want}              (to the liveness thread) give back up to `want` jobs
-                                   not started, from the tail: another slave ran dry
+    RECALL     {want[, upto]}      (to the liveness thread) give back up to `want` jobs
+                                   not started, from the tail: another slave ran dry;
+                                   with `upto` (a pause, a halt: every job wanted back),
+                                   also every job of a batch numbered up to `upto` that
+                                   arrives later (it was on its way): none of it starts
     QUIT       {reason}            the run is over (or stopping): exit
     RESET      {reason}            unknown run or slave: say HELLO again
     REJECT     {error}             the message was malformed
@@ -238,8 +241,8 @@ def give_back(slave: str, run: str, token: str, cuts: list, queue: list) -> list
     return [GIVEBACK, _dumps({"slave": slave, "run": run, "token": token, "cuts": cuts, "queue": queue})]
 
 
-def recall(want: int) -> list[bytes]:
-    return [RECALL, _dumps({"want": want})]
+def recall(want: int, upto: int | None = None) -> list[bytes]:
+    return [RECALL, _dumps({"want": want} if upto is None else {"want": want, "upto": upto})]
 
 
 def status_request() -> list[bytes]:

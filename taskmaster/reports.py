@@ -39,10 +39,15 @@ def record(m: Master, slave: SlaveRecord, msg: protocol.Report) -> None:
         if batch is None or not within([(failure.position, failure.position + 1)], batch.ranges):
             m.bad(None, f"slave {slave.id} reported a failure of a job it was not handed")
             continue
+        if failure.position in batch.retrying:
+            continue  # the same attempt, reported again (a request sent again): counted once
         try:
             m.failed_jobs.failed(m.ledger, failure, slave.id)
         except OSError as exc:
             m.stop_for_disk(f"cannot record a failed job in {m.config.failures_path}: {exc.strerror or exc}")
+            continue
+        if m.ledger.is_pending(failure.position):
+            m.registry.failed_here(slave, failure.batch, failure.position)
     if msg.failures:
         m.control.check_failures()
 

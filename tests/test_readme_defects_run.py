@@ -7,6 +7,7 @@ shows, which jobs ran when.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import signal
@@ -259,3 +260,53 @@ def test_tm_run_says_when_one_slave_is_killed_and_the_others_finish_the_run(proc
     (tmp_path / "never").touch()  # the jobs may end now
     assert wait_exit(run, 60, run_log) == 0, tail(run_log)
     assert "tm-master: 20 finished, 0 failed" in text(run_log)
+
+
+# ------------------------------------------------------ 3: a --max-failures halt
+
+# One job in ten fails; each attempt appends "<time> <job>" to TM_STARTS as it starts.
+FAILING = """
+import os, time
+
+STARTS = os.environ["TM_STARTS"]
+DELAY = float(os.environ.get("TM_DELAY", "0"))
+
+def get_jobs(last=0, n="200000", **kwargs):
+    return range(int(last), int(n))
+
+def handle_job(i):
+    fd = os.open(STARTS, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, f"{time.time():.6f} {i}\\n".encode())
+    finally:
+        os.close(fd)
+    if DELAY:
+        time.sleep(DELAY)
+    if i % 10 == 0:
+        raise ValueError(f"job {i} fails on purpose")
+"""
+
+
+def logged_time(line: str) -> float:
+    """The time of a log line ("2026-12-07 09:12:23,694 ERROR ..."), as time.time() counts."""
+    stamp = " ".join(line.split()[:2])
+    return datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
+@pytest.mark.timeout(150)
+@pytest.mark.parametrize("delay", ["0", "0.01"], ids=["instant", "10ms"])
+def test_a_max_failures_halt_takes_back_unstarted_jobs_and_ends_when_nothing_runs(procs, tmp_path, delay):
+    module = write_module(tmp_path, "failing", FAILING)
+    starts, run_log = tmp_path / "starts.txt", tmp_path / "run.log"
+    # --grace far longer than the test may take: the run must end because nothing runs, not because time ran out.
+    argv = tm("run", module, 2, "--max-failures", "20", "--concurrency", "10", "--grace", "600", "--no-progress")
+    run = start_logged(procs, argv, run_log, {"TM_STARTS": str(starts), "TM_DELAY": delay})
+    code = wait_exit(run, 90, run_log)
+    log = text(run_log)
+    assert code == 1, tail(run_log)
+    assert "tm-master: halted: " in log, tail(run_log)
+    halt_line = next(line for line in log.splitlines() if " ERROR master: halting: " in line)
+    halted_at = logged_time(halt_line)
+    started = [float(line.split()[0]) for line in starts.read_text().splitlines()]
+    late = [t - halted_at for t in started if t > halted_at + 1.0]
+    assert not late, f"{len(late)} of {len(started)} job attempts started more than 1 s after the halt: {late[:5]}"
