@@ -103,12 +103,17 @@ def test_ps_shows_taskmaster_run_children_as_tm_master_and_tm_slave(procs, tmp_p
     code = f"import taskmaster; taskmaster.run({str(module)!r}, 1, linger=0)"
     caller = start_logged(procs, [PYTHON, "-c", code], log, {"TM_HOLD": str(tmp_path / "never")})
 
-    def children():
-        lines = [command_line(pid) for pid in descendants(caller.pid)]
-        return lines if len(lines) == 2 and all(lines) else None
+    seen: list[str] = []
 
-    lines = sorted(wait_for(children, 30, what=f"a master and a slave:\n{tail(log)}"))
-    assert [line.split()[0] for line in lines] == ["tm-master", "tm-slave"], lines
+    def named():
+        # Each child names itself once started: wait for that (ps shows the interpreter before).
+        seen[:] = sorted(command_line(pid) for pid in descendants(caller.pid))
+        return [line.split()[:1] for line in seen] == [["tm-master"], ["tm-slave"]]
+
+    try:
+        wait_for(named, 30, what="tm-master and tm-slave in ps")
+    except AssertionError:
+        raise AssertionError(f"ps shows {seen}; {tail(log)}") from None
 
 
 # ------------------------------------------------------- 1: --result-file
