@@ -229,7 +229,7 @@ def launch(
     user_result_file = options.get("result_file")
     if user_result_file:
         user_result_file = os.path.abspath(user_result_file)
-        fileio.check_writable(user_result_file, "result file", "--result-file")
+        fileio.check_writable(user_result_file, "result file", "result_file=" if keyword_options else "--result-file")
     private_dir = tempfile.mkdtemp(prefix="taskmaster-")  # mode 0700: ours alone
     if address is None:
         address = f"ipc://{os.path.join(private_dir, 'master.sock')}"
