@@ -41,7 +41,11 @@ SLAVE_EXIT_SECONDS = 0.05
 
 @dataclass
 class RunResult:
-    """How a run ended: ``exit_code`` as tm-run's, jobs finished and failed, seconds taken."""
+    """How a run ended: ``exit_code`` as tm-run's, jobs finished and failed, seconds taken.
+
+    ``error`` is the master's error, or else what went wrong around it (a
+    child killed, the result file not written), also listed in ``problems``.
+    """
 
     exit_code: int
     finished: int = 0
@@ -251,7 +255,7 @@ def launch(
     started = time.monotonic()
     try:
         # Slaves start with the master, not after it: they take as long to
-        # start as it does, and they keep trying to reach it meanwhile.  A
+        # start as it does, and they wait for it meanwhile (--beside-master).  A
         # master that refuses to start is stopped with them before they have
         # anything to say, so its message is the only one.
         if fork:
@@ -279,6 +283,8 @@ def launch(
         # A master that served told its slaves to quit; one that never started cannot have.
         if not served or not supervisor.wait(slaves, SLAVE_EXIT_SECONDS):
             supervisor.stop(slaves, timeout=5)
+        if result.problems and not result.error:
+            result.error = "; ".join(result.problems)  # what a caller of taskmaster.run reads
         return result
     finally:
         supervisor.stop(supervisor.children, timeout=5)
