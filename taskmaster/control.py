@@ -147,14 +147,18 @@ class Controls:
         batch = slave.batches.get(slave.last_batch)
         return batch is None or batch.expired or batch.keep < batch.size
 
-    def recall_unsettled(self, now: float) -> None:
-        """While paused or halted: ask again each slave that may still hold jobs it has not started.
+    def recall_again(self, now: float) -> None:
+        """While paused or halted: ask again each slave last known to hold jobs it has not started.
 
-        Slaves are asked again when they report, too; this is for a RECALL
-        that was lost, or a slave with nothing to report.
+        For a RECALL or its GIVEBACK that was lost, or a slave with nothing
+        to report (slaves are asked again when they report, too).  Not a
+        slave merely unsettled: the RECALL it answered covers the batches
+        on their way to it, and asking it ten times a second for as long
+        as its jobs run would only cost messages.
         """
-        for slave in self.master.registry.slaves.values():
-            if slave.live and not self.settled(slave):
+        registry = self.master.registry
+        for slave in registry.slaves.values():
+            if slave.live and registry.unstarted(slave):
                 self._recall_all(slave, now)
 
     def on_news(self, slave: SlaveRecord, now: float) -> None:

@@ -168,7 +168,7 @@ class Master:
             self.show_progress()
             self.control.check_failures()
             if self.paused or self.halted:
-                self.control.recall_unsettled(now)
+                self.control.recall_again(now)
         if now >= self.next_checkpoint:
             self.next_checkpoint = now + self.config.checkpoint_interval
             self._checkpoint()
