@@ -37,11 +37,6 @@ WINDOW_STRETCH = 16
 # holds the window (--size) shut for everyone.
 PARK_HOLDING_SECONDS = 0.02
 PARK_IDLE_SECONDS = 1.0
-# Stopping, a slave still running jobs is answered this soon: the failures of
-# its last jobs come only with its next request (acknowledgements come in
-# ACKs meanwhile), and the run ends once they are in - a request parked for
-# PARK_IDLE_SECONDS kept a halted run waiting most of a second for them.
-PARK_STOPPING_SECONDS = 0.1
 
 
 class Dispatcher:
@@ -69,11 +64,8 @@ class Dispatcher:
             # longest (finished jobs still come in ACKs meanwhile), or slaves
             # would ask again at once for the whole --grace.
             idle_park = min(PARK_IDLE_SECONDS, slave.timeout_ms / 3000)
-            holding = m.registry.held(slave)
-            if not holding:
-                park = idle_park
-            else:
-                park = PARK_HOLDING_SECONDS if running else PARK_STOPPING_SECONDS
+            holding = running and m.registry.held(slave)
+            park = PARK_HOLDING_SECONDS if holding else idle_park
             self.parked[slave.id] = (now + park, want)
 
     def forget(self, slave_id: str) -> None:

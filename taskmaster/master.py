@@ -222,7 +222,7 @@ class Master:
                 if self.binding.foreign_request(slave, identity):
                     return
                 self.registry.seen(slave, now)
-                reports.record_acks(self, slave, msg.acks)
+                reports.record(self, slave, msg)
         elif isinstance(msg, (protocol.Heartbeat, protocol.GiveBack)):
             slave = self.registry.get(msg.slave)
             if slave is not None and msg.run == self.run_id and msg.token == slave.token:

@@ -116,6 +116,7 @@ class WorkerPool:
         self.touched: list[LocalBatch] = []  # batches with finished jobs not yet reported
         self.unconfirmed: list[LocalBatch] = []  # acknowledged by an ACK only: the next report says it again
         self.failures: list[tuple[str, protocol.Failure]] = []
+        self.unconfirmed_failures: list[tuple[str, protocol.Failure]] = []  # sent in an ACK: said again next report
         self.cuts: list[tuple[str, list[int]]] = []  # (run, [batch, keep]) given back, not yet reported
         # Batches numbered up to this were all recalled (a pause, a halt): one
         # still on its way then is given back whole as it arrives.
@@ -195,17 +196,20 @@ class WorkerPool:
         return [[b.id, b.cursor, b.end] for b in self.todo if b.cursor < b.end]
 
     def has_unreported(self) -> bool:
-        """Is there anything for the next report: finished jobs, failures, jobs given back?"""
-        return bool(self.touched or self.failures or self.cuts)
+        """Is there anything for the next report: finished jobs, failures (also an ACK's), jobs given back?"""
+        return bool(self.touched or self.failures or self.unconfirmed_failures or self.cuts)
 
-    def take_acks(self, run: str) -> list:
-        """Acknowledgements for an ACK: the batches stay due for the next report."""
+    def take_acks(self, run: str) -> tuple[list, list[protocol.Failure]]:
+        """Acknowledgements and failures for an ACK: they stay due for the next report (an ACK may be lost)."""
         acks = [batch.acknowledgement() for batch in self.touched if batch.run == run]
         for batch in self.touched:
             batch.dirty = False
         self.unconfirmed += self.touched
         self.touched = []
-        return acks
+        n = self._failures_that_fit()
+        sent, self.failures = self.failures[:n], self.failures[n:]
+        self.unconfirmed_failures += sent
+        return acks, [f for r, f in sent if r == run]
 
     def take_report(self, run: str) -> tuple[list, list[protocol.Failure], list[list[int]]]:
         """What to tell the master of `run`: acknowledgements, failures and jobs given back."""
@@ -214,6 +218,8 @@ class WorkerPool:
         for batch in self.touched:
             batch.dirty = False
         self.touched, self.unconfirmed = [], []
+        # The failures an ACK carried come again, first (the report must not lose them).
+        self.failures[:0], self.unconfirmed_failures = self.unconfirmed_failures, []
         n = self._failures_that_fit()
         failures = [f for r, f in self.failures[:n] if r == run]
         del self.failures[:n]
@@ -260,7 +266,7 @@ class WorkerPool:
         """Drop the jobs and reports of a run that is over (the master restarted)."""
         self.todo.clear()
         self.touched, self.unconfirmed = [], []
-        self.failures = []
+        self.failures, self.unconfirmed_failures = [], []
         with self.claim_lock:
             self.cuts = []
             self.recalled_upto = 0  # the next run numbers its batches afresh

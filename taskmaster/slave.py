@@ -121,11 +121,11 @@ class Slave:
         return self.stopping is not None
 
     def _send_acks(self) -> None:
-        """Acknowledge finished jobs now, without waiting for the request's answer."""
-        if self.pool.touched and self.run_id:
-            acks = self.pool.take_acks(self.run_id)
+        """Acknowledge finished and failed jobs now, without waiting for the request's answer."""
+        if (self.pool.touched or self.pool.failures) and self.run_id:
+            acks, failures = self.pool.take_acks(self.run_id)
             # If it cannot go now, the next report carries them.
-            self.client.send(protocol.ack(self.id, self.run_id, self.token, acks))
+            self.client.send(protocol.ack(self.id, self.run_id, self.token, acks, failures))
 
     def _give_up_asking(self, kind: bytes) -> bool:
         """Stopping: a hello is not worth waiting for; a report is, within the grace."""

@@ -47,16 +47,18 @@ def test_a_job_waiting_for_a_retry_is_not_in_flight(tmp_path):
         h.close()
 
 
-def test_stopping_a_slave_still_running_jobs_hears_back_soon(tmp_path):
+def test_a_failure_while_the_request_is_parked_comes_in_an_ack_and_ends_the_halt(tmp_path):
     h, a, batch = halted_run(tmp_path)
     try:
-        before = len(h.endpoint.replies(b"a"))
-        assert h.request("a", a, 5) is None  # job 9 still runs: parked, but not for long
-        h.tick(0.11)
-        replies = h.endpoint.replies(b"a")
-        assert len(replies) == before + 1 and replies[-1][0] == protocol.JOBS and not replies[-1][2]  # NO_JOBS
-        # A request that reported failures is answered at once: more may follow it.
-        h.request("a", a, 5, failures=[failure(batch, 9)])
-        assert len(h.endpoint.replies(b"a")) == before + 2
+        assert h.request("a", a, 5) is None  # job 9 still runs: the request is parked (stopping)
+        # Job 9 fails: the slave says so in an ACK rather than when the parked request is answered.
+        h.send(b"a", protocol.ack("a", a["run"], a["token"], [], [failure(batch, 9)]))
+        assert h.master.registry.in_flight() == 0
+        assert h.tick(0.0) is None and h.master.ended is EndReason.HALTED  # long before the park's second
+        # The next report says it again: counted once, and not a malformed message.
+        failed = h.master.failed_jobs.retried, h.master.ledger.failed
+        h.request("a", a, 0, failures=[failure(batch, 9)])
+        assert (h.master.failed_jobs.retried, h.master.ledger.failed) == failed
+        assert h.master.bad_messages == 0
     finally:
         h.close()
