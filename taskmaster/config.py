@@ -50,3 +50,8 @@ class SlaveConfig:
     # ever); None: --retries tries of --timeout.  On a cluster engine slaves
     # may come up long before their master, or while it restarts.
     wait_for_master: float | None = None
+    # Started with its master by tm-run or taskmaster.run, which stops the
+    # slaves if that master dies: wait for it for ever (it may take long to
+    # start, e.g. a slow count_jobs), and quit when told to - no other master
+    # will come after it.
+    beside_master: bool = False

@@ -8,7 +8,8 @@ live settings themselves are the master's ``paused`` and ``rate_limit``
 Pausing means that no job starts anywhere after tm-ctl's answer, not only
 that no job is handed out: slaves hold jobs they have not started, so each
 is recalled (asked to give back every job it has not started, which its
-liveness thread does at once, under its workers' claim lock).  The answer
+liveness thread does at once, under its workers' claim lock - and a batch
+still on its way, as it arrives).  A --max-failures halt recalls the same way.  The answer
 waits until every slave is *settled* - known to hold no job it has not
 started, and to have read the master's last answer - or until half of
 tm-ctl's timeout has passed; then it says how many were not settled.
@@ -130,7 +131,9 @@ class Controls:
         if not force and now - slave.recalled_at < RECALL_AGAIN_SECONDS:
             return
         slave.recalled_at = now
-        self.master.endpoint.send(slave.beat_identity, protocol.recall(protocol.MAX_WANT))
+        # Every batch handed out so far, also one still on its way to the slave.
+        upto = self.master.registry.next_batch
+        self.master.endpoint.send(slave.beat_identity, protocol.recall(protocol.MAX_WANT, upto))
 
     def settled(self, slave: SlaveRecord) -> bool:
         """Is `slave` known to hold no job it has not started (so none will start there)?"""
@@ -143,6 +146,20 @@ class Controls:
         # read it: they may be on their way still, unless it cut that batch.
         batch = slave.batches.get(slave.last_batch)
         return batch is None or batch.expired or batch.keep < batch.size
+
+    def recall_again(self, now: float) -> None:
+        """While paused or halted: ask again each slave last known to hold jobs it has not started.
+
+        For a RECALL or its GIVEBACK that was lost, or a slave with nothing
+        to report (slaves are asked again when they report, too).  Not a
+        slave merely unsettled: the RECALL it answered covers the batches
+        on their way to it, and asking it ten times a second for as long
+        as its jobs run would only cost messages.
+        """
+        registry = self.master.registry
+        for slave in registry.slaves.values():
+            if slave.live and registry.unstarted(slave):
+                self._recall_all(slave, now)
 
     def on_news(self, slave: SlaveRecord, now: float) -> None:
         """While paused or halted: `slave` reported (a request or a give-back); recall again, answer pauses."""

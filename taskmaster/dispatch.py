@@ -40,11 +40,19 @@ class Dispatcher:
         self.parked: dict[str, tuple[float, int]] = {}  # slave id -> (when to answer anyway, jobs it wants)
         self.job_bytes = 0.0  # pickled size of a job, on average over recent batches
 
-    def answer(self, slave: SlaveRecord, want: int, now: float) -> None:
-        """Answer a request for `want` jobs: a batch, NO_JOBS (or QUIT), or park it."""
+    def answer(self, slave: SlaveRecord, want: int, now: float, reported_failures: bool = False) -> None:
+        """Answer a request for `want` jobs: a batch, NO_JOBS (or QUIT), or park it.
+
+        A request that reported failures and gets no jobs is answered at
+        once: more failures may wait behind those (a report carries a bounded
+        share of them), and unlike acknowledgements they cannot come while
+        the request is parked - a stopping run would wait for them.
+        """
         m = self.master
         running = m.shutdown.running
         if m.phase is Phase.CLOSING or want == 0:
+            self.answer_idle(slave)
+        elif not running and reported_failures:
             self.answer_idle(slave)
         elif not running or not self.dispatch(slave, want, now):
             # Stopping, nothing more is handed out: every request waits its

@@ -48,6 +48,7 @@ PRELOAD = (
     "taskmaster.checkpoint",
     "taskmaster.failures",
     "pprint",  # gevent's hub imports it when it is made, in each child otherwise
+    "setproctitle",  # each child sets its command line with it
 )
 _fork, _waitpid = os.fork, os.waitpid
 Command = Callable[[list[str], str], object]  # a command's main(argv, prog)
@@ -178,7 +179,7 @@ def _run_child(
     try:
         os.setpgid(0, 0)  # a group of our own, as the supervisor's other children have
         die_with(parent)
-        name_process(prog)  # ps shows tm-master and tm-slave, not tm-run three times
+        name_process(prog, argv)  # ps shows tm-master and tm-slave, not tm-run three times
         # The parent's handlers forward signals to its children: ours are the command's own.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)

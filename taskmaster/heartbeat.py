@@ -36,7 +36,7 @@ class HeartbeatThread:
         slave_id: str,
         secure: Callable[[Any], None] | None = None,
         watchdog: Callable[[], None] | None = None,
-        give_back: Callable[[int], tuple[list, list]] | None = None,
+        give_back: Callable[[int, int | None], tuple[list, list]] | None = None,
         routing_id: bytes | None = None,
     ) -> None:
         self.address = address
@@ -45,7 +45,8 @@ class HeartbeatThread:
         # count from that one only, also after a reconnect.
         self.routing_id = routing_id
         self.watchdog = watchdog  # called every step: looks for jobs past their timeout
-        self.give_back = give_back  # cuts up to N jobs not started off the queue: (cuts, queue after)
+        # Cuts up to N jobs not started off the queue, and batches up to an id when they arrive: (cuts, queue after).
+        self.give_back = give_back
         self.slave_id = slave_id
         self.secure = secure  # applies transport security to the socket, if any
         self.run_id = ""
@@ -116,10 +117,12 @@ class HeartbeatThread:
         try:
             kind, header, _ = protocol.decode_from_master(frames)
             want = int(header["want"]) if kind == protocol.RECALL else 0
+            upto = header.get("upto")
+            upto = int(upto) if upto is not None else None
         except (ValueError, KeyError, TypeError, protocol.ProtocolError):
             return
         if want > 0 and self.give_back is not None and self.run_id:
             # Answered also when there was nothing to give: the queue it
             # carries corrects the master's view of this slave.
-            cuts, queue = self.give_back(want)
+            cuts, queue = self.give_back(want, upto)
             self._send(sock, protocol.give_back(self.slave_id, self.run_id, self.token, cuts, queue))

@@ -177,6 +177,8 @@ class Master:
             self.rate.sample(now, self.resolved())
             self.show_progress()
             self.control.check_failures()
+            if self.paused or self.halted:
+                self.control.recall_again(now)
         if now >= self.next_checkpoint:
             self.next_checkpoint = now + self.config.checkpoint_interval
             self._checkpoint()
@@ -230,7 +232,7 @@ class Master:
                 if self.binding.foreign_request(slave, identity):
                     return
                 self.registry.seen(slave, now)
-                reports.record_acks(self, slave, msg.acks)
+                reports.record(self, slave, msg)
         elif isinstance(msg, (protocol.Heartbeat, protocol.GiveBack)):
             slave = self.registry.get(msg.slave)
             if slave is not None and msg.run == self.run_id and msg.token == slave.token:
@@ -307,7 +309,7 @@ class Master:
             self.dispatcher.forget(slave.id)
             self.endpoint.send(identity, protocol.quit_("goodbye"))
         else:
-            self.dispatcher.answer(slave, msg.want, now)
+            self.dispatcher.answer(slave, msg.want, now, reported_failures=bool(msg.failures))
 
     # ------------------------------------------------- checkpoint, status
 

@@ -26,7 +26,7 @@ ENV_PREFIX = "TASKMASTER_"
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
 # Options that make no sense as a setting of the environment: they are actions, not settings.
-NOT_FROM_ENVIRONMENT = frozenset({"help", "version", "new_secret"})
+NOT_FROM_ENVIRONMENT = frozenset({"help", "version", "new_secret", "beside_master"})
 
 
 def _whole_number(minimum: int, description: str) -> Callable[[str], int]:

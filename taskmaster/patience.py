@@ -21,6 +21,7 @@ class Patience(NamedTuple):
     retries: int
     timeout_ms: int
     wait_for_master: float | None  # None: --retries tries only; 0: for ever
+    quiet: bool = False  # waiting is expected (a slave of tm-run while its master starts): no line about it
 
     def try_again(self, attempt: int, first_try: float) -> bool:
         """Whether a request still without an answer after `attempt` tries is worth another."""
@@ -34,7 +35,7 @@ class Patience(NamedTuple):
         """One warning per try by default; while waiting for a master on purpose, one line, then debug."""
         if self.wait_for_master is None:
             log.warning("master at %s: %s (try %d of %d); retrying", self.address, why, attempt, self.retries)
-        elif attempt == 1:
+        elif attempt == 1 and not self.quiet:
             how_long = f"up to {self.wait_for_master:g}s" if self.wait_for_master else "for ever"
             log.info("master at %s: %s; waiting for it %s (--wait-for-master)", self.address, why, how_long)
         else:

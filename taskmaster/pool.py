@@ -13,6 +13,7 @@ under one real lock, so each job is either started here or given back.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import signal
@@ -36,7 +37,12 @@ YIELD_EVERY = 256  # a worker running fast jobs yields this often
 YIELD_SECONDS = 0.001  # ... and at least this often: the request loop acknowledges between two slow jobs
 MAX_CLAIM = 256  # jobs a worker takes at once, at most
 FAST_JOB_SECONDS = 50e-6  # jobs faster than this on average are claimed several at a time
-MAX_FAILURES_PER_REPORT = 20  # tracebacks are large: spread them over reports
+# Tracebacks can be large (64 KB each at most): the failures of one report
+# are cut at this many bytes, as sent, well below what the master reads
+# (protocol.MAX_INBOUND_BYTES) - but as many as fit, at least one: at 20 a
+# report, a run where many jobs failed reported them seconds after they
+# failed, and a --max-failures halt came that late and waited for them.
+FAILURE_BYTES_PER_REPORT = 1024 * 1024
 WATCHDOG_SIGNAL = signal.SIGUSR2  # interrupts a job past --job-timeout that never yields
 WATCHDOG_SLACK = 0.2  # seconds gevent.Timeout gets to act first
 _FINISHED_RUNS = re.compile(rb"\x01+")
@@ -127,7 +133,11 @@ class WorkerPool:
         self.touched: list[LocalBatch] = []  # batches with finished jobs not yet reported
         self.unconfirmed: list[LocalBatch] = []  # acknowledged by an ACK only: the next report says it again
         self.failures: list[tuple[str, protocol.Failure]] = []
+        self.unconfirmed_failures: list[tuple[str, protocol.Failure]] = []  # sent in an ACK: said again next report
         self.cuts: list[tuple[str, list[int]]] = []  # (run, [batch, keep]) given back, not yet reported
+        # Batches numbered up to this were all recalled (a pause, a halt): one
+        # still on its way then is given back whole as it arrives.
+        self.recalled_upto = 0
         # Workers claim jobs and give_back (another thread) cuts them off under this lock.
         self.claim_lock = monkey.get_original("_thread", "allocate_lock")()
         self.running = 0
@@ -176,7 +186,20 @@ class WorkerPool:
     # ------------------------------------------------------------ batches
 
     def add(self, batch: LocalBatch) -> float:
-        """Queue a batch; how long the pool had sat idle, with nothing to run, before it came."""
+        """Queue a batch; how long the pool had sat idle, with nothing to run, before it came.
+
+        A batch the master recalled while it was on its way is given back
+        whole instead, none of it started: the next report says so.
+        """
+        with self.claim_lock:
+            if batch.id <= self.recalled_upto:
+                self.cuts.append((batch.run, [batch.id, 0]))
+                recalled = True
+            else:
+                recalled = False
+        if recalled:
+            self.news.set()
+            return 0.0
         self.todo.append(batch)
         self.work_ready.set()
         idle_since, self.idle_since = self.idle_since, None
@@ -191,17 +214,20 @@ class WorkerPool:
         return [[b.id, b.cursor, b.end] for b in self.todo if b.cursor < b.end]
 
     def has_unreported(self) -> bool:
-        """Is there anything for the next report: finished jobs, failures, jobs given back?"""
-        return bool(self.touched or self.failures or self.cuts)
+        """Is there anything for the next report: finished jobs, failures (also an ACK's), jobs given back?"""
+        return bool(self.touched or self.failures or self.unconfirmed_failures or self.cuts)
 
-    def take_acks(self, run: str) -> list:
-        """Acknowledgements for an ACK: the batches stay due for the next report."""
+    def take_acks(self, run: str) -> tuple[list, list[protocol.Failure]]:
+        """Acknowledgements and failures for an ACK: they stay due for the next report (an ACK may be lost)."""
         acks = [batch.acknowledgement() for batch in self.touched if batch.run == run]
         for batch in self.touched:
             batch.dirty = False
         self.unconfirmed += self.touched
         self.touched = []
-        return acks
+        n = self._failures_that_fit()
+        sent, self.failures = self.failures[:n], self.failures[n:]
+        self.unconfirmed_failures += sent
+        return acks, [f for r, f in sent if r == run]
 
     def take_report(self, run: str) -> tuple[list, list[protocol.Failure], list[list[int]]]:
         """What to tell the master of `run`: acknowledgements, failures and jobs given back."""
@@ -210,23 +236,39 @@ class WorkerPool:
         for batch in self.touched:
             batch.dirty = False
         self.touched, self.unconfirmed = [], []
-        failures = [f for r, f in self.failures[:MAX_FAILURES_PER_REPORT] if r == run]
-        del self.failures[:MAX_FAILURES_PER_REPORT]
+        # The failures an ACK carried come again, first (the report must not lose them).
+        self.failures[:0], self.unconfirmed_failures = self.unconfirmed_failures, []
+        n = self._failures_that_fit()
+        failures = [f for r, f in self.failures[:n] if r == run]
+        del self.failures[:n]
         with self.claim_lock:
             cuts, self.cuts = self.cuts, []
         return acks, failures, [cut for r, cut in cuts if r == run]
 
-    def give_back(self, want: int) -> tuple[list[list[int]], list[list[int]]]:
+    def _failures_that_fit(self) -> int:
+        """How many of the failures waiting go in the next report: FAILURE_BYTES_PER_REPORT's worth, at least one."""
+        n = size = 0
+        for _, failure in self.failures[: protocol.MAX_FAILURES]:
+            size += len(json.dumps(failure._asdict()))
+            if n and size > FAILURE_BYTES_PER_REPORT:
+                break
+            n += 1
+        return n
+
+    def give_back(self, want: int, upto: int | None = None) -> tuple[list[list[int]], list[list[int]]]:
         """Cut up to `want` jobs not started off the tail of the batches held.
 
         Returns the cuts, ``[[batch, keep], ...]``, and what still waits
-        after them (as ``waiting``).
+        after them (as ``waiting``).  With `upto`, batches numbered up to it
+        that arrive later are given back whole (``add``).
 
         Called from the liveness thread: a worker cannot claim a job while
         this holds the lock, and none claims past a batch's new end after.
         """
         cuts: list[list[int]] = []
         with self.claim_lock:
+            if upto is not None:
+                self.recalled_upto = max(self.recalled_upto, upto)
             for batch in reversed(list(self.todo)):
                 spare = min(batch.end - batch.cursor, want)
                 if spare > 0:
@@ -242,9 +284,10 @@ class WorkerPool:
         """Drop the jobs and reports of a run that is over (the master restarted)."""
         self.todo.clear()
         self.touched, self.unconfirmed = [], []
-        self.failures = []
+        self.failures, self.unconfirmed_failures = [], []
         with self.claim_lock:
             self.cuts = []
+            self.recalled_upto = 0  # the next run numbers its batches afresh
 
     # ------------------------------------------------------------ workers
 

@@ -14,7 +14,7 @@ Slave -> master, always JSON and validated here, never unpickled:
                                    report what finished, failed, waits; want more jobs
     BYE        {slave, run, token, seq, want, acks, failures, queue, cuts}
                                    last report, then leaving
-    ACK        {slave, run, token, acks}           finished jobs, while a REQUEST waits
+    ACK        {slave, run, token, acks, failures} finished and failed jobs, while a REQUEST waits
     HEARTBEAT  {slave, run, token}                 (liveness thread) still alive
     GIVEBACK   {slave, run, token, cuts, queue}    (liveness thread) jobs given back
     STATUS     {}                                  (tm-status) how is the run going?
@@ -31,7 +31,10 @@ reads it to choose which slave to ask for jobs back when another runs dry.
 
 An ACK gets no answer: it lets finished jobs free their place in the
 master's window (``--size``) while the slave's request is parked there, and
-the slave's next REQUEST acknowledges them again, in case it was lost.
+the slave's next REQUEST acknowledges them again, in case it was lost.  The
+failures it reports come again in that REQUEST too; a failure reported twice
+counts once.  (Without them in the ACK, a stopping master, which parks
+requests for up to a second, heard of the last jobs' failures that late.)
 
 ``cuts`` is ``[[batch, keep], ...]``: of that batch the slave runs only the
 first ``keep`` jobs, the others it will never start.  A GIVEBACK (with the
@@ -45,8 +48,11 @@ Master -> slave:
     WELCOME    {run, token, lease_timeout, heartbeat_interval}
                                    token: the slave's proof, in later messages, that it said hello
     JOBS       {batch, positions} + one pickle frame holding the list of jobs
-    RECALL     {want}              (to the liveness thread) give back up to `want` jobs
-                                   not started, from the tail: another slave ran dry
+    RECALL     {want[, upto]}      (to the liveness thread) give back up to `want` jobs
+                                   not started, from the tail: another slave ran dry;
+                                   with `upto` (a pause, a halt: every job wanted back),
+                                   also every job of a batch numbered up to `upto` that
+                                   arrives later (it was on its way): none of it starts
     QUIT       {reason}            the run is over (or stopping): exit
     RESET      {reason}            unknown run or slave: say HELLO again
     REJECT     {error}             the message was malformed
@@ -156,6 +162,7 @@ class Ack(NamedTuple):
     run: str
     token: str
     acks: list[tuple[int, list[tuple[int, int]]]]
+    failures: list[Failure]
 
 
 class GiveBack(NamedTuple):
@@ -230,16 +237,19 @@ def heartbeat(slave: str, run: str, token: str) -> list[bytes]:
     return [HEARTBEAT, _dumps({"slave": slave, "run": run, "token": token})]
 
 
-def ack(slave: str, run: str, token: str, acks: list) -> list[bytes]:
-    return [ACK, _dumps({"slave": slave, "run": run, "token": token, "acks": acks})]
+def ack(slave: str, run: str, token: str, acks: list, failures: list[Failure] | None = None) -> list[bytes]:
+    body = {"slave": slave, "run": run, "token": token, "acks": acks}
+    if failures:
+        body["failures"] = [f._asdict() for f in failures]
+    return [ACK, _dumps(body)]
 
 
 def give_back(slave: str, run: str, token: str, cuts: list, queue: list) -> list[bytes]:
     return [GIVEBACK, _dumps({"slave": slave, "run": run, "token": token, "cuts": cuts, "queue": queue})]
 
 
-def recall(want: int) -> list[bytes]:
-    return [RECALL, _dumps({"want": want})]
+def recall(want: int, upto: int | None = None) -> list[bytes]:
+    return [RECALL, _dumps({"want": want} if upto is None else {"want": want, "upto": upto})]
 
 
 def status_request() -> list[bytes]:
@@ -453,7 +463,8 @@ def decode_from_slave(
         )
     if kind == ACK:
         slave, run, token = _name(body, "slave"), _str(body, "run"), _str(body, "token")
-        return Ack(slave=slave, run=run, token=token, acks=_acks(body.get("acks")))
+        failures = _failures(body.get("failures", []))
+        return Ack(slave=slave, run=run, token=token, acks=_acks(body.get("acks")), failures=failures)
     if kind == GIVEBACK:
         return GiveBack(
             slave=_name(body, "slave"),

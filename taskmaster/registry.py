@@ -39,6 +39,9 @@ class Batch:
     keep: int = -1  # the first `keep` jobs are still this slave's; the rest it gave back
     ranges: list[list[int]] = field(default_factory=list)  # positions of those `keep` jobs: what the lease covers
     expired: bool = False  # its lease ran out and its jobs were requeued
+    # Jobs whose attempt here failed and that wait for a retry (perhaps
+    # elsewhere): no longer this slave's work, though still unresolved.
+    retrying: set[int] = field(default_factory=set)
     _starts: tuple[list[list[int]], list[int]] | None = field(default=None, repr=False)  # (ranges, their starts)
 
     def __post_init__(self) -> None:
@@ -211,9 +214,25 @@ class SlaveRegistry:
         self.settle(slave, batch_id)
         return n
 
+    def failed_here(self, slave: SlaveRecord, batch_id: int, position: int) -> None:
+        """The attempt of `position` in that batch failed and the job waits for a retry: `slave` is done with it."""
+        batch = slave.batches.get(batch_id)
+        if batch is not None:
+            batch.retrying.add(position)
+
     def held(self, slave: SlaveRecord) -> int:
-        """Unresolved jobs this slave holds under a running lease."""
-        return sum(self.ledger.unresolved(b.ranges) for b in slave.batches.values() if not b.expired)
+        """Jobs this slave holds under a running lease and has not resolved: running, or not started yet.
+
+        Not those whose attempt here failed: they wait in the master's queue
+        for a retry, and a run that stops hands out none - counting them
+        kept a stopping run waiting for jobs nobody would run, for all its --grace.
+        """
+        count = 0
+        for batch in slave.batches.values():
+            if not batch.expired:
+                count += self.ledger.unresolved(batch.ranges)
+                count -= sum(1 for p in batch.retrying if self.ledger.is_pending(p))
+        return count
 
     def in_flight(self) -> int:
         return sum(self.held(s) for s in self.slaves.values() if s.live)

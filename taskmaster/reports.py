@@ -30,19 +30,31 @@ def take_back(m: Master, slave: SlaveRecord, cuts: list[tuple[int, int]]) -> Non
             log.debug("slave %s gave back %d jobs of batch %d", slave.id, n, batch_id)
 
 
-def record(m: Master, slave: SlaveRecord, msg: protocol.Report) -> None:
-    """Record a request's acknowledgements and failures, only for jobs handed to this slave."""
+def record(m: Master, slave: SlaveRecord, msg: protocol.Report | protocol.Ack) -> None:
+    """Record a report's acknowledgements and failures, only for jobs handed to this slave."""
     record_acks(m, slave, msg.acks)
-    for failure in msg.failures:
+    record_failures(m, slave, msg.failures)
+
+
+def record_failures(m: Master, slave: SlaveRecord, failures: list[protocol.Failure]) -> None:
+    """Retry or record each failed job; a failure reported again (an ACK's, in the next request) counts once."""
+    for failure in failures:
         batch = slave.batches.get(failure.batch)
+        if batch is None and failure.batch <= m.registry.next_batch:
+            continue  # a batch whose jobs are all resolved already: reported before
         if batch is None or not batch.covers([(failure.position, failure.position + 1)]):
             m.bad(None, f"slave {slave.id} reported a failure of a job it was not handed")
             continue
+        if failure.position in batch.retrying:
+            continue  # the same attempt, reported again: counted once
         try:
             m.failed_jobs.failed(m.ledger, failure, slave.id)
         except OSError as exc:
             m.stop_for_disk(f"cannot record a failed job in {m.config.failures_path}: {exc.strerror or exc}")
-    if msg.failures:
+            continue
+        if m.ledger.is_pending(failure.position):
+            m.registry.failed_here(slave, failure.batch, failure.position)
+    if failures:
         m.control.check_failures()
 
 

@@ -73,7 +73,10 @@ class Slave:
     ) -> None:
         self.handle_job = handle_job
         self.config = config
-        self.patience = Patience(config.address, config.retries, config.timeout_ms, config.wait_for_master)
+        # A slave beside its master waits for it as long as it takes: its
+        # tm-run stops it should that master die.
+        wait = 0.0 if config.beside_master else config.wait_for_master
+        self.patience = Patience(config.address, config.retries, config.timeout_ms, wait, config.beside_master)
         secure = keys.secure_client if keys is not None else None
         self.secure = secure
         self.host = re.sub(r"[^A-Za-z0-9_.:@-]", "_", stdlib_socket.gethostname())[:200] or "unknown"
@@ -118,11 +121,11 @@ class Slave:
         return self.stopping is not None
 
     def _send_acks(self) -> None:
-        """Acknowledge finished jobs now, without waiting for the request's answer."""
-        if self.pool.touched and self.run_id:
-            acks = self.pool.take_acks(self.run_id)
+        """Acknowledge finished and failed jobs now, without waiting for the request's answer."""
+        if (self.pool.touched or self.pool.failures) and self.run_id:
+            acks, failures = self.pool.take_acks(self.run_id)
             # If it cannot go now, the next report carries them.
-            self.client.send(protocol.ack(self.id, self.run_id, self.token, acks))
+            self.client.send(protocol.ack(self.id, self.run_id, self.token, acks, failures))
 
     def _give_up_asking(self, kind: bytes) -> bool:
         """Stopping: a hello is not worth waiting for; a report is, within the grace."""
@@ -368,7 +371,8 @@ class Slave:
         """Whether a QUIT means "wait": a master that stops before the end of the run (a pod deleted,
         a job cancelled) comes back, and a slave told to wait for its master (--wait-for-master) waits."""
         stopping = quit_header.get("reason") == protocol.QUIT_STOPPING
-        return stopping and self.config.wait_for_master is not None and self.stopping is None
+        waits = self.config.wait_for_master is not None and not self.config.beside_master
+        return stopping and waits and self.stopping is None
 
     def _forget_run(self, why: str) -> None:
         """A new master run: drop what belonged to the old one, and say hello."""

@@ -13,12 +13,17 @@ from __future__ import annotations
 import runpy
 import sys
 
-from taskmaster.supervisor import die_with_parent
+from taskmaster.supervisor import die_with_parent, name_process
+
+COMMAND_PREFIX = "taskmaster.cli."
 
 
 def main(argv: list[str]) -> None:
     die_with_parent()
     module, *args = argv
+    if module.startswith(COMMAND_PREFIX):
+        # ps shows tm-slave ..., not "python -m taskmaster.supervised taskmaster.cli.slave ...".
+        name_process("tm-" + module[len(COMMAND_PREFIX) :], args)
     sys.argv = [module, *args]  # run_module sets argv[0] to the module's file
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 

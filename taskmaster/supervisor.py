@@ -63,8 +63,17 @@ def die_with(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def name_process(name: str) -> None:
-    """Show this process as `name` in ps and top (its comm, 15 bytes at most); its command line stays."""
+def name_process(name: str, argv: list[str] | None = None) -> None:
+    """Show this process as `name` in ps and top, and as ``name argv...`` in ``ps aux`` and ``pgrep -f``.
+
+    The name (comm, 15 bytes at most) is what ``ps -e`` and top show; the
+    command line is what ``ps aux`` shows, which would otherwise be the
+    interpreter running tm-run or taskmaster.supervised.
+    """
+    if argv is not None:
+        import setproctitle  # a C extension: only the children that are named load it
+
+        setproctitle.setproctitle(" ".join([name, *argv]))
     if _prctl is not None:
         _prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]))
 

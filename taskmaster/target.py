@@ -70,15 +70,18 @@ def _import_module(name: str) -> Any:
         raise UsageError(f"importing {name} failed: {type(exc).__name__}: {exc}") from None
 
 
-def load(spec: str, default_function: str) -> Callable[..., Any]:
-    """Import the target and return its function; UsageError with a fix if it cannot."""
+def load(spec: str, default_function: str, rename: str | None = None) -> Callable[..., Any]:
+    """Import the target and return its function; UsageError with a fix if it cannot.
+
+    `rename` is how the user names another function, when not with
+    ``module:NAME`` (tm-run: ``--handle-job-callback NAME``).
+    """
     module_name, function = split(spec, default_function)
     module = _import_file(module_name) if os.path.isabs(module_name) else _import_module(module_name)
     func = getattr(module, function, None)
     if func is None:
-        raise UsageError(
-            f"{module_name} has no function {function!r}: define it, or name another with {spec.split(':')[0]}:NAME"
-        )
+        rename = rename or f"{spec.split(':')[0]}:NAME"
+        raise UsageError(f"{module_name} has no function {function!r}: define it, or name another with {rename}")
     if not callable(func):
         raise UsageError(f"{function!r} in {module_name} is not callable")
     return func
@@ -110,16 +113,16 @@ def parse_kwargs(items: list[str]) -> dict[str, str]:
 _CHECK_FAILED = "taskmaster target check failed: "
 
 
-def check_in_child(targets: list[tuple[str, str]]) -> None:
-    """Load each (spec, default function) in a child Python; UsageError (its message) if one does not load.
+def check_in_child(targets: list[tuple[str, str, str]]) -> None:
+    """Load each (spec, default function, rename) in a child Python; UsageError (its message) if one does not load.
 
     For ``taskmaster.run``: importing a module runs its code and puts a
     file's directory first on sys.path, which must not happen to the
     caller's process - its sys.path and sys.modules stay as they were.
     """
     argv = [sys.executable, "-m", "taskmaster.target"]
-    for spec, default_function in targets:
-        argv += [spec, default_function]
+    for target in targets:
+        argv += target
     result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if result.returncode == 0:
         return
@@ -131,10 +134,10 @@ def check_in_child(targets: list[tuple[str, str]]) -> None:
 
 
 def _check_main(argv: list[str]) -> int:
-    """``python -m taskmaster.target SPEC DEFAULT ...``: load each; the first problem on stderr, exit 2."""
+    """``python -m taskmaster.target SPEC DEFAULT RENAME ...``: load each; the first problem on stderr, exit 2."""
     try:
-        for spec, default_function in zip(argv[::2], argv[1::2], strict=True):
-            load(spec, default_function)
+        for spec, default_function, rename in zip(argv[::3], argv[1::3], argv[2::3], strict=True):
+            load(spec, default_function, rename)
     except UsageError as exc:
         sys.stderr.write(f"{_CHECK_FAILED}{exc}\n")  # marked: the module may write to stderr too
         return 2

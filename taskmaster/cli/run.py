@@ -6,7 +6,8 @@ from taskmaster.cli import common
 
 DESCRIPTION = """\
 Run a master and N slave processes on this host for SCRIPT (a
-path/to/file.py or package.module defining get_jobs and handle_job).
+path/to/file.py or package.module defining get_jobs and handle_job;
+no :function - name them with --get-jobs-callback and --handle-job-callback).
 Each key=value goes to get_jobs.  Exits with the master's exit code when
 the run is over, leaving no process behind.  Unless --address is given,
 master and slaves talk over a private ipc:// socket in a fresh directory
@@ -16,7 +17,7 @@ only you can read.
 
 def build_parser(prog: str = "tm-run") -> common.Parser:
     parser = common.new_parser(prog, DESCRIPTION)
-    parser.add_argument("script", metavar="SCRIPT", help="path/to/file.py or package.module")
+    parser.add_argument("script", metavar="SCRIPT", help="path/to/file.py or package.module (no :function)")
     parser.add_argument("processes", type=common.positive_int, metavar="N", help="number of slave processes")
     parser.add_argument("kwargs", nargs="*", metavar="key=value", help="keyword arguments for get_jobs")
     parser.add_argument(
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None, prog: str = "tm-run") -> int:
             args.address,
             fork=forked.Commands(master=master.main, slave=slave.main),
         )
+        for problem in result.problems:
+            common.say(prog, problem, error=True)
         # The run is over and every child reaped: end now, without the teardown.
         forked.end_process(result.exit_code)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+
 from taskmaster.cli import common
 
 DESCRIPTION = """\
@@ -17,6 +19,8 @@ def build_parser(prog: str = "tm-slave") -> common.Parser:
     parser.add_argument("target", metavar="TARGET", help="where handle_job lives")
     common.add_address(parser)
     common.add_options(parser, common.SLAVE_OPTIONS + common.SHARED_OPTIONS + common.COMMON_OPTIONS)
+    # Given by tm-run and taskmaster.run to the slaves they start with their master (SlaveConfig.beside_master).
+    parser.add_argument("--beside-master", action="store_true", help=argparse.SUPPRESS)
     return parser
 
 
@@ -39,6 +43,7 @@ def main(argv: list[str] | None = None, prog: str = "tm-slave") -> int:
             retries=args.retries,
             job_timeout=args.job_timeout,
             wait_for_master=args.wait_for_master,
+            beside_master=args.beside_master,
             grace=args.grace,
             progress=not args.no_progress,
             job_repr=not args.no_job_repr,

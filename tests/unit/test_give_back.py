@@ -127,3 +127,24 @@ def test_a_cut_from_another_thread_never_takes_a_claimed_job():
     assert claimed == list(range(len(claimed)))  # the head, in order, once each
     assert batch.end == len(claimed)  # everything past it was given back
     assert given and min(given) == len(claimed)
+
+
+def test_a_recall_of_everything_also_gives_back_a_batch_still_on_its_way():
+    pool = pool_with([3])
+    cuts, _ = pool.give_back(10_000, upto=2)  # the master had handed out batches up to 2
+    assert cuts == [[1, 0]]
+    pool.add(LocalBatch(2, "run", [[100, 105]], list(range(5))))  # batch 2 arrives after the recall
+    assert pool.queued() == 0  # none of it will start
+    pool.add(LocalBatch(3, "run", [[200, 202]], [0, 1]))  # handed out after it (resumed): runs
+    assert pool.queued() == 2
+    assert pool.take_report("run")[2] == [[1, 0], [2, 0]]
+
+
+def test_a_job_that_failed_here_and_waits_for_a_retry_is_not_held():
+    ledger, registry, a, _, batch = registry_with_batch(10)
+    assert registry.held(a) == 10
+    ledger.retry(3, "a")  # its attempt on a failed; it waits in the queue for another try
+    registry.failed_here(a, batch, 3)
+    assert registry.held(a) == 9
+    ledger.mark_failed(3)  # failed for good (elsewhere): resolved, still not held
+    assert registry.held(a) == 9
