@@ -5,7 +5,7 @@ The master binds a ROUTER socket; each slave connects a DEALER for requests
 and, from a real OS thread, a second DEALER for heartbeats (so a handler that
 never yields to gevent cannot silence them).
 
-Slave -> master, always JSON and validated here, never unpickled:
+Slave -> master, always JSON and validated here, never unpickled::
 
     HELLO      {slave, host, pid, concurrency, timeout_ms, conn, beat}
                                    conn: its request connections' routing ids are conn.N
@@ -43,7 +43,7 @@ RECALL at once, from the slave's liveness thread (which runs even while a
 handler holds the main thread); the same cuts ride on the slave's next
 REQUEST too, in case the GIVEBACK was lost.  Cuts are idempotent.
 
-Master -> slave:
+Master -> slave::
 
     WELCOME    {run, token, lease_timeout, heartbeat_interval}
                                    token: the slave's proof, in later messages, that it said hello
