@@ -2,8 +2,8 @@
 
 One master's core serves from about 110,000 jobs a second (small batches:
 many slaves with slow jobs) to several million (large batches of fast jobs),
-and no more than get_jobs yields (see "Sizing a billion-job run" in the
-README); past that, or to keep each master near the data it reads, shard
+and no more than get_jobs yields (see "Sizing a billion-job run",
+docs/sizing.rst); past that, or to keep each master near the data it reads, shard
 the key space.  Every master runs this same module with
 ``shard=I shards=S``: its ``get_jobs`` yields only the keys of shard I - a
 contiguous slice of ``[0, n)`` - and its slaves handle only those.  Nothing

@@ -304,9 +304,9 @@ def assert_secret_mounted(pod: dict, container: dict, path: str) -> None:
     name, key = secret_source(pod, container, path)
     mounts = [m for m in container["volumeMounts"] if path.startswith(m["mountPath"])]
     assert all(m.get("readOnly") for m in mounts)
-    # The README tells how to create exactly this Secret.
-    readme = (REPO / "README.rst").read_text()
-    assert f"kubectl create secret generic {name} --from-file={key}=" in readme
+    # The docs tell how to create exactly this Secret.
+    page = (REPO / "docs" / "deploy" / "kubernetes.rst").read_text()
+    assert f"kubectl create secret generic {name} --from-file={key}=" in page
 
 
 # ----------------------------------------------------------------- Compose
@@ -379,12 +379,11 @@ def test_compose_never_restarts_a_master_whose_run_ended():
 
     The new one said "this run already finished, but N failed" and exited 1,
     and so on for ever.  Compose cannot restart on some exit codes only, so
-    the master is not restarted, and the README says how to resume it.
+    the master is not restarted, and the docs say how to resume it.
     """
     master = compose()["services"]["master"]
     assert master.get("restart", "no") == "no"
-    readme = (REPO / "README.rst").read_text()
-    section = readme[readme.index("\nDocker Compose\n") : readme.index("\nRunning on Kubernetes\n")]
+    section = (REPO / "docs" / "deploy" / "compose.rst").read_text()
     assert "the master is restarted on failure" not in section
     assert "docker compose -f deploy/compose.yaml up -d master" in section
 
@@ -432,9 +431,9 @@ def test_the_base_image_is_pinned():
     (image,) = set(images)
     assert re.fullmatch(r"python:3\.\d+\.\d+-slim-[a-z]+(@sha256:[0-9a-f]{64})?", image), image
     if "@sha256:" not in image:
-        # The README says why there is no digest, and how to add one.
-        readme = (REPO / "README.rst").read_text()
-        assert image.split("@")[0] in readme and "imagetools inspect" in readme
+        # The docs say why there is no digest, and how to add one.
+        page = (REPO / "docs" / "deploy" / "container.rst").read_text()
+        assert image.split("@")[0] in page and "imagetools inspect" in page
 
 
 def test_the_image_is_a_slim_python_running_as_a_non_root_user():

@@ -140,7 +140,7 @@ class OptionsTable(SphinxDirective):
         lines = [
             ".. list-table::",
             "   :header-rows: 1",
-            "   :widths: 18 30 30 22",
+            "   :widths: 20 24 36 20",
             "",
             "   * - option",
             "     - commands",
