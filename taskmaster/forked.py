@@ -1,10 +1,11 @@
 """tm-run's children, forked from it with the imports already done.
 
-A fresh interpreter for the master and for each slave costs about 0.3 s of
-CPU (the interpreter, then zmq, gevent and our modules), and tm-run starts
-them all at once: on two cores that was most of a small run, and 7-9 % of a
-run of seven seconds.  So tm-run imports those modules once and forks its
-master and slaves from itself, which costs milliseconds.
+A fresh interpreter for the master and for each slave costs CPU time (the
+interpreter, then zmq, gevent and our modules), and tm-run starts them all
+at once: on two cores that was most of a small run (see
+docs/performance.rst, "Forking tm-run's children").  So tm-run imports those
+modules once and forks its master and slaves from itself, which costs
+milliseconds.
 
 Only tm-run does this.  Its process is its own and has one thread, so
 nothing is held by another thread at the fork.  ``taskmaster.run`` may be
@@ -13,7 +14,7 @@ called from any thread of any program; it starts fresh interpreters
 
 The monkey patching is done once too, before the imports, as each child
 would have done it first thing (unless told not to): in each child it cost
-another 0.1 s, most of it walking the heap for locks to replace.
+more again, most of it walking the heap for locks to replace.
 
 What is imported before the fork is ours and our dependencies', never the
 user's module: a connection or a thread made when that module is imported
@@ -215,8 +216,9 @@ def end_process(code: int) -> NoReturn:
     """End this process as an interpreter would, but without taking its modules apart.
 
     The atexit functions run (the user's, logging's flush) and the standard
-    streams are flushed; the teardown of gevent's and zmq's modules, 30-50 ms,
-    is skipped.  For a forked child (which must never return into its
+    streams are flushed; the teardown of gevent's and zmq's modules (tens of
+    milliseconds, see docs/performance.rst, "Forking tm-run's children") is
+    skipped.  For a forked child (which must never return into its
     parent's code) and for tm-run once its children are reaped.
     """
     import atexit

@@ -19,11 +19,12 @@ def monkey_patch(skip: bool) -> None:
     by get_jobs or handle_job cooperate with the greenlets.
 
     While it patches, gevent announces each step to plugins registered as
-    entry points: it imports importlib.metadata (30 ms) and scans every
-    installed distribution's metadata 25 times (0.1 s), on every start of
-    every master and slave.  Where the only plugin installed is gevent's own
-    (the usual case, read off the metadata files in a millisecond), it is
-    called directly; otherwise gevent looks them up, from one scan.
+    entry points: it imports importlib.metadata and scans every installed
+    distribution's metadata 25 times, on every start of every master and
+    slave (see docs/performance.rst, "gevent's plugin scan").  Where the
+    only plugin installed is gevent's own (the usual case, read off the
+    metadata files in a millisecond), it is called directly; otherwise gevent
+    looks them up, from one scan.
 
     ``_strptime`` is imported first (see ``_keep_real_locks``).
     """
@@ -66,10 +67,9 @@ def _keep_real_locks() -> None:
     costs thousands of instructions per acquire and release where a real one
     costs a few dozen.  ``datetime.strptime`` takes ``_strptime``'s cache lock
     on every call, and a migration parses a date per row: with a gevent lock
-    the db benchmark's job (500 rows) ran 1.4 M more instructions (3.5 %)
-    in a slave at --concurrency 1, 0.7 M (1.8 %) at the default, measured
-    with callgrind.  A real lock is safe there because nothing
-    inside it can switch greenlets (locale queries and a regex compile, no
+    the db benchmark's job ran measurably more instructions (see
+    docs/performance.rst, "_strptime's lock").  A real lock is safe there
+    because nothing inside it can switch greenlets (locale queries and a regex compile, no
     I/O): a greenlet can never find it held by another greenlet of its thread.
     """
     import _strptime  # noqa: F401  (imported for its side effect: the lock is made now)

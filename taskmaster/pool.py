@@ -155,8 +155,9 @@ class WorkerPool:
         # news also when there is something new to report (the first job of a
         # batch finished since the last report, a failure).  The loop waits on
         # them rather than looking every few milliseconds, which cost a slave
-        # 7 % of a core while its jobs waited on a database or a sleep.  (Not
-        # on every job: waking it that often cost no-op runs 15 %.)
+        # a share of a core while its jobs waited on a database or a sleep.
+        # (Not on every job: waking it that often cost no-op runs more; see
+        # docs/performance.rst, "Waking the request loop".)
         self.running_low = gevent.event.Event()
         self.news = gevent.event.Event()
         # Set by the request loop: once the jobs held (running and queued)

@@ -72,7 +72,8 @@ class Progress:
         self.last: tuple[int, str, int] = (0, "", 0)
         self.paused = False  # the master is paused (tm-ctl pause): said first, on the bar and the log line
         # The bar's "PAUSED | " mark; made only for a drawn bar, as progressbar
-        # imports its widgets on first use (35 ms of a master's start).
+        # imports its widgets on first use (see docs/performance.rst, "The
+        # progress bar's widgets").
         self.mark: progressbar.FormatCustomText | None = None
         if enabled and _may_draw and can_draw(self.stream):
             import progressbar

@@ -48,8 +48,9 @@ MONITOR_EVENT = struct.Struct("=hi")  # a monitor message's first frame: the eve
 def monitor_event(monitor: Any, flags: int = 0) -> int:
     """The next event number on a socket monitor (zmq.Again with NOBLOCK if there is none).
 
-    Read here rather than with zmq.utils.monitor, which imports asyncio: 30 ms
-    of every master's and slave's start-up, for three lines.
+    Read here rather than with zmq.utils.monitor, which imports asyncio, a
+    cost in every master's and slave's start-up for three lines (see
+    docs/performance.rst, "Reading socket monitor events").
     """
     first, *_ = monitor.recv_multipart(flags)
     return MONITOR_EVENT.unpack(first[: MONITOR_EVENT.size])[0]

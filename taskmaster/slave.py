@@ -47,10 +47,9 @@ MIN_COVER_SECONDS = 0.005
 MAX_COVER_SECONDS = 0.05
 MAX_PREFETCH = 20000
 # A report (acknowledgements, a request for more) costs the slave and the
-# master CPU whatever it carries: at the benchmark's database pace (about
-# 110 jobs a second on two cores, measured with jobs that sleep 170 ms at
-# concurrency 10), a report per job cost them 2-3 ms of CPU per job, spaced
-# 0.55 ms.  So while jobs come at tens a second, a slave reports about once
+# master CPU whatever it carries: at the benchmark's database pace a report
+# per job cost them several times what spaced reports do (see
+# docs/performance.rst, "Report spacing").  So while jobs come at tens a second, a slave reports about once
 # per REPORT_SPACING, for that many jobs' worth at its pace, holding that
 # many more (at most MAX_JOBS_PER_REPORT: then the jobs are fast enough that
 # reports ride on batches anyway).  Slower jobs (under 1/REPORT_SPACING a

@@ -89,7 +89,8 @@ def _sleep_until_one_exits(children: list[Child], seconds: float) -> None:
     """Sleep `seconds`, or less if one of `children` exits meanwhile.
 
     On Linux a pidfd becomes readable when its process exits: the wait ends
-    then, not at the next look (tm-run's end came up to 10 ms late), and a
+    then, not at the next look (see docs/performance.rst, "Waiting on
+    children"), and a
     long wait costs no wake-ups on cores the jobs are using.  Elsewhere (or
     should a pidfd not be had), a look every few milliseconds.
     """
