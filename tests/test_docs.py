@@ -132,3 +132,12 @@ def test_the_readme_is_a_landing_page_with_the_quickstart_and_the_contract():
     # .ci/run greps the test command out of the README: the two Quickstart commands, exactly.
     assert "pip install . && tm-run taskmaster/example.py 2" in readme
     assert "pip install '.[test]' && python -m pytest -n 4" in readme
+
+
+def test_the_readme_is_valid_restructuredtext():
+    """It is the package's long description: PyPI shows it only if it parses cleanly."""
+    import docutils.core
+    import docutils.writers.null
+
+    readme = (REPO / "README.rst").read_text()
+    docutils.core.publish_string(readme, writer=docutils.writers.null.Writer(), settings_overrides={"halt_level": 2})
