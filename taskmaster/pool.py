@@ -9,6 +9,8 @@ Jobs not started yet can be given back (``give_back``) from the slave's
 liveness thread, a real OS thread, while a handler that never yields holds
 the main one.  Workers claim jobs and the liveness thread cuts them off
 under one real lock, so each job is either started here or given back.
+What else that thread touches, and how each is guarded, is listed in
+``taskmaster.heartbeat``.
 """
 
 from __future__ import annotations
@@ -159,17 +161,23 @@ class WorkerPool:
 
     def add(self, batch: LocalBatch) -> float:
         """Queue a batch; how long the pool had sat idle, with nothing to run, before it came."""
-        self.todo.append(batch)
+        with self.claim_lock:  # the liveness thread may be going through the queue
+            self.todo.append(batch)
         self.work_ready.set()
         idle_since, self.idle_since = self.idle_since, None
         return 0.0 if idle_since is None else time.perf_counter() - idle_since
 
     def queued(self) -> int:
-        """Jobs received and not started."""
+        """Jobs received and not started (gevent thread only: the queue changes in this thread alone)."""
         return sum(batch.end - batch.cursor for batch in self.todo)
 
     def waiting(self) -> list[list[int]]:
         """[batch, next, end] for each batch with jobs not started: for the master's choice of whom to recall."""
+        with self.claim_lock:
+            return self._waiting()
+
+    def _waiting(self) -> list[list[int]]:
+        # With claim_lock held: the gevent thread changes the queue only under it.
         return [[b.id, b.cursor, b.end] for b in self.todo if b.cursor < b.end]
 
     def has_unreported(self) -> bool:
@@ -218,14 +226,14 @@ class WorkerPool:
                     self.cuts.append((batch.run, [batch.id, batch.end]))
                 if want == 0:
                     break
-            return cuts, self.waiting()
+            return cuts, self._waiting()
 
     def forget(self) -> None:
         """Drop the jobs and reports of a run that is over (the master restarted)."""
-        self.todo.clear()
         self.touched, self.unconfirmed = [], []
         self.failures = []
         with self.claim_lock:
+            self.todo.clear()
             self.cuts = []
 
     # ------------------------------------------------------------ workers
@@ -236,7 +244,8 @@ class WorkerPool:
             batch = todo[0]
             if batch.cursor < batch.end:
                 return batch
-            todo.popleft()
+            with self.claim_lock:
+                todo.popleft()
             self.running_low.set()
             self.news.set()
         return None
@@ -339,7 +348,8 @@ class WorkerPool:
                 with gevent.Timeout(
                     self.job_timeout, JobTimeout(f"job ran longer than --job-timeout {self.job_timeout}s")
                 ):
-                    self.watched[me] = watch
+                    with self.claim_lock:  # the watchdog, in the liveness thread, lists the watches
+                        self.watched[me] = watch
                     try:
                         self.handle_job(job)
                     finally:
@@ -353,7 +363,8 @@ class WorkerPool:
                     self.touched.append(batch)
                     self.news.set()
         finally:
-            self.watched.pop(me, None)
+            with self.claim_lock:
+                self.watched.pop(me, None)
             self.running -= 1
             self.resolved += 1
             self._finished_some()
@@ -394,10 +405,8 @@ class WorkerPool:
             return
         now = time.monotonic()
         limit = self.job_timeout + WATCHDOG_SLACK
-        try:
+        with self.claim_lock:  # the main thread adds and removes watches under it
             watches = list(self.watched.values())
-        except RuntimeError:  # changed under us; look again next step
-            return
         if any(not w.done and not w.fired and now - w.since > limit for w in watches):
             signal.pthread_kill(self.main_thread, WATCHDOG_SIGNAL)
 

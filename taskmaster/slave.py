@@ -226,9 +226,7 @@ class Slave:
         self.run_id = header["run"]
         self.token = header["token"]
         self.joined = True
-        self.heartbeat.interval = float(header["heartbeat_interval"])
-        self.heartbeat.token = self.token
-        self.heartbeat.run_id = self.run_id
+        self.heartbeat.join_run(self.run_id, self.token, float(header["heartbeat_interval"]))
         return True
 
     def _talk(self) -> int:
