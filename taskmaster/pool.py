@@ -241,12 +241,18 @@ class WorkerPool:
             return cuts, self._waiting()
 
     def forget(self) -> None:
-        """Drop the jobs and reports of a run that is over (the master restarted)."""
-        self.touched, self.unconfirmed = [], []
-        self.failures = []
+        """A RESET: drop the jobs not started (the master takes them back at our next hello).
+
+        What finished, failed or was given back stays due: a report carries
+        only what belongs to the run it goes to (``take_report``), so a new
+        run hears nothing of the old one, while a master that only lost
+        track of this slave (the same run) still learns which of its jobs
+        finished, also those running through the RESET, instead of running
+        them again.  (Dropping the batches due left them ``dirty``: never
+        due again, their jobs were never acknowledged.)
+        """
         with self.claim_lock:
             self.todo.clear()
-            self.cuts = []
 
     # ------------------------------------------------------------ workers
 
