@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from taskmaster.errors import UsageError
 
+log = logging.getLogger("taskmaster.master")
+
 PRIVATE = 0o600
+_unsynced_directories: set[str] = set()  # directories whose fsync failed: said once each
 
 
 def check_writable(path: str, what: str, option: str) -> None:
@@ -29,6 +33,8 @@ def write_atomically(path: str, data: bytes) -> None:
 
     Write a temporary file beside it (mode 0600), fsync it, rename it over the
     old one, then fsync the directory so the rename itself survives a crash.
+    Only a failure up to the rename is a failed write (OSError); the data
+    is in place after it, so a failed fsync of the directory is a warning.
     """
     directory = os.path.dirname(os.path.abspath(path))
     tmp = f"{path}.tmp-{os.getpid()}"
@@ -45,7 +51,10 @@ def write_atomically(path: str, data: bytes) -> None:
     except OSError:
         _remove_quietly(tmp)  # a full disk must not also collect half-written temporary files
         raise
-    fsync_directory(directory)
+    try:
+        fsync_directory(directory)
+    except OSError as exc:
+        _warn_unsynced(directory, path, exc)
 
 
 def _remove_quietly(path: str) -> None:
@@ -53,6 +62,21 @@ def _remove_quietly(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def _warn_unsynced(directory: str, path: str, exc: OSError) -> None:
+    """Once per directory: some file systems refuse to fsync one every time, and every save would say so."""
+    if directory in _unsynced_directories:
+        return
+    _unsynced_directories.add(directory)
+    log.warning(
+        "cannot fsync the directory %s (%s): %s is written, but a power cut may bring back its previous "
+        "version (said once for this directory)",
+        directory,
+        exc.strerror or exc,
+        path,
+        extra={"event": "directory_fsync_failed", "path": directory},
+    )
 
 
 def fsync_directory(directory: str) -> None:
