@@ -42,11 +42,15 @@ RECALL and the --job-timeout watchdog.
 * the main thread's id (``WorkerPool.main_thread``): fixed when the pool is
   made.  The watchdog's signal is sent to it; its Python handler runs in
   the main thread, never here.
-* logging: the logging module's own locks.
+* logging: never from this thread.  Once gevent has patched the process,
+  the logging module's locks are gevent locks, which a second OS thread
+  cannot wait on (LoopExit, in either thread).  What this thread has to
+  say goes into ``_problems`` (list appends and pops are atomic) and the
+  main thread logs it (``report_problems``, from the slave's loop).
 
-Should anything here raise all the same, the loop logs it (once per kind,
-with its traceback) and goes on beating: a dead liveness thread must never
-be silent.
+Should anything here raise all the same, the loop reports it (once per
+kind, with its traceback) and goes on beating: a dead liveness thread must
+never be silent.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -107,12 +112,19 @@ class HeartbeatThread:
         self._fds_lock = _allocate_lock()
         self._ended = False  # the thread is past its loop (under _fds_lock)
         self._orphaned = False  # stop gave up waiting: the thread closes the pipe (under _fds_lock)
-        self._reported: set[str] = set()  # kinds of unexpected errors logged already
+        self._reported: set[str] = set()  # kinds of unexpected errors reported already
+        self._problems: list[tuple[str, str]] = []  # (message, kind) for the main thread to log
         self._last_beat, self._beat_run = 0.0, ""  # the thread's own
 
     def join_run(self, run_id: str, token: str, interval: float) -> None:
         """Beat for this run from now on (one assignment: the thread sees all of it or none)."""
         self.session = Session(run_id, token, interval)
+
+    def report_problems(self) -> None:
+        """Log what went wrong in the liveness thread since the last call: from the main thread only."""
+        while self._problems:
+            message, kind = self._problems.pop(0)
+            log.error("%s", message, extra={"event": "liveness_error", "error": kind})
 
     def start(self) -> None:
         self._finished.acquire()
@@ -166,13 +178,7 @@ class HeartbeatThread:
                 if not self._guarded(self._listen, sock, poller):
                     _sleep(STEP_SECONDS)  # it did not wait: no busy loop, should it fail every time
         except Exception as exc:
-            log.error(
-                "the liveness thread could not start: %s: %s; no heartbeats from this slave",
-                type(exc).__name__,
-                exc,
-                exc_info=exc,
-                extra={"event": "liveness_error", "error": type(exc).__name__},
-            )
+            self._problem(f"the liveness thread could not start; no heartbeats from this slave: {exc!r}", exc)
         finally:
             if sock is not None:
                 sock.close(0)
@@ -209,16 +215,13 @@ class HeartbeatThread:
     def _unexpected(self, exc: Exception) -> None:
         """A bug here: say so, once per kind, with its traceback - and keep beating."""
         kind = type(exc).__name__
-        if kind in self._reported:
-            return
-        self._reported.add(kind)
-        log.error(
-            "internal error in the liveness thread (it goes on): %s: %s",
-            kind,
-            exc,
-            exc_info=exc,
-            extra={"event": "liveness_error", "error": kind},
-        )
+        if kind not in self._reported:
+            self._reported.add(kind)
+            self._problem(f"internal error in the liveness thread (it goes on): {kind}: {exc}", exc)
+
+    def _problem(self, message: str, exc: Exception) -> None:
+        text = "".join(traceback.format_exception(exc)).rstrip()
+        self._problems.append((f"{message}\n{text}", type(exc).__name__))
 
     def _send(self, sock: Any, frames: list[bytes]) -> None:
         try:

@@ -150,6 +150,7 @@ class Slave:
         finally:
             self.pool.kill()
             self.heartbeat.stop()
+            self.heartbeat.report_problems()
             for handler in handlers:
                 handler.cancel()
             self.client.close()
@@ -384,6 +385,7 @@ class Slave:
         return 128 + self.stopping if self.stopping else 0
 
     def _tick(self) -> None:
+        self.heartbeat.report_problems()  # the liveness thread cannot log itself
         now = time.monotonic()
         since, count = self._rate_mark
         if now - since >= 0.2:

@@ -7,7 +7,7 @@ batches, claims jobs and drops used-up batches.  Here a real ROUTER on
 ipc:// sends RECALLs as fast as the thread answers them while this thread's
 greenlets add batches and run jobs without pause, with the interpreter
 switching threads as often as it can.  The thread must still answer at the
-end, and must never have logged an error: an exception there used to end it,
+end, and must never have reported an error: an exception there used to end it,
 and with it the slave's heartbeats, its answers to RECALL and the watchdog.
 """
 
@@ -131,7 +131,47 @@ def test_the_liveness_thread_keeps_answering_while_the_pool_changes_at_full_rate
         beat.stop()
         master.close()
         signal.signal(WATCHDOG_SIGNAL, previous_handler)
+    beat.report_problems()  # as the slave's loop does: the thread itself never logs
     assert recalls_answered > 100, "too few RECALLs answered to have raced anything"
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, caplog.text[-3000:]
     print(f"{recalls_answered} RECALLs answered, {batch_id} batches, {master.beats} heartbeats")
+
+
+@pytest.mark.timeout(30)
+def test_an_exception_in_the_liveness_thread_is_reported_once_and_it_goes_on(tmp_path, caplog):
+    master = Master(f"ipc://{tmp_path}/beat")
+    calls: list[int] = []
+
+    def give_back_badly(want: int):
+        calls.append(want)
+        if len(calls) <= 2:
+            raise RuntimeError("a bug in give_back")
+        return [], []
+
+    beat = HeartbeatThread(master.router.getsockopt_string(zmq.LAST_ENDPOINT), "slave-1",
+                           give_back=give_back_badly, routing_id=BEAT_ID)
+    beat.join_run("run-1", "token-1", 0.01)
+    caplog.set_level(logging.WARNING)
+    try:
+        beat.start()
+        deadline = time.monotonic() + 10
+        while not master.beats and time.monotonic() < deadline:
+            master.receive(50)
+        assert master.beats, "no heartbeat came"
+        assert not master.answered_one_more(0.5)  # the bug: no answer to these two
+        assert not master.answered_one_more(0.5)
+        assert master.answered_one_more(5.0), "the liveness thread died of the exception"
+        beats = master.beats
+        deadline = time.monotonic() + 5
+        while master.beats == beats and time.monotonic() < deadline:
+            master.receive(50)
+        assert master.beats > beats, "no more heartbeats"
+    finally:
+        beat.stop()
+        master.close()
+    beat.report_problems()  # as the slave's loop does
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors  # once, though it happened twice
+    assert "internal error in the liveness thread" in errors[0]
+    assert "RuntimeError: a bug in give_back" in errors[0] and "Traceback" in errors[0]

@@ -32,6 +32,9 @@ class QuietHeartbeat:
     def join_run(self, run_id: str, token: str, interval: float) -> None:
         self.run_id, self.token, self.interval = run_id, token, interval
 
+    def report_problems(self) -> None:
+        pass
+
     def start(self) -> None:
         pass
 
