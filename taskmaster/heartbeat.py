@@ -30,8 +30,11 @@ RECALL and the --job-timeout watchdog.
   this thread goes through it only under that lock (``give_back``,
   ``waiting``).
 * each batch's ``cursor`` and ``end``: workers claim (move ``cursor``) and
-  ``give_back`` cuts (moves ``end``) under ``claim_lock``; the main thread
-  reads them without it only for estimates (``queued``).
+  ``give_back`` cuts (moves ``end``) under ``claim_lock``.  The main thread
+  also reads them without it, only where a stale ``end`` is harmless: it
+  only ever shrinks, and a claim looks again under the lock (``queued``
+  is an estimate; ``_next_batch`` drops a batch once ``cursor`` reached
+  ``end``, which stays so).
 * the cuts not yet reported (``WorkerPool.cuts``): appended here and taken
   by the main thread, both under ``claim_lock``.
 * the watched jobs (``WorkerPool.watched``): added and removed by the main
