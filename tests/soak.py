@@ -19,7 +19,9 @@ TARGET, one test at a time; its outcome is one of
 
 One line per run, then the totals and, for each test that did not pass
 every time, how often it stalled or failed.  The output of every run that
-did not pass is kept in ``--keep`` (a temporary directory by default).
+did not pass is kept in ``--keep`` (a temporary directory by default):
+``run-NNN.log``, and ``run-NNN/`` with each test's own files (the master's
+and the slaves' logs, the record of jobs handled).
 Exit code 0 when every run passed (or was skipped), 1 otherwise, 2 for bad
 arguments.
 """
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +50,8 @@ STALL = re.compile(
     r"the master is stuck at|the master still runs after|still running after|did not finish in|Timeout >"
 )
 RESULT = re.compile(r"^(PASSED|FAILED|ERROR|SKIPPED)(?: \[\d+\])? (\S+)(.*)$", re.MULTILINE)
+SECTION = re.compile(r"^_{3,} (?:ERROR at \w+ of )?(\S+) _{3,}$", re.MULTILINE)  # a failed test's report
+ERROR_LINE = re.compile(r"^E +(.*\S)", re.MULTILINE)
 INTERRUPT_GRACE = 30.0  # seconds pytest gets to tear down (its fixtures kill what they started) once interrupted
 
 
@@ -109,9 +114,10 @@ def _children(process: psutil.Process) -> list[psutil.Process]:
         return []
 
 
-def one_run(args: argparse.Namespace, log: Path) -> tuple[str, float, dict[str, str], str]:
-    """Run pytest once: (outcome, seconds, {test: pass|stall|failure|skipped}, the line that says why)."""
-    argv = [sys.executable, "-m", "pytest", args.target, "-n", "0", "-q", "-rA", "-p", "no:cacheprovider"]
+def one_run(args: argparse.Namespace, log: Path, files: Path) -> tuple[str, float, dict[str, str], str]:
+    """Run pytest once, its tests' files in `files`: (outcome, seconds, {test: status}, the line that says why)."""
+    argv = [sys.executable, "-m", "pytest", args.target, "-n", "0", "-q", "-rA", "-p", "no:cacheprovider",
+            "--basetemp", str(files)]
     if args.keyword:
         argv += ["-k", args.keyword]
     began = time.monotonic()
@@ -128,10 +134,14 @@ def one_run(args: argparse.Namespace, log: Path) -> tuple[str, float, dict[str, 
     text = log.read_text(errors="replace")
     tests: dict[str, str] = {}
     reasons: dict[str, str] = {}
+    reports = failure_reports(text)
     for status, name, rest in RESULT.findall(text):
         if status in ("FAILED", "ERROR"):
-            tests[name] = "stall" if STALL.search(rest) else "failure"
-            reasons.setdefault(tests[name], f"{name.rsplit('::', 1)[-1]}{rest}".strip())
+            report = reports.get(name.rsplit("::", 1)[-1], rest)
+            tests[name] = "stall" if STALL.search(report) else "failure"
+            errors = ERROR_LINE.findall(report)
+            said = next((e for e in errors if STALL.search(e)), errors[0] if errors else rest.strip(" -"))
+            reasons.setdefault(tests[name], f"{name.rsplit('::', 1)[-1]}: {said}")
         else:
             tests[name] = "pass" if status == "PASSED" else "skipped"
     if overran:
@@ -144,6 +154,13 @@ def one_run(args: argparse.Namespace, log: Path) -> tuple[str, float, dict[str, 
     if not tests or all(status == "skipped" for status in tests.values()):
         return "skipped", seconds, tests, next((ln for ln in text.splitlines() if "SKIPPED" in ln), "no tests")
     return "pass", seconds, tests, ""
+
+
+def failure_reports(text: str) -> dict[str, str]:
+    """Each failed test's report in pytest's output, by the test's name (with its parameters)."""
+    marks = list(SECTION.finditer(text))
+    ends = [m.start() for m in marks[1:]] + [len(text)]
+    return {m.group(1): text[m.end() : end] for m, end in zip(marks, ends, strict=True)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -159,13 +176,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.minutes is not None and time.monotonic() - started > args.minutes * 60:
             print(f"soak: {args.minutes:g} minutes are up", flush=True)
             break
-        log = keep / f"run-{number:03d}.log"
-        outcome, seconds, tests, why = one_run(args, log)
+        log, files = keep / f"run-{number:03d}.log", keep / f"run-{number:03d}"
+        outcome, seconds, tests, why = one_run(args, log, files)
         outcomes[outcome] += 1
         for name, status in tests.items():
             per_test.setdefault(name, Counter())[status] += 1
         if outcome in ("pass", "skipped"):
             log.unlink()
+            shutil.rmtree(files, ignore_errors=True)
         print(f"run {number}: {outcome} ({seconds:.0f}s){': ' + why[:300] if why else ''}", flush=True)
     runs = sum(outcomes.values())
     print(f"soak: {runs} runs, {outcomes['pass']} passed, {outcomes['stall']} stalled, "
