@@ -160,7 +160,7 @@ def failure_reports(text: str) -> dict[str, str]:
     """Each failed test's report in pytest's output, by the test's name (with its parameters)."""
     marks = list(SECTION.finditer(text))
     ends = [m.start() for m in marks[1:]] + [len(text)]
-    return {m.group(1): text[m.end() : end] for m, end in zip(marks, ends, strict=True)}
+    return {m.group(1): text[m.end() : end] for m, end in zip(marks, ends, strict=False)}
 
 
 def main(argv: list[str] | None = None) -> int:
