@@ -143,7 +143,7 @@ def test_an_exception_in_the_liveness_thread_is_reported_once_and_it_goes_on(tmp
     master = Master(f"ipc://{tmp_path}/beat")
     calls: list[int] = []
 
-    def give_back_badly(want: int):
+    def give_back_badly(want: int, upto: int | None = None):
         calls.append(want)
         if len(calls) <= 2:
             raise RuntimeError("a bug in give_back")
