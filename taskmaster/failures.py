@@ -3,6 +3,12 @@
 Appended (and fsynced) before the master counts a job as resolved, so a job
 is never lost between "failed" and "recorded".  Each line keeps the job itself
 (pickled, base64) so ``--retry-failed`` can run exactly those jobs again.
+
+Every record the master counted ends in a newline.  A last line without one
+is what a crash (or a full disk) in the middle of an append leaves behind:
+its job was never counted as resolved, so the checkpoint still has it to
+run.  The first append of a master cuts such a line off, and ``read`` skips
+it with a warning; damage anywhere else is still refused.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import logging
 import os
 import pickle
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from taskmaster.errors import UsageError
 from taskmaster.fileio import open_private_append, read_own_file, write_atomically
@@ -24,6 +30,8 @@ if TYPE_CHECKING:
     from taskmaster.protocol import Failure
 
 log = logging.getLogger("taskmaster.master")
+
+READ_BACK_BYTES = 64 * 1024  # looking for the last newline, the file is read backwards this much at a time
 
 
 def default_path(state_path: str) -> str:
@@ -49,6 +57,19 @@ def _encode(entry: dict) -> bytes:
     return json.dumps(entry, separators=(",", ":")).encode() + b"\n"
 
 
+def _end_of_last_whole_line(f: BinaryIO, size: int) -> int:
+    """Where the file's last newline ends (0 if it has none): what to keep of it."""
+    end = size
+    while end > 0:
+        start = max(0, end - READ_BACK_BYTES)
+        f.seek(start)
+        newline = f.read(end - start).rfind(b"\n")
+        if newline >= 0:
+            return start + newline + 1
+        end = start
+    return 0
+
+
 class FailureLog:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -57,7 +78,7 @@ class FailureLog:
     def append(self, entry: dict) -> None:
         """Write `entry` durably, or raise OSError and leave the file as it was."""
         if self._fd is None:
-            self._fd = open_private_append(self.path)
+            self._fd = self._open()
         end = os.lseek(self._fd, 0, os.SEEK_END)
         try:
             line = memoryview(_encode(entry))
@@ -71,6 +92,39 @@ class FailureLog:
                 pass
             raise
 
+    def _open(self) -> int:
+        fd = open_private_append(self.path)
+        try:
+            self._cut_partial_last_line(fd)
+        except OSError:
+            os.close(fd)
+            raise
+        return fd
+
+    def _cut_partial_last_line(self, fd: int) -> None:
+        """Cut off a last line with no newline, before it gets the next record glued to it.
+
+        It never counted: the master counts a failure as resolved only once
+        its whole line, newline included, is written and fsynced, so the job
+        of a partial line is still to run, and fails (and is recorded) again.
+        """
+        size = os.fstat(fd).st_size
+        if size == 0:
+            return
+        with open(self.path, "rb") as f:  # fd is for appending only
+            keep = _end_of_last_whole_line(f, size)
+        if keep == size:
+            return
+        os.ftruncate(fd, keep)
+        os.fsync(fd)
+        log.warning(
+            "failures file %s: cut off its partial last line (%d bytes, no newline), left by a crash in the "
+            "middle of a write; that job was never counted as failed and runs again",
+            self.path,
+            size - keep,
+            extra={"event": "failures_file_repaired", "path": self.path, "bytes": size - keep},
+        )
+
     def close(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -81,7 +135,14 @@ class FailureLog:
         raw = read_own_file(self.path, "failures file", "--failures-file")  # ours alone, or nothing is unpickled
         if raw is None:
             return []
-        lines = raw.splitlines()
+        lines = raw.split(b"\n")
+        if lines.pop().strip():  # what follows the last newline: empty unless a write was cut off
+            log.warning(
+                "failures file %s: skipped its partial last line (no newline), left by a crash in the middle "
+                "of a write; that job was never counted as failed",
+                self.path,
+                extra={"event": "failures_file_partial_line", "path": self.path},
+            )
         entries = []
         for number, line in enumerate(lines, 1):
             if not line.strip():

@@ -11,11 +11,14 @@ can choose, and appends never follow a symbolic link.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import stat
 import tempfile
 
 from taskmaster.errors import UsageError
+
+log = logging.getLogger("taskmaster.master")
 
 PRIVATE = 0o600
 # O_NONBLOCK: a FIFO planted at the name fails the open instead of hanging it (no effect on a file).
@@ -24,6 +27,7 @@ _NOT_OURS = "it is not owned by this user"
 _WRITABLE = "it is writable by group or others"
 _SYMLINK = "it is a symbolic link, which someone else may have planted to make this run use another file"
 _PICKLES = "and the jobs pickled in it run code when loaded"
+_unsynced_directories: set[str] = set()  # directories whose fsync failed: said once each
 
 
 def distrust(info: os.stat_result) -> str | None:
@@ -120,6 +124,8 @@ def write_atomically(path: str, data: bytes) -> None:
     The temporary file's name is random and created exclusively (mkstemp), so
     a link planted at a name we would use is never followed; the rename
     replaces a link at `path` itself rather than writing through it.
+    Only a failure up to the rename is a failed write (OSError); the data
+    is in place after it, so a failed fsync of the directory is a warning.
     """
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".tmp-", dir=directory)
@@ -135,7 +141,10 @@ def write_atomically(path: str, data: bytes) -> None:
     except OSError:
         _remove_quietly(tmp)  # a full disk must not also collect half-written temporary files
         raise
-    fsync_directory(directory)
+    try:
+        fsync_directory(directory)
+    except OSError as exc:
+        _warn_unsynced(directory, path, exc)
 
 
 def _remove_quietly(path: str) -> None:
@@ -143,6 +152,21 @@ def _remove_quietly(path: str) -> None:
         os.unlink(path)
     except OSError:
         pass
+
+
+def _warn_unsynced(directory: str, path: str, exc: OSError) -> None:
+    """Once per directory: some file systems refuse to fsync one every time, and every save would say so."""
+    if directory in _unsynced_directories:
+        return
+    _unsynced_directories.add(directory)
+    log.warning(
+        "cannot fsync the directory %s (%s): %s is written, but a power cut may bring back its previous "
+        "version (said once for this directory)",
+        directory,
+        exc.strerror or exc,
+        path,
+        extra={"event": "directory_fsync_failed", "path": directory},
+    )
 
 
 def fsync_directory(directory: str) -> None:

@@ -9,6 +9,13 @@ Jobs not started yet can be given back (``give_back``) from the slave's
 liveness thread, a real OS thread, while a handler that never yields holds
 the main one.  Workers claim jobs and the liveness thread cuts them off
 under one real lock, so each job is either started here or given back.
+What else that thread touches, and how each is guarded, is listed in
+``taskmaster.heartbeat``.
+
+A job past --job-timeout gets JobTimeout, a BaseException like
+gevent.Timeout, so that a handler's ``except Exception:`` (a retry loop)
+cannot swallow it; one that swallows even that gets it again every
+--job-timeout until it gives up.
 """
 
 from __future__ import annotations
@@ -44,24 +51,31 @@ FAST_JOB_SECONDS = 50e-6  # jobs faster than this on average are claimed several
 # failed, and a --max-failures halt came that late and waited for them.
 FAILURE_BYTES_PER_REPORT = 1024 * 1024
 WATCHDOG_SIGNAL = signal.SIGUSR2  # interrupts a job past --job-timeout that never yields
-WATCHDOG_SLACK = 0.2  # seconds gevent.Timeout gets to act first
+WATCHDOG_SLACK = 0.2  # seconds the timer (for a job that yields) gets to act first
 _FINISHED_RUNS = re.compile(rb"\x01+")
 MAX_ERRORS_REMEMBERED = 1000  # distinct errors whose traceback was logged: more are logged whole
 
 
-class JobTimeout(Exception):
-    """The job ran longer than --job-timeout."""
+class JobTimeout(BaseException):
+    """The job ran longer than --job-timeout.
+
+    Not an Exception: a handler that retries on ``except Exception:`` would
+    swallow it and never end.
+    """
 
 
 class _Watch:
-    """A job running under --job-timeout, as the watchdog sees it."""
+    """A job running under --job-timeout, as the watchdog sees it.
 
-    __slots__ = ("since", "done", "fired")
+    Written in the main thread only (the worker, the timer, the signal
+    handler); the liveness thread only reads it.
+    """
 
-    def __init__(self, since: float) -> None:
-        self.since = since  # monotonic start
+    __slots__ = ("due", "done")
+
+    def __init__(self, due: float) -> None:
+        self.due = due  # monotonic time from which JobTimeout is due (again)
         self.done = False  # its handler returned or raised: nothing may be raised into it any more
-        self.fired = False  # JobTimeout was raised into it once already
 
 
 def user_traceback(exc: BaseException) -> str:
@@ -192,26 +206,30 @@ class WorkerPool:
         A batch the master recalled while it was on its way is given back
         whole instead, none of it started: the next report says so.
         """
-        with self.claim_lock:
-            if batch.id <= self.recalled_upto:
+        with self.claim_lock:  # the liveness thread may be going through the queue
+            recalled = batch.id <= self.recalled_upto
+            if recalled:
                 self.cuts.append((batch.run, [batch.id, 0]))
-                recalled = True
             else:
-                recalled = False
+                self.todo.append(batch)
         if recalled:
             self.news.set()
             return 0.0
-        self.todo.append(batch)
         self.work_ready.set()
         idle_since, self.idle_since = self.idle_since, None
         return 0.0 if idle_since is None else time.perf_counter() - idle_since
 
     def queued(self) -> int:
-        """Jobs received and not started."""
+        """Jobs received and not started (gevent thread only: the queue changes in this thread alone)."""
         return sum(batch.end - batch.cursor for batch in self.todo)
 
     def waiting(self) -> list[list[int]]:
         """[batch, next, end] for each batch with jobs not started: for the master's choice of whom to recall."""
+        with self.claim_lock:
+            return self._waiting()
+
+    def _waiting(self) -> list[list[int]]:
+        # With claim_lock held: the gevent thread changes the queue only under it.
         return [[b.id, b.cursor, b.end] for b in self.todo if b.cursor < b.end]
 
     def has_unreported(self) -> bool:
@@ -279,15 +297,21 @@ class WorkerPool:
                     self.cuts.append((batch.run, [batch.id, batch.end]))
                 if want == 0:
                     break
-            return cuts, self.waiting()
+            return cuts, self._waiting()
 
     def forget(self) -> None:
-        """Drop the jobs and reports of a run that is over (the master restarted)."""
-        self.todo.clear()
-        self.touched, self.unconfirmed = [], []
-        self.failures, self.unconfirmed_failures = [], []
+        """A RESET: drop the jobs not started (the master takes them back at our next hello).
+
+        What finished, failed or was given back stays due: a report carries
+        only what belongs to the run it goes to (``take_report``), so a new
+        run hears nothing of the old one, while a master that only lost
+        track of this slave (the same run) still learns which of its jobs
+        finished, also those running through the RESET, instead of running
+        them again.  (Dropping the batches due left them ``dirty``: never
+        due again, their jobs were never acknowledged.)
+        """
         with self.claim_lock:
-            self.cuts = []
+            self.todo.clear()
             self.recalled_upto = 0  # the next run numbers its batches afresh
 
     # ------------------------------------------------------------ workers
@@ -298,7 +322,8 @@ class WorkerPool:
             batch = todo[0]
             if batch.cursor < batch.end:
                 return batch
-            todo.popleft()
+            with self.claim_lock:
+                todo.popleft()
             self.running_low.set()
             self.news.set()
         return None
@@ -381,32 +406,40 @@ class WorkerPool:
             self._finished_some()
 
     def _run_with_timeout(self, batch: LocalBatch, index: int) -> None:
-        """Run one job under --job-timeout: gevent.Timeout for a job that yields, the watchdog for one that never does.
+        """Run one job under --job-timeout: a timer for a job that yields, the watchdog for one that never does.
 
-        Either stops the handler and nothing else, once.  The watchdog's
-        signal handler raises only into the greenlet whose job it watches,
-        only while the handler runs (``done`` is set in one step as soon as
-        it returns or raises) and only once per job: a later signal lands
-        neither in the recording of the failure (which would count it twice)
-        nor in this loop's own code (which would kill the worker).
+        Either raises JobTimeout into the handler and nothing else.  The
+        timer fires only while the worker waits inside the handler (nothing
+        here yields while a job is watched); the watchdog's signal handler
+        raises only into the greenlet whose job it watches, only while its
+        handler runs (``done`` is set as soon as it returns or raises) and
+        never into a frame of this module, where the signal may land after
+        the handler returned and before ``done`` is set: a success must not
+        turn into a timeout, and a signal must land neither in the recording
+        of the failure (counting it twice) nor in this loop (killing the
+        worker).  Both raise again every --job-timeout while the handler
+        swallows JobTimeout, so the job ends once the handler gives up.
         """
         me = gevent.getcurrent()
         job = batch.jobs[index]
+        timeout = self.job_timeout
+        assert timeout is not None
         if not self.running:
             self._busy_since = time.perf_counter()
         self.running += 1
-        watch = _Watch(time.monotonic())
+        watch = _Watch(time.monotonic() + timeout)
+        timer = gevent.get_hub().loop.timer(timeout, timeout)
         try:
             try:
-                with gevent.Timeout(
-                    self.job_timeout, JobTimeout(f"job ran longer than --job-timeout {self.job_timeout}s")
-                ):
+                with self.claim_lock:  # the watchdog, in the liveness thread, lists the watches
                     self.watched[me] = watch
-                    try:
-                        self.handle_job(job)
-                    finally:
-                        watch.done = True
-            except Exception as exc:
+                timer.start(self._on_timer, me, watch, update=True)
+                try:
+                    self.handle_job(job)
+                finally:
+                    watch.done = True
+                    timer.close()
+            except (Exception, JobTimeout) as exc:
                 self._record_failure(batch, index, job, exc)
             else:
                 batch.finished[index] = 1
@@ -415,10 +448,22 @@ class WorkerPool:
                     self.touched.append(batch)
                     self.news.set()
         finally:
-            self.watched.pop(me, None)
+            with self.claim_lock:
+                self.watched.pop(me, None)
             self.running -= 1
             self.resolved += 1
             self._finished_some()
+
+    def _on_timer(self, worker: gevent.Greenlet, watch: _Watch) -> None:
+        """In the hub, while `worker` waits inside its handler: JobTimeout into it if it is due."""
+        now = time.monotonic()
+        timeout = self.job_timeout or 0.0
+        # Half a period of leeway: the loop's clock may run a little ahead
+        # of time.monotonic; a signal that raised it meanwhile set a later due.
+        if watch.done or now < watch.due - timeout / 2:
+            return
+        watch.due = now + timeout
+        worker.throw(_timed_out(timeout))
 
     def _finished_some(self) -> None:
         """After jobs ended: count the busy time, and wake the request loop if the pool runs low."""
@@ -427,7 +472,7 @@ class WorkerPool:
         if self.running + self.queued() <= self.low_water:
             self.running_low.set()
 
-    def _record_failure(self, batch: LocalBatch, index: int, job: Any, exc: Exception) -> None:
+    def _record_failure(self, batch: LocalBatch, index: int, job: Any, exc: BaseException) -> None:
         position = batch.position(index)
         text = user_traceback(exc)
         shown = f"{position} ({short_repr(job)})" if self.job_repr else str(position)
@@ -468,25 +513,33 @@ class WorkerPool:
     def interrupt_overdue_job(self) -> None:
         """Watchdog, called from the heartbeat thread: stop a job that never yields.
 
-        gevent.Timeout only fires when the handler yields to the hub; a job
+        The timer only fires when the handler yields to the hub; a job
         that computes without yielding is interrupted by a signal instead,
         whose Python handler runs in the main thread, in that job's greenlet.
+        Sent again each step while the job is overdue: the handler raises
+        only when JobTimeout is due, and not into the pool's own code.
         """
         if not self.job_timeout:
             return
         now = time.monotonic()
-        limit = self.job_timeout + WATCHDOG_SLACK
-        try:
+        with self.claim_lock:  # the main thread adds and removes watches under it
             watches = list(self.watched.values())
-        except RuntimeError:  # changed under us; look again next step
-            return
-        if any(not w.done and not w.fired and now - w.since > limit for w in watches):
+        if any(not w.done and now > w.due + WATCHDOG_SLACK for w in watches):
             signal.pthread_kill(self.main_thread, WATCHDOG_SIGNAL)
 
     def _on_watchdog_signal(self, signum: int, frame: Any) -> None:
         watch = self.watched.get(gevent.getcurrent())
-        if watch is None or watch.done or watch.fired or not self.job_timeout:
-            return  # not inside a watched handler (or interrupted already): nothing to stop here
-        if time.monotonic() - watch.since > self.job_timeout:
-            watch.fired = True
-            raise JobTimeout(f"job ran longer than --job-timeout {self.job_timeout}s")
+        if watch is None or watch.done or not self.job_timeout:
+            return  # not inside a watched handler: nothing to stop here
+        if frame is not None and frame.f_code.co_filename == __file__:
+            # The pool's own code runs: the handler has returned (and
+            # ``done`` is set next) or has not begun.  Never raise here.
+            return
+        now = time.monotonic()
+        if now >= watch.due:
+            watch.due = now + self.job_timeout
+            raise _timed_out(self.job_timeout)
+
+
+def _timed_out(timeout: float) -> JobTimeout:
+    return JobTimeout(f"job ran longer than --job-timeout {timeout}s")

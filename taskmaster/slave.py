@@ -152,6 +152,7 @@ class Slave:
         finally:
             self.pool.kill()
             self.heartbeat.stop()
+            self.heartbeat.report_problems()
             for handler in handlers:
                 handler.cancel()
             self.client.close()
@@ -230,9 +231,7 @@ class Slave:
         self.run_id = header["run"]
         self.token = header["token"]
         self.joined = True
-        self.heartbeat.interval = float(header["heartbeat_interval"])
-        self.heartbeat.token = self.token
-        self.heartbeat.run_id = self.run_id
+        self.heartbeat.join_run(self.run_id, self.token, float(header["heartbeat_interval"]))
         return True
 
     def _talk(self) -> int:
@@ -391,6 +390,7 @@ class Slave:
         return 128 + self.stopping if self.stopping else 0
 
     def _tick(self) -> None:
+        self.heartbeat.report_problems()  # the liveness thread cannot log itself
         now = time.monotonic()
         since, count = self._rate_mark
         if now - since >= 0.2:

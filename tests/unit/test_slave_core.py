@@ -29,6 +29,12 @@ class QuietHeartbeat:
     def __init__(self) -> None:
         self.interval, self.token, self.run_id = 10.0, "", ""
 
+    def join_run(self, run_id: str, token: str, interval: float) -> None:
+        self.run_id, self.token, self.interval = run_id, token, interval
+
+    def report_problems(self) -> None:
+        pass
+
     def start(self) -> None:
         pass
 
