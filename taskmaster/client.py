@@ -17,6 +17,8 @@ import zmq
 from taskmaster import security
 from taskmaster.security import CurveKeys
 
+REFUSALS_BELIEVED = 3  # failed handshakes in a row that mean the master refuses us (libzmq retries every 100 ms)
+
 
 class NoAnswer(Exception):
     """No usable answer within the timeout; `refused` when the master refused the handshake."""
@@ -50,6 +52,7 @@ def ask(address: str, frames: list[bytes], kind: bytes, timeout_ms: int, keys: C
         poller.register(sock, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
         deadline = time.monotonic() + timeout_ms / 1000
+        failures = 0
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -58,10 +61,13 @@ def ask(address: str, frames: list[bytes], kind: bytes, timeout_ms: int, keys: C
             if sock in ready:
                 return _decode(sock.recv_multipart(), kind, address)
             if monitor in ready and security.monitor_event(monitor) & security.HANDSHAKE_FAILED:
+                failures += 1
+            if failures >= REFUSALS_BELIEVED:
                 # Keys that do not match fail the same way every time: no point waiting on.
+                # (Once is not enough: a master short of connections drops some mid-handshake.)
                 raise NoAnswer(
-                    f"the master at {address} refused this connection: secrets differ (use the run's "
-                    "--secret-file, or none if the master has none)",
+                    f"the master at {address} refused this connection: secrets differ "
+                    f"({security.mismatch_hint(keys)})",
                     refused=True,
                 )
     finally:
