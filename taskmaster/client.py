@@ -55,6 +55,8 @@ def ask(address: str, frames: list[bytes], kind: bytes, timeout_ms: int, keys: C
         failures = 0
         while True:
             left = deadline - time.monotonic()
+            if left <= 0 and failures:
+                raise _refused(address, keys)
             if left <= 0:
                 raise NoAnswer(f"no master answered at {address} within {timeout_ms} ms")
             ready = dict(poller.poll(max(1, int(left * 1000))))
@@ -64,18 +66,22 @@ def ask(address: str, frames: list[bytes], kind: bytes, timeout_ms: int, keys: C
                 failures += 1
             if failures >= REFUSALS_BELIEVED:
                 # Keys that do not match fail the same way every time: no point waiting on.
-                # (Once is not enough: a master short of connections drops some mid-handshake.)
-                raise NoAnswer(
-                    f"the master at {address} refused this connection: secrets differ "
-                    f"({security.mismatch_hint(keys)})",
-                    refused=True,
-                )
+                # (Once is not enough: a master short of connections drops some mid-handshake;
+                # and libzmq may not try again after a refusal: then the deadline decides.)
+                raise _refused(address, keys)
     finally:
         if monitor is not None:
             sock.disable_monitor()
             monitor.close(0)
         sock.close(0)
         context.term()
+
+
+def _refused(address: str, keys: CurveKeys | None) -> NoAnswer:
+    return NoAnswer(
+        f"the master at {address} refused this connection: secrets differ ({security.mismatch_hint(keys)})",
+        refused=True,
+    )
 
 
 def _decode(frames: list[bytes], kind: bytes, address: str) -> dict:

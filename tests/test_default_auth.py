@@ -305,3 +305,24 @@ def test_watch_opens_only_a_regular_state_file(procs, tmp_path, config_home, mon
     assert result.returncode == 3, (result.returncode, result.stderr)
     assert "cannot be read here" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.timeout(120)
+def test_commands_started_together_agree_on_the_new_default_secret(procs, tmp_path, recording, config_home):
+    """Master and slaves started at once, before any secret exists: one is made, and all of them use it."""
+    module, record, env = recording
+    home, extra = config_home
+    env = {**env, **extra}
+    address = tcp_address()
+    mlog = tmp_path / "master.log"
+    master = start_logged(procs, tm("master", module, "n=400", "--address", address, "--no-progress"), mlog, env)
+    slaves = [
+        start_logged(procs, tm("slave", module, "--address", address, "--no-progress"), tmp_path / f"s{i}.log", env)
+        for i in range(4)
+    ]
+    assert wait_exit(master, 90, mlog) == 0, tail(mlog)
+    for i, slave in enumerate(slaves):
+        assert wait_exit(slave, 30, tmp_path / f"s{i}.log") == 0, tail(tmp_path / f"s{i}.log")
+    assert set(handled(record)) == set(range(400))
+    assert sorted(p.name for p in (home / "taskmaster").iterdir()) == ["secret"], "a temporary file was left behind"
+    assert "refused" not in text(mlog), text(mlog)
