@@ -158,7 +158,6 @@ class MasterEndpoint:
             self._authenticate()
         if self.monitor is not None and self.monitor in ready:
             self._read_monitor()
-
         messages: list[list[bytes]] = []
         if self.socket in ready:
             for _ in range(RECEIVE_BURST):

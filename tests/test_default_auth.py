@@ -326,3 +326,27 @@ def test_commands_started_together_agree_on_the_new_default_secret(procs, tmp_pa
     assert set(handled(record)) == set(range(400))
     assert sorted(p.name for p in (home / "taskmaster").iterdir()) == ["secret"], "a temporary file was left behind"
     assert "refused" not in text(mlog), text(mlog)
+
+
+@pytest.mark.timeout(60)
+def test_a_slave_with_another_hosts_default_secret_is_told_to_use_a_secret_file(procs, tmp_path, recording):
+    """Another host has another default secret: played here by another XDG_CONFIG_HOME."""
+    module, record, env = recording
+    here = {**env, "XDG_CONFIG_HOME": str(tmp_path / "host-a"), "TASKMASTER_SECRET_FILE": ""}
+    there = {**env, "XDG_CONFIG_HOME": str(tmp_path / "host-b"), "TASKMASTER_SECRET_FILE": ""}
+    address = tcp_address()
+    mlog, slog = tmp_path / "master.log", tmp_path / "slave.log"
+    master = start_logged(procs, tm("master", module, "n=50", "--address", address, "--no-progress"), mlog, here)
+    wait_listening(master, mlog)
+    slave = start_logged(
+        procs,
+        tm("slave", module, "--address", address, "--timeout", "500", "--retries", "2", "--no-progress"),
+        slog,
+        there,
+    )
+    assert wait_exit(slave, 30, slog) != 0, text(slog)
+    lines = [line for line in text(slog).splitlines() if "secrets differ" in line]
+    assert lines, text(slog)
+    assert "default secret" in lines[-1] and "another host" in lines[-1] and "--secret-file" in lines[-1], lines[-1]
+    assert handled(record) == []
+    assert master.poll() is None, tail(mlog)
