@@ -325,6 +325,7 @@ def limit_open_files(n: int):
     return apply
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_a_flood_of_idle_connections_leaves_jobs_flowing_and_tm_status_answering(procs, tmp_path, recording, nobody):
     """1,000 idle connections against a master that may open 256 files (soft and hard)."""
