@@ -129,9 +129,10 @@ def mismatch_hint(keys: CurveKeys | None) -> str:
     if keys.origin == DEFAULT:
         return (
             "this side used the default secret of this user on this host; a master on another host or of "
-            "another user needs the same --secret-file PATH on every side (create one with tm-master --new-secret PATH)"
+            "another user needs the same --secret-file PATH on every side (create one with tm-master --new-secret "
+            "PATH); a master started with --insecure needs --insecure here too"
         )
-    return "every side must use the same --secret-file"
+    return "every side must use the same --secret-file (or --insecure, if the master has no secret)"
 
 
 def is_loopback(address: str) -> bool:
