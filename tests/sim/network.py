@@ -5,9 +5,8 @@ Connections are named as ZeroMQ routing ids are (``req-s1.3``, ``beat-s1``,
 connection arrive in order; an answer to a connection its slave closed is
 lost; a message already in the wire when its sender gave the connection up
 still arrives.  The faults are what a real network and real processes add:
-a message lost, a slave's message delivered twice (the master's never are:
-ZeroMQ cannot duplicate a frame, and a duplicated answer would be read as
-the answer to the next request, which no real socket does), delays that let
+a message lost, a slave's heartbeat, ACK or GIVEBACK delivered twice
+(never a request, nor an answer: see ``to_master``), delays that let
 a newer connection overtake an older one, links cut and healed, and a
 master that stalls (its messages wait for it) or crashes (what was on its
 way to it is lost).
@@ -19,7 +18,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from taskmaster import protocol
+
 from .scheduler import Sim, SimEvent
+
+ANSWERED = (protocol.HELLO, protocol.REQUEST, protocol.BYE, protocol.CONTROL, protocol.STATUS)
 
 
 class Faults:
@@ -107,7 +110,12 @@ class Network:
         if self._lost(sock.host):
             self.trace(f"drop {sock.identity.decode()}>m {frames[0].decode()}")
             return
-        copies = 2 if self.faults.duplicate and self.rng.random() < self.faults.duplicate else 1
+        # Only messages that get no answer are duplicated: two answers on one
+        # connection would shift every later answer by one, which no real
+        # socket does (a request comes twice only as a Lazy Pirate retry,
+        # on a new connection - the real client's doing, not the network's).
+        twice = frames[0] not in ANSWERED and self.faults.duplicate and self.rng.random() < self.faults.duplicate
+        copies = 2 if twice else 1
         epoch = self.master.epoch
         for _ in range(copies):
             self.sim.at(self._arrival((sock.identity, "up")), self.master.deliver, epoch, sock.identity, frames)

@@ -10,6 +10,7 @@ waits (``Sim.wait``); then the scheduler takes the next event, in order of
 from __future__ import annotations
 
 import heapq
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -160,5 +161,8 @@ def simulated(sim: Sim, on_master_sleep: Callable[[], None]) -> Iterator[None]:
         # Coarser than a real slave's 1 ms look at its socket while jobs run:
         # the simulated handlers take tens of ms, and every look is an event.
         mock.patch.object(lazy_pirate, "ACK_WHILE_WAITING", 0.01),
+        # The state and failures files are real files, written by the real
+        # code; no machine crashes here, so their fsyncs would only cost time.
+        mock.patch.object(os, "fsync", lambda fd: None),
     ):
         yield

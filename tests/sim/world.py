@@ -90,6 +90,7 @@ class World:
         self.finished = False
         self.error: invariants.Violation | None = None
         self.controls = 0
+        self.healed_at = -1.0
 
     # ----------------------------------------------------------------- trace
 
@@ -245,11 +246,16 @@ class World:
         self.trace("faults stop")
         self.net.faults.calm()
         self.host.stalled_until = min(self.host.stalled_until, self.sim.now)
-        if self.host.m is not None:
-            if self.host.m.paused:
-                self.control("resume")
-            if self.host.m.rate_limit is not None:
-                self.control("rate", None)
+        self.settle_controls()
+
+    def settle_controls(self) -> None:
+        """After the faults: resume a paused master, lift a rate limit (again, should a late pause come)."""
+        m = self.host.m
+        if m is None or self.sim.now - self.healed_at < 1.0:
+            return
+        if m.paused or m.rate_limit is not None:
+            self.healed_at = self.sim.now
+            self.control("resume" if m.paused else "rate")
 
     # ------------------------------------------------------------------ run
 
@@ -279,6 +285,8 @@ class World:
         m = self.host.m
         if m is not None and m.phase is Phase.RUNNING:
             invariants.slaves_hold_counted_batches(self, m)
+        if self.sim.now >= self.faults_end:
+            self.settle_controls()
         if not self.finished:
             self.sim.at(self.sim.now + CHECK_EVERY, self.look)
 
