@@ -34,6 +34,9 @@ from .slave import SlaveProcess
 
 LIVENESS_SECONDS = 40.0  # after the faults stop, the run ends within this (simulated) time
 CHECK_EVERY = 0.25  # seconds between two looks at the slaves' batches
+# The world's faults, as often as each appears here.  Stalls come often: a
+# stalled master meets every retry of a request at once, in one burst.
+FAULTS = ("cut", "cut", "stall", "stall", "stall", "kill", "kill", "crash", "pause", "pause", "rate", "stop")
 
 
 @dataclass
@@ -209,9 +212,9 @@ class World:
         f.jitter = rng.choice([0.0, 0.005, 0.03])
         f.long_delay = rng.choice([0.0, 0.02, 0.1])
         f.long_delay_seconds = rng.choice([0.3, 1.0, 2.5])
-        for _ in range(rng.randint(0, 10)):
+        for _ in range(rng.randint(0, 12)):
             at = rng.uniform(0.0, self.faults_end)
-            what = rng.choice(["cut", "stall", "kill", "crash", "pause", "rate", "stop", "cut", "kill", "pause"])
+            what = rng.choice(FAULTS)
             self.sim.at(at, self.fault, what)
         self.sim.at(self.faults_end, self.calm)
 
