@@ -49,6 +49,9 @@ class Dispatcher:
         """Answer a request for `want` jobs: a batch, NO_JOBS (or QUIT), or park it."""
         m = self.master
         running = m.shutdown.running
+        # This request supersedes any earlier one of the slave still parked (the
+        # same request, retried on a new connection): answered once, here.
+        self.parked.pop(slave.id, None)
         if m.phase is Phase.CLOSING or want == 0:
             self.answer_idle(slave)
         elif not running or not self.dispatch(slave, want, now):

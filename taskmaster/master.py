@@ -254,6 +254,8 @@ class Master:
         if slave is None:
             self.bad(identity, "too many slaves")
             return
+        # A new incarnation asks afresh: the old one's parked request gets no answer.
+        self.dispatcher.forget(slave.id)
         slave.beat_identity = msg.beat.encode() if msg.beat else None  # its liveness thread: where recalls go
         slave.conn = msg.conn.encode()
         lease = self.config.lease_timeout
