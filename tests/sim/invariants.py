@@ -34,9 +34,8 @@ def window(m: Master, size_check: bool) -> None:
     """Buffered + in flight never exceeds --size."""
     held = m.ledger.high - m.ledger.low
     if size_check and held > m.config.size:
-        raise Violation(
-            "size-bound", f"the master holds {held} jobs (positions {m.ledger.low}..{m.ledger.high}), --size {m.config.size}"
-        )
+        span = f"positions {m.ledger.low}..{m.ledger.high}"
+        raise Violation("size-bound", f"the master holds {held} jobs ({span}), --size {m.config.size}")
 
 
 def failed_for_good(path: str) -> set[Any]:

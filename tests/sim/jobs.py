@@ -6,7 +6,7 @@ finished (``done``), how often each ran.
 
 * ``range``: the same jobs in the same order on every open (``range(last, N)``);
 * ``vanishing``: ``SELECT ... WHERE NOT done AND id >= last ORDER BY id`` - finished jobs vanish;
-* ``reordered``: the jobs from ``last`` on, shuffled in blocks, differently on each open;
+* ``reordered``: ``last`` first, then the jobs after it shuffled in blocks, differently on each open;
 * ``inserted``: from the second open on, new jobs appear between the old ones.
 
 Only ``range`` keeps a resumed run's positions meaning the same jobs; the
@@ -55,7 +55,8 @@ class Jobs:
             blocks = [ids[i : i + 8] for i in range(0, len(ids), 8)]
             for block in blocks:
                 self.rng.shuffle(block)
-            ids = [j for block in blocks for j in block]
+            # "Yield from there on": the anchor still comes first, the rest in a new order.
+            ids = sorted((j for block in blocks for j in block), key=lambda j: j != low)
         return self._cursor(ids)
 
     def _cursor(self, ids: list[int]) -> Iterator[int]:

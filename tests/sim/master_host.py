@@ -20,6 +20,7 @@ from taskmaster import protocol, serving
 from taskmaster.config import MasterConfig
 from taskmaster.master import Master
 from taskmaster.outcome import Outcome
+from taskmaster.shutdown import Phase
 
 from .scheduler import Sim, SimEvent
 
@@ -67,6 +68,8 @@ class MasterHost:
         m = Master(self.world.jobs.get_jobs, TARGET, {}, config, endpoint=SimEndpoint(self))
         early = m.prepare()
         self.world.trace(f"master boot {self.boots}: {'over' if early else 'running'}")
+        if self.boots > 1:
+            self.world.seen["master resumed"] += 1
         if early is not None:
             m.failed_jobs.file.close()
             self.world.master_ended(early, m)
@@ -126,6 +129,8 @@ class MasterHost:
     def _tick(self, epoch: int) -> None:
         m = self.m
         assert m is not None
+        if m.dispatcher.parked and m.phase is Phase.CLOSING:
+            self.world.seen["parked at the end"] += 1
         outcome = m.tick(self.sim.now)
         self.world.after_master_step(m)
         if outcome is not None:

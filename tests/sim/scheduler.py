@@ -21,7 +21,6 @@ import gevent
 import gevent.event
 import greenlet
 
-
 MIN_WAIT = 1e-6  # seconds: the shortest wait of a process
 
 

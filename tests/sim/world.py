@@ -14,6 +14,7 @@ import logging
 import secrets
 import tempfile
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from random import Random
 from typing import Any
@@ -49,6 +50,7 @@ class Result:
     events: int
     trace: list[str] = field(default_factory=list)
     kind: str = ""
+    seen: Counter[str] = field(default_factory=Counter)  # which paths the run went through (see World.note)
 
 
 class World:
@@ -94,6 +96,7 @@ class World:
         self.error: invariants.Violation | None = None
         self.controls = 0
         self.healed_at = -1.0
+        self.seen: Counter[str] = Counter()
 
     # ----------------------------------------------------------------- trace
 
@@ -105,6 +108,19 @@ class World:
 
     def trace_message(self, src: str, dst: str, frames: list[bytes]) -> None:
         self.trace(f"{src}>{dst} {frames[0].decode()} {frames[1][:160].decode(errors='replace')}")
+        self.note(frames)
+
+    def note(self, frames: list[bytes]) -> None:
+        """Count the paths a run goes through that the simulation must exercise."""
+        kind = frames[0]
+        if kind == protocol.RESET:
+            self.seen["reset, same run" if b"token" in frames[1] else "reset, new run"] += 1
+        elif kind == protocol.RECALL:
+            self.seen["recall"] += 1
+        elif kind == protocol.GIVEBACK and b'"cuts":[]' not in frames[1]:
+            self.seen["jobs given back"] += 1
+        elif kind == protocol.REQUEST and b'"failures":[]' not in frames[1]:
+            self.seen["failures reported"] += 1
 
     # ------------------------------------------------------------ processes
 
@@ -170,6 +186,7 @@ class World:
 
     def master_ended(self, outcome: Outcome, m: Master) -> None:
         self.pause_answered = None
+        self.seen[f"ended {m.ended.value if m.ended else 'at start'}"] += 1
         if m.ended is None or m.ended.value == "complete" or "already finished" in (outcome.summary + outcome.error):
             self.outcome = outcome
             self.finished = True
@@ -184,8 +201,9 @@ class World:
         if self.pause_answered is not None and not m.paused:
             self.pause_answered = None
         for record in m.registry.slaves.values():
-            if record.lost:
+            if record.lost and (m.run_id, record.id) not in self.ever_lost:
                 self.ever_lost.add((m.run_id, record.id))
+                self.seen["lease lost"] += 1
         if m.saver._saved is not self.saved:
             self.saved = m.saver._saved
             invariants.state_file(m, self)
@@ -327,6 +345,7 @@ def simulate(seed: int, changing: bool = False, size_check: bool | None = None, 
         events=world.sim.events,
         trace=world.lines,
         kind=world.jobs.kind,
+        seen=world.seen,
     )
 
 

@@ -1,0 +1,24 @@
+"""Every seed that ever found a bug, with the flags it needs: CI replays them all (test_simulation.py).
+
+A seed is only meaningful for the simulation as it was when it was found:
+a change to how the world draws its scenario moves every seed.  So each
+entry is re-checked whenever the world changes (``python -m tests.sim
+--seed N`` with the flags), and re-found - with the bug put back - if it
+no longer shows it.  ``open`` entries are bugs not fixed yet: their tests
+are expected to fail (strict xfail), and pass as soon as the fix lands.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Regression(NamedTuple):
+    seed: int
+    what: str
+    changing: bool = False  # --iterators all
+    size_check: bool = False  # the --size invariant (failing on this branch: see invariants.SIZE_IS_A_BOUND)
+    open: bool = False  # the bug is not fixed yet
+
+
+REGRESSIONS: list[Regression] = []
