@@ -1,7 +1,8 @@
 """The master's process in the simulation: the real ``Master``, its filler, its loop, its crashes.
 
-The loop is ``taskmaster.serving.serve``'s: each message is handled, then
-the master ticks; with no message it ticks every ``serving.poll_ms``.  The
+The loop is ``taskmaster.serving.serve``'s: the messages waiting on the
+socket are handled in one burst, then the master ticks; with no message it
+ticks every ``serving.poll_ms``.  The
 filler is the real ``JobSource.fill`` in a process of its own, whose
 ``room`` event and ``gevent.sleep(0)`` run on the simulated clock: it pulls
 when the master makes room, at a simulated moment.  A stall holds the
@@ -14,10 +15,12 @@ would.
 from __future__ import annotations
 
 import json
+from collections import deque
 from typing import Any
 
 from taskmaster import protocol, serving
 from taskmaster.config import MasterConfig
+from taskmaster.endpoint import RECEIVE_BURST
 from taskmaster.master import Master
 from taskmaster.outcome import Outcome
 from taskmaster.shutdown import Phase
@@ -57,6 +60,7 @@ class MasterHost:
         self.stalled_until = 0.0
         self.tick_token = 0
         self.filler: Any = None
+        self.inbox: deque[tuple[bytes, list[bytes]]] = deque()  # arrived, not yet taken by the loop
         self.boots = 0
 
     # ------------------------------------------------------------- lifecycle
@@ -94,6 +98,7 @@ class MasterHost:
         self.sim.kill(self.filler)
         self.m = None
         self.epoch += 1
+        self.inbox.clear()
 
     def stall(self, seconds: float) -> None:
         if self.m is not None:
@@ -109,13 +114,27 @@ class MasterHost:
     # ----------------------------------------------------------------- loop
 
     def deliver(self, epoch: int, identity: bytes, frames: list[bytes]) -> None:
+        """A message reaches the master's socket; its loop takes it with the others waiting there."""
         if self.m is None or epoch != self.epoch:
             return  # sent to a master that died: lost with its connections
-        if self.sim.now < self.stalled_until:
-            self.sim.at(self.stalled_until, self.deliver, epoch, identity, frames)
+        self.inbox.append((identity, frames))
+        if len(self.inbox) == 1:
+            self.sim.at(max(self.sim.now, self.stalled_until), self._serve, epoch)
+
+    def _serve(self, epoch: int) -> None:
+        """One turn of serving.serve: every message waiting (a burst, at most RECEIVE_BURST), then a tick."""
+        if epoch != self.epoch or self.m is None or not self.inbox:
             return
-        self.world.trace_message(identity.decode(), "m", frames)
-        self.m.handle([identity, *frames], self.sim.now)
+        if self.sim.now < self.stalled_until:
+            self.sim.at(self.stalled_until, self._serve, epoch)
+            return
+        m = self.m
+        for _ in range(min(len(self.inbox), RECEIVE_BURST)):
+            identity, frames = self.inbox.popleft()
+            self.world.trace_message(identity.decode(), "m", frames)
+            m.handle([identity, *frames], self.sim.now)
+        if self.inbox:
+            self.sim.soon(self._serve, epoch)
         self._tick(epoch)
 
     def _timer(self, epoch: int, token: int) -> None:
@@ -123,8 +142,10 @@ class MasterHost:
             return
         if self.sim.now < self.stalled_until:
             self.sim.at(self.stalled_until, self._timer, epoch, token)
-            return
-        self._tick(epoch)
+        elif self.inbox:
+            self._serve(epoch)  # the poll returns with what waits: handled before the tick
+        else:
+            self._tick(epoch)
 
     def _tick(self, epoch: int) -> None:
         m = self.m

@@ -244,7 +244,7 @@ class World:
             self.net.faults.cut.add(host)
             self.sim.at(self.sim.now + rng.uniform(0.1, 3.0 * self.config.lease_timeout), self.heal, host)
         elif what == "stall":
-            self.host.stall(rng.uniform(0.2, 2.5))
+            self.host.stall(rng.uniform(0.2, 2.0 * self.config.lease_timeout))
         elif what == "kill":
             self.kill_slave()
         elif what == "crash" and self.host.m is not None:

@@ -1,0 +1,86 @@
+"""The simulation in CI: a thousand seeds, replay, coverage of the paths, and every regression seed.
+
+Calibration (how many seeds the simulation needed to find each defect, from
+seed 0, at commit "tests/sim: calibration"; see README.rst for the search):
+
+1. One REQUEST answered twice (a Lazy Pirate retry answered while the first
+   copy stayed parked; dispatch/master before ee38d25): found at seed
+   CAL1_SEED - the CAL1_COUNT-th seed, with --no-size-check (the stretched
+   window hides most parking; see 2).  With the first weights of the faults
+   (stalls one in ten) 5,000 seeds did not find it: a stall that lets a
+   request and its retries meet in one burst is what it takes.
+2. --size exceeded (the window stretches WINDOW_STRETCH x for small jobs):
+   found at seed CAL2_SEED, the first one: the first batch already goes past.
+3. A resume that skips by position, with a get_jobs whose finished jobs
+   vanish: found at seed CAL3_SEED with --iterators all --no-size-check (the
+   CAL3_COUNT-th seed; one seed in four draws that iterator).  The reordered
+   and inserted iterators fail the same way (seeds CAL3_REORDERED, CAL3_INSERTED).
+4. The slave-side defects: a handler that swallows JobTimeout cannot be
+   re-created (no --job-timeout here: see the package docstring); the
+   ``batch.dirty`` left set by ``pool.forget()`` runs for real on every
+   RESET, but only costs jobs run twice, which no invariant forbids.
+
+Found besides: a pause answered "settled" while a slave still held a batch
+not started (a GIVEBACK computed before that batch arrived overtakes the
+slave's newer REQUEST, and its stale queue wins): seeds in regressions.py,
+open.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from . import invariants
+from .regressions import REGRESSIONS
+from .world import simulate
+
+SEEDS = 1000
+# Iterators whose jobs vanish, reorder or appear between a crash and the
+# resume: they lose jobs until the resume skips jobs by their identity, not
+# their position.  Flip to True once that is merged.
+CHANGING_ITERATORS = False
+
+
+@pytest.mark.timeout(300)
+def test_a_thousand_seeds_keep_every_promise():
+    failed = []
+    for seed in range(SEEDS):
+        result = simulate(seed, CHANGING_ITERATORS, invariants.SIZE_IS_A_BOUND)
+        if result.error:
+            failed.append(f"python -m tests.sim --seed {seed}{' --iterators all' * CHANGING_ITERATORS} --verbose"
+                          f"  # {result.error}")
+    assert not failed, f"{len(failed)} of {SEEDS} seeds failed:\n" + "\n".join(failed[:20])
+
+
+def test_a_seed_replays_exactly():
+    for seed in (3, 366):
+        first, again = simulate(seed, True, False, verbose=True), simulate(seed, True, False, verbose=True)
+        assert first.trace == again.trace and first.digest == again.digest
+
+
+@pytest.mark.timeout(300)
+def test_the_seeds_go_through_every_path_the_promises_depend_on():
+    seen: set[str] = set()
+    for seed in range(300):
+        seen.update(simulate(seed, CHANGING_ITERATORS, False).seen)
+    wanted = {
+        "reset, same run",  # a RESET in the same run: a slave's token went stale, it says hello again
+        "reset, new run",  # the master crashed or stopped, and a new one resumed
+        "master resumed",
+        "parked at the end",  # requests waiting when the run ended
+        "recall",
+        "jobs given back",
+        "lease lost",
+        "failures reported",
+        "ended halted",  # --max-failures
+        "ended interrupted",  # tm-ctl stop
+    }
+    assert wanted <= seen, f"never exercised: {sorted(wanted - seen)}"
+
+
+@pytest.mark.parametrize("case", REGRESSIONS, ids=[f"{r.seed}-{r.what}" for r in REGRESSIONS])
+def test_regression_seed(case, request):
+    if case.open:
+        request.applymarker(pytest.mark.xfail(reason=f"open: {case.what}", strict=True))
+    result = simulate(case.seed, case.changing, case.size_check)
+    assert result.error is None, f"python -m tests.sim --seed {case.seed} --verbose: {result.error}"
