@@ -37,7 +37,7 @@ from taskmaster.opening import open_run
 from taskmaster.outcome import EndDetail, EndReason, Outcome, Tally
 from taskmaster.outcome import build as build_outcome
 from taskmaster.progress import Progress
-from taskmaster.registry import SlaveRegistry
+from taskmaster.registry import SlaveRegistry, queue_after_give_back
 from taskmaster.security import CurveKeys
 from taskmaster.serving import TICK_SECONDS
 from taskmaster.shutdown import Phase, Shutdown
@@ -229,7 +229,7 @@ class Master:
                 self.registry.seen(slave, now)
                 if isinstance(msg, protocol.GiveBack):
                     reports.take_back(self, slave, msg.cuts)
-                    slave.queue = msg.queue
+                    slave.queue = queue_after_give_back(slave.queue, msg.queue, msg.cuts)
                     if self.paused or self.halted:
                         self.control.on_news(slave, now)
                     elif self.dispatcher.parked:
