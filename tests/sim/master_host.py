@@ -133,6 +133,8 @@ class MasterHost:
             identity, frames = self.inbox.popleft()
             self.world.trace_message(identity.decode(), "m", frames)
             m.handle([identity, *frames], self.sim.now)
+            if not m.paused:
+                self.world.pause_answered = None  # resumed (a pause later in the burst is a new one)
         if self.inbox:
             self.sim.soon(self._serve, epoch)
         self._tick(epoch)

@@ -111,6 +111,13 @@ class SlaveProcess:
             "sim://master", s.id, None, None, pool.give_back, s.beat_id.encode(), wake=self.beat_wake
         )
         self.free = config.concurrency
+        # Batches received since the last hello, and jobs of each running now:
+        # what this incarnation holds (invariants.slaves_hold_counted_batches).
+        self.received: list[Any] = []
+        self.running: dict[int, int] = {}
+        add, forget = pool.add, pool.forget
+        pool.add = lambda batch: (self.received.append(batch), add(batch))[1]  # type: ignore[method-assign]
+        pool.forget = lambda: (self.received.clear(), forget())[1]  # type: ignore[method-assign]
         self.beat_sock: SimSocket | None = None
         self.main = self.sim.spawn(self._main)
         self.liveness: Any = None
@@ -147,6 +154,11 @@ class SlaveProcess:
             self.net.close(self.beat_sock)
         if self.liveness is not None:
             self.sim.kill(self.liveness)
+
+    def holding(self) -> list[Any]:
+        """The batches received since the last hello with jobs not started or still running."""
+        self.received = [b for b in self.received if b.cursor < b.end or self.running.get(id(b))]
+        return self.received
 
     def kill(self) -> None:
         """SIGKILL: everything stops now; jobs running here never finish."""
@@ -189,6 +201,7 @@ class SlaveProcess:
                 continue
             self.free -= 1
             pool.running += 1
+            self.running[id(batch)] = self.running.get(id(batch), 0) + 1
             self.world.job_starts(self, batch, start)
             self.sim.at(self.sim.now + self.world.job_seconds(), self._done, batch, start, end)
 
@@ -198,6 +211,7 @@ class SlaveProcess:
         pool = self.slave.pool
         pool.running -= 1
         self.free += 1
+        self.running[id(batch)] -= 1
         self.world.current = (self, batch, start)
         pool._run(batch, start, end)
         self._work()

@@ -34,7 +34,7 @@ from .scheduler import Sim, simulated
 from .slave import SlaveProcess
 
 LIVENESS_SECONDS = 40.0  # after the faults stop, the run ends within this (simulated) time
-CHECK_EVERY = 0.25  # seconds between two looks at the slaves' batches
+CHECK_EVERY = 0.25  # seconds between two looks at the master's settings, once the faults stopped
 # The world's faults, as often as each appears here.  Stalls come often: a
 # stalled master meets every retry of a request at once, in one burst.
 FAULTS = ("cut", "cut", "stall", "stall", "stall", "kill", "kill", "crash", "pause", "pause", "rate", "stop")
@@ -198,6 +198,8 @@ class World:
 
     def after_master_step(self, m: Master) -> None:
         invariants.window(m, self.size_check)
+        if m.phase is Phase.RUNNING:
+            invariants.slaves_hold_counted_batches(self, m)
         if self.pause_answered is not None and not m.paused:
             self.pause_answered = None
         for record in m.registry.slaves.values():
@@ -303,9 +305,6 @@ class World:
         invariants.at_the_end(self, self.config.state_path, self.config.failures_path)
 
     def look(self) -> None:
-        m = self.host.m
-        if m is not None and m.phase is Phase.RUNNING:
-            invariants.slaves_hold_counted_batches(self, m)
         if self.sim.now >= self.faults_end:
             self.settle_controls()
         if not self.finished:
