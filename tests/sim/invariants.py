@@ -10,6 +10,7 @@ from typing import Any
 
 from taskmaster import checkpoint, failures
 from taskmaster.master import Master
+from taskmaster.ranges import positions_of
 
 from .master_host import TARGET
 
@@ -101,7 +102,8 @@ def slaves_hold_counted_batches(world: Any, m: Master) -> None:
             counted = record.batches.get(batch.id)
             if counted is not None and not counted.expired:
                 continue
-            if m.ledger.unresolved(batch.ranges) == 0:
+            kept = positions_of([(0, batch.end)], batch.ranges) if batch.end else []  # not given back
+            if m.ledger.unresolved(kept) == 0:
                 continue  # resolved elsewhere meanwhile (it ran twice): nothing to count any more
             key = (s.id, batch.id)
             since = world.uncounted.get(key, now)
