@@ -50,12 +50,16 @@ What is modelled instead, and why:
 * tm-ctl is a message on the simulated network; a supervisor starts a new
   slave process (a new slave id) when one exits or is killed.
 
-Not simulated: ``--job-timeout`` (gevent.Timeout and the watchdog's signal
-need a real hub and a real thread), so a handler that swallows
-``JobTimeout`` with ``except Exception`` cannot be re-created here; a
-slave's own SIGTERM; CURVE; ``--retry-failed``; disk errors; unpicklable
-jobs.  ``pool.forget()`` leaving ``batch.dirty`` set runs for real on
-every RESET, but what it costs - finished jobs of the old incarnation never
-acknowledged, so they run again elsewhere - breaks no invariant checked
-here (a job may run twice; handlers are idempotent), so it goes unseen.
+``--job-timeout``: the real ``WorkerPool._run_with_timeout`` runs around
+each handler, with gevent.Timeout replaced by ``scheduler.SimTimeout``: a
+handler whose simulated duration passes the timeout raises the pool's own
+JobTimeout itself, where gevent would raise it at the handler's next yield
+(some handlers catch every Exception, as user code does).  The watchdog's
+signal, for a handler that never yields, is not simulated; neither are a
+slave's own SIGTERM, CURVE, ``--retry-failed``, disk errors or
+unpicklable jobs.  ``pool.forget()`` leaving ``batch.dirty`` set runs for
+real on every RESET, but what it costs - finished jobs of the old
+incarnation never acknowledged, so they run again elsewhere - breaks no
+invariant checked here (a job may run twice; handlers are idempotent), so
+it goes unseen.
 """

@@ -14,8 +14,9 @@ from . import invariants
 from .world import simulate
 
 
-def replay_command(seed: int, changing: bool, size_check: bool) -> str:
+def replay_command(seed: int, changing: bool, size_check: bool, job_timeouts: bool = True) -> str:
     flags = (" --iterators all" if changing else "") + ("" if size_check else " --no-size-check")
+    flags += "" if job_timeouts else " --no-job-timeouts"
     return f"python -m tests.sim --seed {seed}{flags} --verbose"
 
 
@@ -34,12 +35,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-size-check", action="store_true", help="do not check that the master holds at most --size jobs"
     )
+    parser.add_argument(
+        "--no-job-timeouts", action="store_true", help="no --job-timeout in any seed (else one seed in four has one)"
+    )
     parser.add_argument("--verbose", action="store_true", help="print the trace of the events (with --seed)")
     args = parser.parse_args(argv)
     changing = args.iterators == "all"
     size_check = invariants.SIZE_IS_A_BOUND and not args.no_size_check
+    timeouts = not args.no_job_timeouts
     if args.seed is not None:
-        result = simulate(args.seed, changing, size_check, verbose=args.verbose)
+        result = simulate(args.seed, changing, size_check, verbose=args.verbose, job_timeouts=timeouts)
         if args.verbose:
             print("\n".join(result.trace))
         print(
@@ -50,10 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     failures = 0
     began = time.monotonic()
     for seed in range(args.start, args.start + args.seeds):
-        result = simulate(seed, changing, size_check)
+        result = simulate(seed, changing, size_check, job_timeouts=timeouts)
         if result.error:
             failures += 1
-            print(f"{replay_command(seed, changing, size_check)}  # {result.error}", flush=True)
+            print(f"{replay_command(seed, changing, size_check, timeouts)}  # {result.error}", flush=True)
     elapsed = time.monotonic() - began
     print(f"{args.seeds} seeds from {args.start}: {failures} failed ({elapsed:.1f}s)", file=sys.stderr)
     return 1 if failures else 0

@@ -29,7 +29,7 @@ class JobFailed(Exception):
 
 
 class Jobs:
-    def __init__(self, rng: Random, kind: str, n: int, flaky: float, broken: float) -> None:
+    def __init__(self, rng: Random, kind: str, n: int, flaky: float, broken: float, quirks: Random) -> None:
         self.rng = rng
         self.kind = kind
         self.universe: set[int] = {10 * (i + 1) for i in range(n)}
@@ -38,6 +38,9 @@ class Jobs:
         ids = sorted(self.universe)
         self.flaky = {j for j in ids if rng.random() < flaky}  # fail half their attempts
         self.broken = {j for j in ids if rng.random() < broken}  # fail every attempt
+        # Handlers that catch every Exception (and so --job-timeout's): drawn
+        # from `quirks`, so that the rest of the world's draws stay as they were.
+        self.swallowing = {j for j in ids if quirks.random() < 0.1}
         self.opened = 0
         self.yielded: list[int] = []  # what the iterator of the current master yielded, in order
 
@@ -73,9 +76,21 @@ class Jobs:
                 if self.rng.random() < 0.1:
                     self.flaky.add(new)
 
-    def handle(self, job: int) -> None:
-        """The handler: idempotent; some jobs fail some attempts, some every one."""
+    def handle(self, job: int, interrupted: BaseException | None = None) -> None:
+        """The handler: idempotent; some jobs fail some attempts, some every one.
+
+        `interrupted`: --job-timeout's exception, raised into the handler
+        while it waits (its simulated duration was longer).  Some handlers
+        catch every Exception around their work, and return as if done.
+        """
         self.runs[job] += 1
+        if interrupted is not None:
+            try:
+                raise interrupted
+            except Exception:
+                if job in self.swallowing:
+                    return  # "except Exception: log and go on" - the job is not done
+                raise
         if job in self.broken or (job in self.flaky and self.rng.random() < 0.5):
             raise JobFailed(f"job {job} failed")
         self.done.add(job)

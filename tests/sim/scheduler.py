@@ -71,6 +71,7 @@ class Sim:
         self.main = greenlet.getcurrent()
         self.events = 0
         self.waiting: dict[greenlet.greenlet, Waiter] = {}  # what each process waits for, last
+        self.timeout: SimTimeout | None = None  # the --job-timeout around the handler running now
 
     def at(self, when: float, fn: Callable[..., Any], *args: Any) -> None:
         self.order += 1
@@ -131,6 +132,12 @@ class SimGevent:
         self.sim = sim
         self.on_sleep = on_sleep
 
+    def getcurrent(self) -> Any:
+        return greenlet.getcurrent()
+
+    def Timeout(self, seconds: float, exception: BaseException) -> SimTimeout:  # noqa: N802 - gevent's name
+        return SimTimeout(self.sim, seconds, exception)
+
     def sleep(self, seconds: float = 0) -> None:
         if greenlet.getcurrent() is self.sim.main:
             # The master's loop yields so the filler can use new room (Master.tick):
@@ -141,6 +148,25 @@ class SimGevent:
         self.sim.sleep(seconds)
 
 
+class SimTimeout:
+    """gevent.Timeout around a handler (WorkerPool._run_with_timeout): the handler learns of it from `sim.timeout`.
+
+    gevent raises the exception inside the handler at its first yield past
+    the deadline; a simulated handler, which runs in one step when its
+    simulated duration is over, raises it itself if that duration was longer.
+    """
+
+    def __init__(self, sim: Sim, seconds: float, exception: BaseException) -> None:
+        self.sim, self.seconds, self.exception = sim, seconds, exception
+
+    def __enter__(self) -> SimTimeout:
+        self.sim.timeout = self
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.sim.timeout = None
+
+
 @contextmanager
 def simulated(sim: Sim, on_master_sleep: Callable[[], None]) -> Iterator[None]:
     """Inside: time.monotonic/perf_counter read the simulated clock, and gevent.sleep waits on it.
@@ -148,7 +174,7 @@ def simulated(sim: Sim, on_master_sleep: Callable[[], None]) -> Iterator[None]:
     Only for the simulation's own duration: other tests see the real clock.
     """
     fake = SimGevent(sim, on_master_sleep)
-    from taskmaster import lazy_pirate, master, slave, source
+    from taskmaster import lazy_pirate, master, pool, slave, source
 
     clock = lambda: sim.now  # noqa: E731 - the one clock of the simulation
     with (
@@ -156,6 +182,7 @@ def simulated(sim: Sim, on_master_sleep: Callable[[], None]) -> Iterator[None]:
         mock.patch.object(time, "perf_counter", clock),
         mock.patch.object(master, "gevent", fake),
         mock.patch.object(slave, "gevent", fake),
+        mock.patch.object(pool, "gevent", fake),
         mock.patch.object(source, "gevent", fake),
         # Coarser than a real slave's 1 ms look at its socket while jobs run:
         # the simulated handlers take tens of ms, and every look is an event.

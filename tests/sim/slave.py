@@ -203,17 +203,23 @@ class SlaveProcess:
             pool.running += 1
             self.running[id(batch)] = self.running.get(id(batch), 0) + 1
             self.world.job_starts(self, batch, start)
-            self.sim.at(self.sim.now + self.world.job_seconds(), self._done, batch, start, end)
+            seconds = self.world.job_seconds()
+            # Past --job-timeout, gevent.Timeout stops the handler then.
+            busy = min(seconds, pool.job_timeout) if pool.job_timeout else seconds
+            self.sim.at(self.sim.now + busy, self._done, batch, start, end, seconds)
 
-    def _done(self, batch: Any, start: int, end: int) -> None:
+    def _done(self, batch: Any, start: int, end: int, seconds: float) -> None:
         if not self.alive:
             return  # killed meanwhile: the handler never got to its end
         pool = self.slave.pool
         pool.running -= 1
         self.free += 1
         self.running[id(batch)] -= 1
-        self.world.current = (self, batch, start)
-        pool._run(batch, start, end)
+        self.world.job_took = seconds
+        if pool.job_timeout:
+            pool._run_with_timeout(batch, start)
+        else:
+            pool._run(batch, start, end)
         self._work()
 
 

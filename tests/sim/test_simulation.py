@@ -22,10 +22,18 @@ how the world draws its scenarios moves every seed):
    fail).  A get_jobs with new jobs inserted fails the same way from seed 0
    (10 of 95), a reordered one from seed 76 (20 of 96); the stable range
    never fails (0 of 109).
-4. The slave-side defects: a handler that swallows JobTimeout cannot be
-   re-created (no --job-timeout here: see the package docstring); the
-   ``batch.dirty`` left set by ``pool.forget()`` runs for real on every
-   RESET, but only costs jobs run twice, which no invariant forbids.
+4. The slave-side defects.  A handler that swallows JobTimeout with
+   ``except Exception``: found at seed 7 (--no-size-check), the 8th seed,
+   the 2nd with a --job-timeout; 46 of the first 300 seeds fail (of the
+   about 75 with one): the state file counts as finished a job whose
+   handler never finished.  Modelled, not run: the real
+   ``WorkerPool._run_with_timeout`` runs around the handler, but
+   gevent.Timeout's raise at the handler's next yield is the simulated
+   handler raising the pool's own JobTimeout itself when its simulated
+   duration passed the timeout (the watchdog's signal, for a handler that
+   never yields, is not simulated).  ``pool.forget()`` leaving
+   ``batch.dirty`` set runs for real on every RESET, but only costs jobs
+   run twice, which no invariant forbids: not found.
 
 Found besides: a pause answered "settled" while a slave still held a batch
 not started (a GIVEBACK computed before that batch arrived overtook the
@@ -48,15 +56,20 @@ SEEDS = 1000
 # resume: they lose jobs until the resume skips jobs by their identity, not
 # their position.  Flip to True once that is merged.
 CHANGING_ITERATORS = False
+# Seeds with --job-timeout (one in four), some of whose handlers catch every
+# Exception: they count jobs finished that never were until JobTimeout
+# stops being an Exception those handlers can swallow.  Leave True once that
+# is merged; False meanwhile would leave the --job-timeout paths unchecked.
+JOB_TIMEOUTS = True
 
 
 @pytest.mark.timeout(300)
 def test_a_thousand_seeds_keep_every_promise():
     failed = []
     for seed in range(SEEDS):
-        result = simulate(seed, CHANGING_ITERATORS, invariants.SIZE_IS_A_BOUND)
+        result = simulate(seed, CHANGING_ITERATORS, invariants.SIZE_IS_A_BOUND, job_timeouts=JOB_TIMEOUTS)
         if result.error:
-            command = replay_command(seed, CHANGING_ITERATORS, invariants.SIZE_IS_A_BOUND)
+            command = replay_command(seed, CHANGING_ITERATORS, invariants.SIZE_IS_A_BOUND, JOB_TIMEOUTS)
             failed.append(f"{command}  # {result.error}")
     assert not failed, f"{len(failed)} of {SEEDS} seeds failed:\n" + "\n".join(failed[:20])
 
@@ -71,7 +84,7 @@ def test_a_seed_replays_exactly():
 def test_the_seeds_go_through_every_path_the_promises_depend_on():
     seen: set[str] = set()
     for seed in range(300):
-        seen.update(simulate(seed, CHANGING_ITERATORS, False).seen)
+        seen.update(simulate(seed, CHANGING_ITERATORS, False, job_timeouts=JOB_TIMEOUTS).seen)
     wanted = {
         "reset, same run",  # a RESET in the same run: a slave's token went stale, it says hello again
         "reset, new run",  # the master crashed or stopped, and a new one resumed
@@ -91,5 +104,6 @@ def test_the_seeds_go_through_every_path_the_promises_depend_on():
 def test_regression_seed(case, request):
     if case.open:
         request.applymarker(pytest.mark.xfail(reason=f"open: {case.what}", strict=True))
-    result = simulate(case.seed, case.changing, case.size_check)
-    assert result.error is None, f"{replay_command(case.seed, case.changing, case.size_check)}: {result.error}"
+    result = simulate(case.seed, case.changing, case.size_check, job_timeouts=case.job_timeouts)
+    command = replay_command(case.seed, case.changing, case.size_check, case.job_timeouts)
+    assert result.error is None, f"{command}: {result.error}"

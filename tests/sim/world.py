@@ -54,7 +54,9 @@ class Result:
 
 
 class World:
-    def __init__(self, seed: int, tmp: str, changing: bool, size_check: bool, verbose: bool) -> None:
+    def __init__(
+        self, seed: int, tmp: str, changing: bool, size_check: bool, verbose: bool, job_timeouts: bool = True
+    ) -> None:
         self.seed = seed
         self.rng = rng = Random(seed)
         self.verbose = verbose
@@ -65,8 +67,12 @@ class World:
         self.net = Network(self.sim, rng, self.trace)
         self.host = MasterHost(self)
         self.net.master = self.host
+        # Drawn apart from `rng` (added later): the scenarios of earlier seeds stay as they were.
+        self.quirks = Random(f"quirks-{seed}")
+        timeout = self.quirks.choice([None, None, None, 0.03])  # --job-timeout, in one seed in four
+        self.job_timeout = timeout if job_timeouts else None
         kind = rng.choice(KINDS_ALL if changing else KINDS_STABLE)
-        self.jobs = Jobs(rng, kind, rng.randint(20, 120), rng.uniform(0, 0.15), rng.uniform(0, 0.04))
+        self.jobs = Jobs(rng, kind, rng.randint(20, 120), rng.uniform(0, 0.15), rng.uniform(0, 0.04), self.quirks)
         limit = FailureLimit(count=rng.randint(0, 4)) if rng.random() < 0.25 else None
         self.config = MasterConfig(
             address="tcp://127.0.0.1:3050",
@@ -86,7 +92,7 @@ class World:
         self.faults_end = rng.uniform(1.0, 12.0)
         self.slaves: list[SlaveProcess] = []
         self.named = 0
-        self.current: Any = None
+        self.job_took = 0.0  # the simulated duration of the job whose handler runs now
         self.pause_answered: set[str] | None = None
         self.ever_lost: set[tuple[str, str]] = set()
         self.uncounted: dict[tuple[str, int], float] = {}
@@ -133,6 +139,7 @@ class World:
             retries=rng.randint(2, 4),
             progress=False,
             wait_for_master=rng.choice([None, 0.0]),
+            job_timeout=self.job_timeout,
         )
 
     def start_slave(self) -> None:
@@ -159,7 +166,9 @@ class World:
             self.sim.at(self.sim.now + self.rng.uniform(0.1, 2.0), self.start_slave)
 
     def handle_job(self, job: Any) -> None:
-        self.jobs.handle(job)
+        timeout = self.sim.timeout
+        overdue = timeout is not None and self.job_took > timeout.seconds
+        self.jobs.handle(job, timeout.exception if overdue and timeout is not None else None)
 
     def job_seconds(self) -> float:
         return self.rng.uniform(*self.job_time)
@@ -311,12 +320,14 @@ class World:
             self.sim.at(self.sim.now + CHECK_EVERY, self.look)
 
 
-def simulate(seed: int, changing: bool = False, size_check: bool | None = None, verbose: bool = False) -> Result:
+def simulate(
+    seed: int, changing: bool = False, size_check: bool | None = None, verbose: bool = False, job_timeouts: bool = True
+) -> Result:
     """Run seed `seed`; the Result says which invariant failed, if one did."""
     size_check = invariants.SIZE_IS_A_BOUND if size_check is None else size_check
     ids = Random(f"ids-{seed}")
     with tempfile.TemporaryDirectory(prefix="tm-sim-") as tmp:
-        world = World(seed, tmp, changing, size_check, verbose)
+        world = World(seed, tmp, changing, size_check, verbose, job_timeouts)
         quiet = logging.root.manager.disable
         logging.disable(logging.CRITICAL)
         error: invariants.Violation | None = None
