@@ -92,6 +92,11 @@ class MasterHost:
         self.world.trace("master crash")
         self._down()
 
+    def stop(self) -> None:
+        """The simulation is over: the process goes, as it would at a crash (and its filler with it)."""
+        if self.m is not None:
+            self._down()
+
     def _down(self) -> None:
         assert self.m is not None
         self.m.failed_jobs.file.close()

@@ -15,6 +15,8 @@ import secrets
 import tempfile
 import uuid
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from random import Random
 from typing import Any
@@ -99,7 +101,6 @@ class World:
         self.saved: Any = None
         self.outcome: Outcome | None = None
         self.finished = False
-        self.error: invariants.Violation | None = None
         self.controls = 0
         self.healed_at = -1.0
         self.seen: Counter[str] = Counter()
@@ -313,6 +314,12 @@ class World:
                 )
         invariants.at_the_end(self, self.config.state_path, self.config.failures_path)
 
+    def stop_everything(self) -> None:
+        """The simulation is over: every process still waiting ends here, not whenever it is collected."""
+        for proc in list(self.slaves):
+            proc.kill()
+        self.host.stop()
+
     def look(self) -> None:
         if self.sim.now >= self.faults_end:
             self.settle_controls()
@@ -332,20 +339,15 @@ def simulate(
         logging.disable(logging.CRITICAL)
         error: invariants.Violation | None = None
         try:
-            with (
-                simulated(world.sim, world.host.run_filler),
-                _patched_ids(ids),
-            ):
+            with simulated(world.sim, world.host.run_filler), _seeded_ids(ids):
                 try:
                     world.run()
                 except invariants.Violation as exc:
                     error = exc
+                finally:
+                    world.stop_everything()
         finally:
             logging.disable(quiet)
-            for proc in list(world.slaves):
-                proc.alive = False
-            if world.host.m is not None:
-                world.host.m.failed_jobs.file.close()
     return Result(
         seed=seed,
         error=str(error) if error else None,
@@ -359,16 +361,13 @@ def simulate(
     )
 
 
-class _patched_ids:
+@contextmanager
+def _seeded_ids(rng: Random) -> Iterator[None]:
     """uuid4 and secrets.token_hex from the seed: run ids and tokens, hence the trace, replay exactly."""
-
-    def __init__(self, rng: Random) -> None:
-        self.rng = rng
-
-    def __enter__(self) -> None:
-        self.saved = uuid.uuid4, secrets.token_hex
-        uuid.uuid4 = lambda: uuid.UUID(int=self.rng.getrandbits(128), version=4)  # type: ignore[assignment]
-        secrets.token_hex = lambda n=32: f"{self.rng.getrandbits(8 * n):0{2 * n}x}"  # type: ignore[assignment]
-
-    def __exit__(self, *exc: Any) -> None:
-        uuid.uuid4, secrets.token_hex = self.saved
+    saved = uuid.uuid4, secrets.token_hex
+    uuid.uuid4 = lambda: uuid.UUID(int=rng.getrandbits(128), version=4)  # type: ignore[assignment]
+    secrets.token_hex = lambda n=32: f"{rng.getrandbits(8 * n):0{2 * n}x}"  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        uuid.uuid4, secrets.token_hex = saved
