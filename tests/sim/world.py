@@ -13,6 +13,7 @@ import hashlib
 import logging
 import secrets
 import tempfile
+import traceback
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -344,6 +345,10 @@ def simulate(
                     world.run()
                 except invariants.Violation as exc:
                     error = exc
+                except Exception as exc:  # an exception out of the master or a slave is a failure too
+                    detail = "".join(traceback.format_exception(exc)[-3:]).strip().replace("\n", " | ")
+                    error = invariants.Violation("no-exception", f"{type(exc).__name__}: {exc} ({detail})")
+                    world.trace(traceback.format_exc())
                 finally:
                     world.stop_everything()
         finally:
