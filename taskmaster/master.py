@@ -250,6 +250,9 @@ class Master:
         if self.phase is Phase.CLOSING:
             self.endpoint.send(identity, protocol.quit_(self.shutdown.quit_reason()))
             return
+        known = self.registry.get(msg.slave)
+        if known is not None and self.binding.stale_hello(known, msg.conn.encode(), identity):
+            return  # a late copy from a connection the slave gave up: it was welcomed on a newer one
         slave = self.registry.join(msg.slave, msg.host, msg.pid, msg.concurrency, msg.timeout_ms, identity, now)
         if slave is None:
             self.bad(identity, "too many slaves")
@@ -258,6 +261,7 @@ class Master:
         self.dispatcher.forget(slave.id)
         slave.beat_identity = msg.beat.encode() if msg.beat else None  # its liveness thread: where recalls go
         slave.conn = msg.conn.encode()
+        self.binding.opened(slave, identity, known.newest_conn if known is not None else 0)
         lease = self.config.lease_timeout
         self.endpoint.send(identity, protocol.welcome(self.run_id, slave.token, lease, lease / 3))
 
