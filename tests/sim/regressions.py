@@ -31,4 +31,5 @@ REGRESSIONS: list[Regression] = [
     Regression(7, "a handler that catches every Exception swallows --job-timeout's: counted finished", open=True),
     Regression(673, "a pause answered settled on a GIVEBACK older than the last REQUEST"),
     Regression(1288, "a pause answered settled on a GIVEBACK older than the last REQUEST"),
+    Regression(18770, "a HELLO late from a given-up connection made a new incarnation", job_timeouts=False),
 ]
