@@ -2,8 +2,8 @@
 
 The loop is ``taskmaster.serving.serve``'s: the messages waiting on the
 socket are handled in one burst, then the master ticks; with no message it
-ticks every ``serving.poll_ms``.  The
-filler is the real ``JobSource.fill`` in a process of its own, whose
+ticks every ``serving.poll_ms``.  The filler is the real
+``JobSource.fill`` in a process of its own, whose
 ``room`` event and ``gevent.sleep(0)`` run on the simulated clock: it pulls
 when the master makes room, at a simulated moment.  A stall holds the
 master's messages and ticks until it ends; a crash loses the master's memory

@@ -5,13 +5,15 @@ What runs for real: ``Slave._hello``, ``_talk``, ``_next_request``,
 ``_wait_for_news``; ``LazyPirateClient.ask`` (one request in flight, a new
 connection ``<request_id>.<N+1>`` and the same request on a timeout);
 ``WorkerPool.add``, ``take_report``, ``take_acks``, ``give_back``,
-``waiting``, ``forget`` and ``_run`` (the handler, the finished byte, the
-failure record); ``HeartbeatThread._answer`` (a RECALL answered by a
-GIVEBACK).  What is modelled, and why: the pool's worker greenlets and the
-liveness thread's loop wait on gevent's hub and a real thread, so here they
-are scheduled events - a worker claims one job under the pool's claim lock
-exactly as ``WorkerPool._work`` does, and calls the real ``_run`` for it
-when its simulated duration is over; the liveness loop beats every
+``waiting``, ``forget``, ``_run`` and ``_run_with_timeout`` (the handler,
+the finished byte, the failure record); ``HeartbeatThread._answer`` (a
+RECALL answered by a GIVEBACK).  What is modelled, and why: the pool's
+worker greenlets and the liveness thread's loop wait on gevent's hub and a
+real thread, so here they are scheduled events - a worker claims one job
+under the pool's claim lock as ``WorkerPool._work`` does (one at a time:
+the simulated jobs are never fast enough for more), and calls the real
+``_run`` (``_run_with_timeout`` under ``--job-timeout``) when its simulated
+duration is over, or the timeout; the liveness loop beats every
 ``interval`` (at once for a new run) and reads its socket, as
 ``HeartbeatThread._loop`` does.
 """
