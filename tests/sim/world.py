@@ -176,7 +176,10 @@ class World:
         return self.rng.uniform(*self.job_time)
 
     def job_starts(self, proc: SlaveProcess, batch: Any, index: int) -> None:
-        if self.host.m is not None and proc.slave.run_id == self.host.m.run_id:
+        m = self.host.m
+        # Once the run is over (CLOSING) every job is resolved: what a slave
+        # still starts runs a second time, and there is nothing left to pause.
+        if m is not None and proc.slave.run_id == m.run_id and m.phase is not Phase.CLOSING:
             invariants.no_start_while_paused(self, proc.name)
 
     # ---------------------------------------------------------------- master
