@@ -43,7 +43,7 @@ tests/unit/test_pause_stale_give_back.py.  Then a HELLO arriving late from
 a connection the slave had given up, taken for a new incarnation (new
 token, jobs taken back, the slave counted settled while still holding
 them): seed 18770, the only failure in 20,000 seeds (--no-size-check, no
---job-timeout); fixed with tests/unit/test_stale_hello.py.
+--job-timeout); fixed in 754d0a3, with tests/unit/test_stale_hello.py.
 """
 
 from __future__ import annotations
