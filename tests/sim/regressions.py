@@ -32,4 +32,5 @@ REGRESSIONS: list[Regression] = [
     Regression(673, "a pause answered settled on a GIVEBACK older than the last REQUEST"),
     Regression(1288, "a pause answered settled on a GIVEBACK older than the last REQUEST"),
     Regression(18770, "a HELLO late from a given-up connection made a new incarnation", job_timeouts=False),
+    Regression(47737, "a pause settled while a slave held a batch resolved elsewhere", job_timeouts=False),
 ]

@@ -44,6 +44,10 @@ a connection the slave had given up, taken for a new incarnation (new
 token, jobs taken back, the slave counted settled while still holding
 them): seed 18770, the only failure in 20,000 seeds (--no-size-check, no
 --job-timeout); fixed in 754d0a3, with tests/unit/test_stale_hello.py.
+And a slave counted settled for a pause while it held, not started, a
+batch the master had forgotten because its jobs were resolved elsewhere
+(handed out twice): seed 47737, the only failure in seeds 40,000-60,000;
+fixed in b9fdcfa, with tests/unit/test_pause_resolved_elsewhere.py.
 """
 
 from __future__ import annotations
