@@ -36,6 +36,7 @@ class Faults:
         self.long_delay = 0.0  # the chance of a delay of up to `long_delay_seconds`
         self.long_delay_seconds = 0.0
         self.cut: set[str] = set()  # hosts whose links are cut
+        self.isolated = False  # the master's host is cut off from every slave (not by calm(): it heals in its time)
 
     def calm(self) -> None:
         self.drop = self.duplicate = self.jitter = self.long_delay = 0.0
@@ -103,6 +104,8 @@ class Network:
         return at
 
     def _lost(self, host: str) -> bool:
+        if self.faults.isolated and host != "ctl":
+            return True
         return host in self.faults.cut or (self.faults.drop > 0 and self.rng.random() < self.faults.drop)
 
     def to_master(self, sock: SimSocket, frames: list[bytes]) -> None:

@@ -120,6 +120,15 @@ class SlaveProcess:
         add, forget = pool.add, pool.forget
         pool.add = lambda batch: (self.received.append(batch), add(batch))[1]  # type: ignore[method-assign]
         pool.forget = lambda: (self.received.clear(), forget())[1]  # type: ignore[method-assign]
+        forget_run = s._forget_run
+
+        def rejoin(why: str) -> None:  # the real _forget_run; the world counts which run it rejoined
+            before = s.run_id
+            forget_run(why)
+            if before and s.run_id:
+                world.seen["reset, same run" if s.run_id == before else "reset, new run"] += 1
+
+        s._forget_run = rejoin  # type: ignore[method-assign]
         self.beat_sock: SimSocket | None = None
         self.main = self.sim.spawn(self._main)
         self.liveness: Any = None

@@ -21,8 +21,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from random import Random
 from typing import Any
+from unittest import mock
 
-from taskmaster import protocol
+from taskmaster import protocol, registry
 from taskmaster.config import MasterConfig, SlaveConfig
 from taskmaster.halting import FailureLimit
 from taskmaster.master import Master
@@ -40,6 +41,12 @@ LIVENESS_SECONDS = 40.0  # after the faults stop, the run ends within this (simu
 CHECK_EVERY = 0.25  # seconds between two looks at the master's settings, once the faults stopped
 # The world's faults, as often as each appears here.  Stalls come often: a
 # stalled master meets every retry of a request at once, in one burst.
+ISOLATION_SHARE = 0.1  # seeds whose master is cut off from every slave for a while
+# In this share of the seeds the master forgets a lost slave after 2 leases,
+# not registry.FORGET_AFTER_LEASES (10): a slave cut off that long then comes
+# back to a master that no longer knows it, is told RESET and rejoins the
+# same run - a path the short simulated runs would not reach otherwise.
+FORGET_SOONER_SHARE = 0.25
 FAULTS = ("cut", "cut", "stall", "stall", "stall", "kill", "kill", "crash", "pause", "pause", "rate", "stop")
 
 
@@ -76,6 +83,8 @@ class World:
         self.job_timeout = timeout if job_timeouts else None
         kind = rng.choice(KINDS_ALL if changing else KINDS_STABLE)
         self.jobs = Jobs(rng, kind, rng.randint(20, 120), rng.uniform(0, 0.15), rng.uniform(0, 0.04), self.quirks)
+        self.forget_sooner = self.quirks.random() < FORGET_SOONER_SHARE
+        self.forget_after = 2 if self.forget_sooner else registry.FORGET_AFTER_LEASES
         limit = FailureLimit(count=rng.randint(0, 4)) if rng.random() < 0.25 else None
         self.config = MasterConfig(
             address="tcp://127.0.0.1:3050",
@@ -92,6 +101,8 @@ class World:
         )
         self.slave_count = rng.randint(1, 4)
         self.job_time = (rng.uniform(0.001, 0.01), rng.uniform(0.01, 0.08))
+        if self.forget_sooner:  # a run that lasts past a slave's being forgotten, and its return
+            self.job_time = (10 * self.job_time[0], 10 * self.job_time[1])
         self.faults_end = rng.uniform(1.0, 12.0)
         self.slaves: list[SlaveProcess] = []
         self.named = 0
@@ -105,6 +116,7 @@ class World:
         self.controls = 0
         self.healed_at = -1.0
         self.seen: Counter[str] = Counter()
+        self.deadline = 0.0
 
     # ----------------------------------------------------------------- trace
 
@@ -121,9 +133,7 @@ class World:
     def note(self, frames: list[bytes]) -> None:
         """Count the paths a run goes through that the simulation must exercise."""
         kind = frames[0]
-        if kind == protocol.RESET:
-            self.seen["reset, same run" if b"token" in frames[1] else "reset, new run"] += 1
-        elif kind == protocol.RECALL:
+        if kind == protocol.RECALL:
             self.seen["recall"] += 1
         elif kind == protocol.GIVEBACK and b'"cuts":[]' not in frames[1]:
             self.seen["jobs given back"] += 1
@@ -251,6 +261,34 @@ class World:
             what = rng.choice(FAULTS)
             self.sim.at(at, self.fault, what)
         self.sim.at(self.faults_end, self.calm)
+        # The master's host cut off from every slave past their leases: all are
+        # lost, and come back (or are replaced) when the link is.  Drawn from
+        # `quirks`, like everything added after the first seeds were recorded.
+        if self.forget_sooner:
+            self.sim.at(self.quirks.uniform(0.0, self.faults_end), self.cut_a_patient_slave)
+        if self.quirks.random() < ISOLATION_SHARE:
+            at = self.quirks.uniform(0.0, self.faults_end)
+            self.sim.at(at, self.isolate_master, self.quirks.uniform(1.5, 4.0) * self.config.lease_timeout)
+
+    def cut_a_patient_slave(self) -> None:
+        """Cut off a slave that waits for its master for ever, long enough to be forgotten (forget_after)."""
+        patient = [p for p in self.slaves if p.slave.config.wait_for_master == 0]
+        if patient:
+            host = patient[self.quirks.randrange(len(patient))].host
+            self.trace(f"cut {host} (patient)")
+            self.net.faults.cut.add(host)
+            seconds = self.quirks.uniform(2.5, 4.0) * self.config.lease_timeout
+            self.sim.at(self.sim.now + seconds, self.heal, host)
+
+    def isolate_master(self, seconds: float) -> None:
+        self.trace(f"master cut off for {seconds:.1f}s")
+        self.net.faults.isolated = True
+        self.sim.at(self.sim.now + seconds, self.reconnect_master)
+        self.deadline = max(self.deadline, self.sim.now + seconds + LIVENESS_SECONDS)
+
+    def reconnect_master(self) -> None:
+        self.trace("master reachable again")
+        self.net.faults.isolated = False
 
     def fault(self, what: str) -> None:
         rng = self.rng
@@ -302,18 +340,19 @@ class World:
             self.start_slave()
         self.schedule_faults()
         self.sim.at(0.0, self.look)
-        deadline = self.faults_end + LIVENESS_SECONDS
+        # Jobs ten times as slow (forget_sooner) take up to ten times as long to finish.
+        self.deadline = self.faults_end + LIVENESS_SECONDS * (10 if self.forget_sooner else 1)
         sim = self.sim
         while not self.finished:
             if not sim.step():
                 raise invariants.Violation("run-ends", "nothing left to happen, and the run is not over")
-            if sim.now > deadline:
+            if sim.now > self.deadline:
                 m = self.host.m
                 phase = m.phase.value if m is not None else "down"
                 held = {r.id: sorted(r.batches) for r in m.registry.slaves.values() if r.batches} if m else {}
                 raise invariants.Violation(
                     "run-ends",
-                    f"the run did not end within {LIVENESS_SECONDS:g}s after the faults stopped "
+                    f"the run did not end by {self.deadline:.1f}s (the faults stopped at {self.faults_end:.1f}s) "
                     f"(master {phase}; batches held: {held})",
                 )
         invariants.at_the_end(self, self.config.state_path, self.config.failures_path)
@@ -343,7 +382,11 @@ def simulate(
         logging.disable(logging.CRITICAL)
         error: invariants.Violation | None = None
         try:
-            with simulated(world.sim, world.host.run_filler), _seeded_ids(ids):
+            with (
+                simulated(world.sim, world.host.run_filler),
+                _seeded_ids(ids),
+                mock.patch.object(registry, "FORGET_AFTER_LEASES", world.forget_after),
+            ):
                 try:
                     world.run()
                 except invariants.Violation as exc:
