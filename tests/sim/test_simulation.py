@@ -1,53 +1,54 @@
 """The simulation in CI: a thousand seeds, replay, coverage of the paths, and every regression seed.
 
 Calibration: how many seeds, from seed 0, the simulation needed to find
-each defect (with the world as of the commit that wrote this; a change to
-how the world draws its scenarios moves every seed):
+each defect, with the world and the fixes as of the commit that wrote this
+(a change to the world, or to what the code does, moves every seed; the
+calibration is redone by putting each fix back):
 
 1. One REQUEST answered twice (a Lazy Pirate retry answered while the first
-   copy stayed parked; dispatch/master before ee38d25): found at seed 800,
-   the 801st, with --no-size-check (with the size check on, every seed stops
-   at that first), and at no other seed of the first 1,200.  It takes a
-   master that stalls while a request of a dry slave is parked, and
-   something that makes jobs available in the burst that follows (a resume,
-   a give-back) before that slave's retries.  Earlier versions of the world
-   were blinder: with stalls one fault in ten and a master that ticked after
-   every message (not after each burst, as serving.serve does), 5,000 seeds
-   did not find it.
+   copy stayed parked; fixed in ee38d25): found at seed 800, the 801st, with
+   --no-size-check --no-job-timeouts (with the size check on, every seed
+   stops at that first).  It takes a master that stalls while a request of
+   a dry slave is parked, and something that makes jobs available in the
+   burst that follows (a resume, a give-back) before that slave's retries.
+   Earlier versions of the world were blinder: with stalls one fault in ten
+   and a master that ticked after every message (not after each burst, as
+   serving.serve does), 5,000 seeds did not find it.
 2. --size exceeded (the window stretches WINDOW_STRETCH x for small jobs):
    found at seed 0, the first: its first batches already go past.
 3. A resume that skips by position, with a get_jobs whose finished jobs
-   vanish: found at seed 8 with --iterators all --no-size-check (the 9th
-   seed, the 4th to draw that iterator; 28 of the first 100 seeds drawing it
-   fail).  A get_jobs with new jobs inserted fails the same way from seed 0
-   (10 of 95), a reordered one from seed 76 (20 of 96); the stable range
-   never fails (0 of 109).
+   vanish: found at seed 8 with --iterators all --no-size-check
+   --no-job-timeouts (the 9th seed, the 4th to draw that iterator; 35 of
+   the first 100 seeds drawing it fail).  A get_jobs with new jobs inserted
+   fails the same way from seed 0 (16 of 95), a reordered one from seed 23
+   (the 5th to draw it; 21 of 96); the stable range never fails (0 of 109).
 4. The slave-side defects.  A handler that swallows JobTimeout with
    ``except Exception``: found at seed 7 (--no-size-check), the 8th seed,
-   the 2nd with a --job-timeout; 46 of the first 300 seeds fail (of the
-   about 75 with one): the state file counts as finished a job whose
-   handler never finished.  Modelled, not run: the real
-   ``WorkerPool._run_with_timeout`` runs around the handler, but
-   gevent.Timeout's raise at the handler's next yield is the simulated
-   handler raising the pool's own JobTimeout itself when its simulated
-   duration passed the timeout (the watchdog's signal, for a handler that
-   never yields, is not simulated).  ``pool.forget()`` leaving
-   ``batch.dirty`` set runs for real on every RESET, but only costs jobs
-   run twice, which no invariant forbids: not found.
+   the 2nd with a --job-timeout; 52 of the first 300 seeds fail (74 have
+   one): the state file counts as finished a job whose handler never
+   finished.  Modelled, not run: the real ``WorkerPool._run_with_timeout``
+   runs around the handler, but gevent.Timeout's raise at the handler's
+   next yield is the simulated handler raising the pool's own JobTimeout
+   itself when its simulated duration passed the timeout (the watchdog's
+   signal, for a handler that never yields, is not simulated).
+   ``pool.forget()`` leaving ``batch.dirty`` set runs for real on every
+   RESET, but only costs jobs run twice, which no invariant forbids: not
+   found.
 
-Found besides: a pause answered "settled" while a slave still held a batch
-not started (a GIVEBACK computed before that batch arrived overtook the
-slave's newer REQUEST, and its stale queue won): seeds 673, 973, 1288 and
-3644 of the first 4,000 (--no-size-check); fixed in 1b44df5, with
-tests/unit/test_pause_stale_give_back.py.  Then a HELLO arriving late from
-a connection the slave had given up, taken for a new incarnation (new
-token, jobs taken back, the slave counted settled while still holding
-them): seed 18770, the only failure in 20,000 seeds (--no-size-check, no
---job-timeout); fixed in 754d0a3, with tests/unit/test_stale_hello.py.
-And a slave counted settled for a pause while it held, not started, a
-batch the master had forgotten because its jobs were resolved elsewhere
-(handed out twice): seed 47737, the only failure in seeds 40,000-60,000;
-fixed in b9fdcfa, with tests/unit/test_pause_resolved_elsewhere.py.
+Found besides, and fixed here (each with a unit test that failed before):
+
+* a pause answered "settled" while a slave still held a batch not started:
+  a GIVEBACK computed before that batch arrived overtook the slave's newer
+  REQUEST, and its stale queue won (1b44df5; seeds 673, 733, 973 of the
+  first 3,000 with the fix put back; tests/unit/test_pause_stale_give_back.py);
+* a HELLO arriving late from a connection the slave had given up, taken for
+  a new incarnation - new token, jobs taken back, the slave counted settled
+  while still holding them (754d0a3; seed 18770 of 20,000 when found,
+  tests/unit/test_stale_hello.py);
+* a slave counted settled for a pause while it held, not started, a batch
+  the master had forgotten because its jobs were resolved elsewhere (handed
+  out twice) (b9fdcfa; seed 47737, the only failure in seeds 40,000-60,000;
+  tests/unit/test_pause_resolved_elsewhere.py).
 """
 
 from __future__ import annotations
