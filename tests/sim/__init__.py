@@ -49,6 +49,10 @@ What is modelled instead, and why:
   (each look is an event; the simulated jobs take milliseconds).
 * tm-ctl is a message on the simulated network; a supervisor starts a new
   slave process (a new slave id) when one exits or is killed.
+* In a quarter of the seeds the master forgets a lost slave after 2 leases,
+  not ``registry.FORGET_AFTER_LEASES`` (10), and jobs take ten times as
+  long: a slave cut off that long then comes back, within a short run, to a
+  master that no longer knows it - RESET in the same run, and a rejoin.
 
 ``--job-timeout``: the real ``WorkerPool._run_with_timeout`` runs around
 each handler, with gevent.Timeout replaced by ``scheduler.SimTimeout``: a
