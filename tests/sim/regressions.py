@@ -31,6 +31,6 @@ REGRESSIONS: list[Regression] = [
     Regression(7, "a handler that catches every Exception swallows --job-timeout's: counted finished", open=True),
     Regression(673, "a pause answered settled on a GIVEBACK older than the last REQUEST"),
     Regression(973, "a pause answered settled on a GIVEBACK older than the last REQUEST"),
-    Regression(18770, "a HELLO late from a given-up connection made a new incarnation", job_timeouts=False),
+    Regression(27641, "a HELLO late from a given-up connection made a new incarnation", job_timeouts=False),
     Regression(47737, "a pause settled while a slave held a batch resolved elsewhere", job_timeouts=False),
 ]

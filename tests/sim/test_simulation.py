@@ -43,7 +43,8 @@ Found besides, and fixed here (each with a unit test that failed before):
   first 3,000 with the fix put back; tests/unit/test_pause_stale_give_back.py);
 * a HELLO arriving late from a connection the slave had given up, taken for
   a new incarnation - new token, jobs taken back, the slave counted settled
-  while still holding them (754d0a3; seed 18770 of 20,000 when found,
+  while still holding them (754d0a3; found at seed 18770; with the fix put
+  back in today's world, seeds 27641 and 36408 are the first two of 40,000;
   tests/unit/test_stale_hello.py);
 * a slave counted settled for a pause while it held, not started, a batch
   the master had forgotten because its jobs were resolved elsewhere (handed
