@@ -1,6 +1,6 @@
 """A pause is not answered "settled" on a GIVEBACK older than the slave's last REQUEST.
 
-Found by the simulation (tests/sim; seeds 673 and 1288 in
+Found by the simulation (tests/sim; seeds 673 and 973 in
 tests/sim/regressions.py).  The master answered a REQUEST with batch B;
 tm-ctl paused; the slave's liveness thread gave back everything it held
 not started - before B reached it - and its GIVEBACK, on the liveness

@@ -1,7 +1,7 @@
 """A HELLO that arrives late from a connection the slave already gave up starts no new incarnation.
 
-Found by the simulation (tests/sim, seed 18770 with --no-size-check
---no-job-timeouts, in tests/sim/regressions.py).  A slave's HELLO got no
+Found by the simulation (tests/sim, seed 18770 with --no-size-check; seed
+27641 with --no-size-check --no-job-timeouts in tests/sim/regressions.py).  A slave's HELLO got no
 answer in time; the Lazy Pirate client sent it again on its next connection,
 was welcomed, and went to work.  Then the first copy arrived: the master
 took it for a new incarnation of that slave - a new token, its batches taken
