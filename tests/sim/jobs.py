@@ -21,6 +21,7 @@ from random import Random
 from typing import Any
 
 KINDS_STABLE = ("range",)
+BLOCK = 80  # the reordered iterator's sort key: ids are 10, 20, ..., so a block holds 8
 KINDS_ALL = ("range", "vanishing", "reordered", "inserted")
 
 
@@ -51,15 +52,25 @@ class Jobs:
         low = -1 if last is None else int(last)
         if self.kind == "inserted" and self.opened > 1:
             self._insert(low)
-        ids = sorted(j for j in self.universe if j >= low)
-        if self.kind == "vanishing":
-            ids = [j for j in ids if j not in self.done]
-        elif self.kind == "reordered" and self.opened > 1:
-            blocks = [ids[i : i + 8] for i in range(0, len(ids), 8)]
-            for block in blocks:
-                self.rng.shuffle(block)
-            # "Yield from there on": the anchor still comes first, the rest in a new order.
-            ids = sorted((j for block in blocks for j in block), key=lambda j: j != low)
+        if self.kind == "reordered":
+            # ORDER BY a coarse key (a block of 8 ids), ties in any order: "from
+            # the anchor on" is from the anchor's block on, whatever order the
+            # last run's ties came in.  (Filtering on the id itself, as a sorted
+            # iterator may, would drop the anchor's block-mates that came after
+            # it last time: a get_jobs that breaks the contract, not a resume.)
+            ids = sorted(j for j in self.universe if j // BLOCK >= low // BLOCK)
+            if self.opened > 1:
+                blocks: dict[int, list[int]] = {}
+                for j in ids:
+                    blocks.setdefault(j // BLOCK, []).append(j)
+                ids = []
+                for key in sorted(blocks):
+                    self.rng.shuffle(blocks[key])
+                    ids.extend(blocks[key])
+        else:
+            ids = sorted(j for j in self.universe if j >= low)
+            if self.kind == "vanishing":
+                ids = [j for j in ids if j not in self.done]
         return self._cursor(ids)
 
     def _cursor(self, ids: list[int]) -> Iterator[int]:

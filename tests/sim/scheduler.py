@@ -138,6 +138,9 @@ class SimGevent:
     def Timeout(self, seconds: float, exception: BaseException) -> SimTimeout:  # noqa: N802 - gevent's name
         return SimTimeout(self.sim, seconds, exception)
 
+    def get_hub(self) -> SimHub:
+        return SimHub(self.sim)
+
     def sleep(self, seconds: float = 0) -> None:
         if greenlet.getcurrent() is self.sim.main:
             # The master's loop yields so the filler can use new room (Master.tick):
@@ -164,6 +167,32 @@ class SimTimeout:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self.sim.timeout = None
+
+
+class SimHub:
+    """The hub's loop, as WorkerPool._run_with_timeout uses it: a timer around the handler running now."""
+
+    def __init__(self, sim: Sim) -> None:
+        self.sim = sim
+        self.loop = self
+
+    def timer(self, after: float, repeat: float = 0.0) -> SimTimer:
+        return SimTimer(self.sim, after)
+
+
+class SimTimer:
+    """--job-timeout's timer: while it runs, the handler learns of it from `sim.timeout` (as with SimTimeout)."""
+
+    def __init__(self, sim: Sim, seconds: float) -> None:
+        self.sim, self.seconds = sim, seconds
+
+    def start(self, callback: Callable[..., Any], *args: Any, update: bool = True) -> None:
+        from taskmaster.pool import _timed_out
+
+        self.sim.timeout = SimTimeout(self.sim, self.seconds, _timed_out(self.seconds))
+
+    def close(self) -> None:
         self.sim.timeout = None
 
 

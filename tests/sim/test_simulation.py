@@ -63,13 +63,12 @@ from .world import simulate
 
 SEEDS = 1000
 # Iterators whose jobs vanish, reorder or appear between a crash and the
-# resume: they lose jobs until the resume skips jobs by their identity, not
-# their position.  Flip to True once that is merged.
-CHANGING_ITERATORS = False
+# resume: they lost jobs while the resume skipped by position; it skips by
+# fingerprint now (taskmaster.identity), so every seed has them.
+CHANGING_ITERATORS = True
 # Seeds with --job-timeout (one in four), some of whose handlers catch every
-# Exception: they count jobs finished that never were until JobTimeout
-# stops being an Exception those handlers can swallow.  Leave True once that
-# is merged; False meanwhile would leave the --job-timeout paths unchecked.
+# Exception: they counted jobs finished that never were while JobTimeout was
+# an Exception those handlers could swallow.
 JOB_TIMEOUTS = True
 
 
