@@ -22,7 +22,7 @@ Every system runs with its defaults: ``multiprocessing.Pool(P).imap_unordered``
 with chunksize 1, ``ProcessPoolExecutor(P).map``, ``tm-run SCRIPT P`` (plus
 ``--no-monkey-patch`` for sleep-20ms, the one flag the workload needs).
 Taskmaster's rows also show each slave's busy time, from the slaves' last
-log line (``... N jobs finished, F failed, busy B s of T s``).
+log line (``... N jobs finished, F attempts failed, busy B s of T s``).
 
 This module holds what these rows need beyond ``run.py``'s machinery (which
 measures them like any other row): the job specifications, their sizes, the
@@ -97,7 +97,7 @@ class JobSpec:
 
 # ----------------------------------------------------------- the slave logs
 
-SLAVE_LINE = re.compile(r"\bslave (\S+): (\d+) jobs finished, (\d+) failed(?:, busy ([\d.]+) ?s of ([\d.]+) ?s)?"
+SLAVE_LINE = re.compile(r"\bslave (\S+): (\d+) jobs finished, (\d+) (?:attempts )?failed(?:, busy ([\d.]+) ?s of ([\d.]+) ?s)?"
                         r"(?:, cpu ([\d.]+) ?s)?\s*$",
                         re.MULTILINE)
 

@@ -2,7 +2,8 @@
 
 The same function backs ``tm-run``: a master and N slave processes on this
 host, talking over a private ipc:// socket in a fresh directory only the user
-can read (mode 0700), removed at the end.
+can read (mode 0700), removed at the end, with a secret of the run's own
+kept there.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskmaster import fileio, forked
+from taskmaster import fileio, forked, secretfile
 from taskmaster import options as opts
 from taskmaster import target as targets
 from taskmaster.errors import UsageError
@@ -237,6 +238,13 @@ def launch(
     private_dir = tempfile.mkdtemp(prefix="taskmaster-")  # mode 0700: ours alone
     if address is None:
         address = f"ipc://{os.path.join(private_dir, 'master.sock')}"
+        if not options.get("secret_file") and not options.get("insecure"):
+            # A secret of this run's own, in the private directory: nothing
+            # outside this run (not even the user's other commands) can join.
+            # With an --address given, the user's default secret is used
+            # instead, so that their tm-status and tm-ctl can reach the master.
+            options = {**options, "secret_file": os.path.join(private_dir, "secret")}
+            secretfile.new_secret_file(options["secret_file"])
     result_file = os.path.join(private_dir, "result.json")
     master_args = [get_jobs, *kwargs_argv, "--address", address]
     master_args += opts.flags({**options, "result_file": None}, MASTER_FLAGS) + ["--result-file", result_file]

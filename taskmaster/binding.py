@@ -55,6 +55,23 @@ class TokenBinding:
         slave.newest_conn = number
         return False
 
+    def stale_hello(self, known: SlaveRecord, conn: bytes, identity: bytes) -> bool:
+        """Is this HELLO a late copy from a connection older than the newest the slave (`known`) used?
+
+        As with a late request (``stale_request``): the Lazy Pirate client said
+        hello again on a newer connection and was welcomed there.  Taken for a
+        new incarnation, the old copy would change the slave's token and take
+        back the jobs it works on, which a pause would then count as settled.
+        """
+        if known.conn != conn:
+            return False
+        number = self.connection_number(known, identity)
+        return number is not None and number < known.newest_conn
+
+    def opened(self, slave: SlaveRecord, identity: bytes, newest: int) -> None:
+        """`slave` said hello on `identity`: its newest connection, unless it used a newer one (`newest`)."""
+        slave.newest_conn = max(newest, self.connection_number(slave, identity) or 0)
+
     def foreign(self, slave: SlaveRecord, identity: bytes, bound: bytes | None) -> bool:
         """Does a message with `slave`'s token come from a connection other than the one it is bound to?"""
         if identity == bound:

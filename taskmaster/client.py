@@ -17,6 +17,8 @@ import zmq
 from taskmaster import security
 from taskmaster.security import CurveKeys
 
+REFUSALS_BELIEVED = 3  # failed handshakes in a row that mean the master refuses us (libzmq retries every 100 ms)
+
 
 class NoAnswer(Exception):
     """No usable answer within the timeout; `refused` when the master refused the handshake."""
@@ -50,26 +52,36 @@ def ask(address: str, frames: list[bytes], kind: bytes, timeout_ms: int, keys: C
         poller.register(sock, zmq.POLLIN)
         poller.register(monitor, zmq.POLLIN)
         deadline = time.monotonic() + timeout_ms / 1000
+        failures = 0
         while True:
             left = deadline - time.monotonic()
+            if left <= 0 and failures:
+                raise _refused(address, keys)
             if left <= 0:
                 raise NoAnswer(f"no master answered at {address} within {timeout_ms} ms")
             ready = dict(poller.poll(max(1, int(left * 1000))))
             if sock in ready:
                 return _decode(sock.recv_multipart(), kind, address)
             if monitor in ready and security.monitor_event(monitor) & security.HANDSHAKE_FAILED:
+                failures += 1
+            if failures >= REFUSALS_BELIEVED:
                 # Keys that do not match fail the same way every time: no point waiting on.
-                raise NoAnswer(
-                    f"the master at {address} refused this connection: secrets differ (use the run's "
-                    "--secret-file, or none if the master has none)",
-                    refused=True,
-                )
+                # (Once is not enough: a master short of connections drops some mid-handshake;
+                # and libzmq may not try again after a refusal: then the deadline decides.)
+                raise _refused(address, keys)
     finally:
         if monitor is not None:
             sock.disable_monitor()
             monitor.close(0)
         sock.close(0)
         context.term()
+
+
+def _refused(address: str, keys: CurveKeys | None) -> NoAnswer:
+    return NoAnswer(
+        f"the master at {address} refused this connection: secrets differ ({security.mismatch_hint(keys)})",
+        refused=True,
+    )
 
 
 def _decode(frames: list[bytes], kind: bytes, address: str) -> dict:

@@ -140,12 +140,19 @@ class Controls:
         registry = self.master.registry
         if registry.unstarted(slave):
             return False
+        # A batch the master forgot because its jobs were all resolved elsewhere
+        # (handed out twice: a lease ran out) still starts on the slave holding
+        # it, unless that slave gives it back: it counts until the slave says so.
+        if any(end > start and batch_id not in slave.batches for batch_id, start, end in slave.queue):
+            return False
         if slave.last_batch is None:
             return True  # its last request was answered without jobs: nothing on the way
         # The last answer carried jobs, and no request since says the slave
         # read it: they may be on their way still, unless it cut that batch.
         batch = slave.batches.get(slave.last_batch)
-        return batch is None or batch.expired or batch.keep < batch.size
+        if batch is None:
+            return False  # forgotten, resolved elsewhere: it may still start there, until a request says not
+        return batch.expired or batch.keep < batch.size
 
     def recall_again(self, now: float) -> None:
         """While paused or halted: ask again each slave last known to hold jobs it has not started.

@@ -50,6 +50,9 @@ class Dispatcher:
         """
         m = self.master
         running = m.shutdown.running
+        # This request supersedes any earlier one of the slave still parked (the
+        # same request, retried on a new connection): answered once, here.
+        self.parked.pop(slave.id, None)
         if m.phase is Phase.CLOSING or want == 0:
             self.answer_idle(slave)
         elif not running and reported_failures:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import socket as stdlib_socket
+import time
 from typing import Any, Protocol
 
 import zmq.green as zmq
 
-from taskmaster import protocol, security
+from taskmaster import admission, protocol, security
 from taskmaster.errors import UsageError
 from taskmaster.security import CurveKeys
 
@@ -23,6 +24,7 @@ RECEIVE_BURST = 512  # messages taken per poll before the loop does anything els
 # Send errors that only mean this one reply is lost: the peer is gone
 # (EHOSTUNREACH, under ROUTER_MANDATORY) or its queue is full (EAGAIN).
 PEER_ERRORS = frozenset({zmq.EAGAIN, zmq.EHOSTUNREACH})
+CONNECTION_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
 
 
 def _ipc_in_use(path: str) -> bool:
@@ -68,12 +70,16 @@ class MasterEndpoint:
         self.zap: Any = None
         self.monitor: Any = None
         self.poller = zmq.Poller()
+        self.admission: admission.Admission | None = None
 
     def bind(self) -> None:
         """Listen on the address; UsageError (one line) if that is impossible."""
+        fd_limit = admission.raise_fd_limit()
         context = zmq.Context.instance()
         sock = context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
+        # A connection that says nothing is dropped after this, not after libzmq's 30 s.
+        sock.setsockopt(zmq.HANDSHAKE_IVL, admission.HANDSHAKE_MS)
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_INBOUND_BYTES + 4096)
         # A slave names its connections and keeps the names when it reconnects
         # (its token is honoured on those only): the new connection takes over
@@ -89,14 +95,15 @@ class MasterEndpoint:
             self.zap.bind(security.ZAP_ENDPOINT)
             self.poller.register(self.zap, zmq.POLLIN)
             self.keys.secure_server(sock)
-            # Only what a wrong or missing secret causes: a peer that merely
-            # hangs up mid-handshake (a port probe) is no refusal.
-            self.monitor = sock.get_monitor_socket(security.REFUSED)
-            self.poller.register(self.monitor, zmq.POLLIN)
+        # Refusals: only what a wrong or missing secret causes (a peer that merely
+        # hangs up mid-handshake, a port probe, is no refusal); and every
+        # connection's coming and going, for the admission's books.
+        self.monitor = sock.get_monitor_socket(security.REFUSED | CONNECTION_EVENTS)
+        self.poller.register(self.monitor, zmq.POLLIN)
         try:
             if self.address.startswith("ipc://") and _ipc_in_use(self.address[len("ipc://") :]):
                 raise zmq.ZMQError(zmq.EADDRINUSE)
-            sock.bind(self.address)
+            self._listen(self.address)
         except zmq.ZMQError as exc:
             self.close()
             if exc.errno == zmq.EADDRINUSE:
@@ -106,8 +113,32 @@ class MasterEndpoint:
                 ) from None
             raise UsageError(f"cannot listen on {self.address}: {exc}; pass --address tcp://HOST:PORT") from None
         self.poller.register(sock, zmq.POLLIN)
+        self.admission = admission.Admission(fd_limit, admission.open_fds())
         if self.keys is None and not security.is_loopback(self.address):
             log.warning("%s", security.exposure_warning(self.address))
+        elif self.keys is not None and self.keys.origin == security.DEFAULT and not security.is_loopback(self.address):
+            log.info(
+                "using this user's default secret of this host: slaves on other hosts need --secret-file "
+                "(the same file passed to every command)"
+            )
+
+    def _listen(self, address: str) -> None:
+        """Bind the socket; an ipc:// socket file is created 0600.
+
+        The umask is set around bind, in this thread, where libzmq creates the
+        file: it never exists with a wider mode, so no other user can connect
+        in between (a chmod after bind alone would leave that moment open).
+        """
+        path = address[len("ipc://") :] if address.startswith("ipc://") and not address.startswith("ipc://@") else None
+        if path is None:
+            self.socket.bind(address)
+            return
+        old = os.umask(0o077)
+        try:
+            self.socket.bind(address)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)  # no execute bit either: a socket needs only read and write
 
     def close(self) -> None:
         if self.socket is None:
@@ -126,7 +157,7 @@ class MasterEndpoint:
         if self.zap is not None and self.zap in ready:
             self._authenticate()
         if self.monitor is not None and self.monitor in ready:
-            self._note_refusals()
+            self._read_monitor()
         messages: list[list[bytes]] = []
         if self.socket in ready:
             for _ in range(RECEIVE_BURST):
@@ -157,16 +188,30 @@ class MasterEndpoint:
             status = [b"200", b"OK"] if ok else [b"400", b"secrets differ"]
             self.zap.send_multipart([version, request_id, *status, b"", b""])
 
-    def _note_refusals(self) -> None:
+    def _read_monitor(self) -> None:
+        """Count refusals, keep the admission's books, then let it act on them."""
+        books = self.admission
+        assert books is not None  # the monitor exists once bound
+        now = time.monotonic()
         while True:
             try:
-                security.monitor_event(self.monitor, zmq.NOBLOCK)
+                event, value = security.monitor_event_value(self.monitor, zmq.NOBLOCK)
             except zmq.Again:
-                return
-            self.refusals += 1
-            if self.refusals in (1, 100) or self.refusals % 10000 == 0:
-                log.warning(
-                    "refused a connection (%d so far): the peer's secret differs or it has none; "
-                    "slaves need the same --secret-file as the master",
-                    self.refusals,
-                )
+                break
+            if event == zmq.EVENT_ACCEPTED:
+                books.accepted(value, now)
+            elif event & (zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED):
+                books.closed(value)
+            elif event & security.REFUSED:
+                self._note_refusal()
+        books.check(now)
+
+    def _note_refusal(self) -> None:
+        self.refusals += 1
+        if self.refusals in (1, 100) or self.refusals % 10000 == 0:
+            log.warning(
+                "refused a connection (%d so far): the peer's secret differs or it has none; every "
+                "command needs the master's secret (the same --secret-file; the default secret is per user "
+                "and host, so a slave on another host needs --secret-file)",
+                self.refusals,
+            )

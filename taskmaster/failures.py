@@ -157,8 +157,10 @@ class FailureLog:
                 ) from None
             entries.append(entry)
         # A job can be recorded twice when the master died between recording
-        # it and the next checkpoint; the latest record of a position wins.
-        latest = {entry["position"]: entry for entry in entries}
+        # it and the next checkpoint; the latest record of that job wins.  A
+        # job is known by its pickle, not its position: a resumed get_jobs may
+        # yield another sequence, so one position can name two jobs.
+        latest = {entry["job"]: entry for entry in entries}
         return sorted(latest.values(), key=lambda entry: entry["position"])
 
     def rewrite(self, entries: list[dict]) -> None:

@@ -43,9 +43,12 @@ class Waiter(Protocol):
 
 
 class LazyPirateClient:
-    def __init__(self, address: str, secure: Any, patience: Patience, routing_prefix: str = "") -> None:
+    def __init__(
+        self, address: str, secure: Any, patience: Patience, routing_prefix: str = "", hint: str = ""
+    ) -> None:
         self.address = address
         self.secure = secure  # applies CURVE to a socket, if there is a secret
+        self.hint = hint or security.mismatch_hint(None)  # what to do when the master refuses us
         self.patience = patience  # how long to keep trying: --timeout, --retries, --wait-for-master
         self.routing_prefix = routing_prefix  # our connections are named prefix.1, prefix.2... (the HELLO says so)
         self.connections = 0
@@ -98,10 +101,7 @@ class LazyPirateClient:
     def unreachable(self, what: str) -> str:
         """Why the master did not answer, as the user should hear it (`what` unless it refused us)."""
         if self.handshake_failures:
-            return (
-                f"the master refused this slave: secrets differ (the master at {self.address} and this "
-                "slave must use the same --secret-file, or neither)"
-            )
+            return f"the master refused this slave: secrets differ (the master at {self.address}: {self.hint})"
         return what
 
     def ask(self, frames: list[bytes], waiter: Waiter) -> list[bytes] | None:

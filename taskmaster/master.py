@@ -37,7 +37,7 @@ from taskmaster.opening import open_run
 from taskmaster.outcome import EndDetail, EndReason, Outcome, Tally
 from taskmaster.outcome import build as build_outcome
 from taskmaster.progress import Progress
-from taskmaster.registry import SlaveRegistry
+from taskmaster.registry import SlaveRegistry, queue_after_give_back
 from taskmaster.security import CurveKeys
 from taskmaster.serving import TICK_SECONDS
 from taskmaster.shutdown import Phase, Shutdown
@@ -241,7 +241,7 @@ class Master:
                 self.registry.seen(slave, now)
                 if isinstance(msg, protocol.GiveBack):
                     reports.take_back(self, slave, msg.cuts)
-                    self.registry.note_queue(slave, msg.queue)
+                    self.registry.note_queue(slave, queue_after_give_back(slave.queue, msg.queue, msg.cuts))
                     if self.paused or self.halted:
                         self.control.on_news(slave, now)
                     elif self.dispatcher.parked:
@@ -262,12 +262,18 @@ class Master:
         if self.phase is Phase.CLOSING:
             self.endpoint.send(identity, protocol.quit_(self.shutdown.quit_reason()))
             return
+        known = self.registry.get(msg.slave)
+        if known is not None and self.binding.stale_hello(known, msg.conn.encode(), identity):
+            return  # a late copy from a connection the slave gave up: it was welcomed on a newer one
         slave = self.registry.join(msg.slave, msg.host, msg.pid, msg.concurrency, msg.timeout_ms, identity, now)
         if slave is None:
             self.bad(identity, "too many slaves")
             return
+        # A new incarnation asks afresh: the old one's parked request gets no answer.
+        self.dispatcher.forget(slave.id)
         slave.beat_identity = msg.beat.encode() if msg.beat else None  # its liveness thread: where recalls go
         slave.conn = msg.conn.encode()
+        self.binding.opened(slave, identity, known.newest_conn if known is not None else 0)
         lease = self.config.lease_timeout
         self.endpoint.send(identity, protocol.welcome(self.run_id, slave.token, lease, lease / 3))
 

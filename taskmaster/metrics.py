@@ -43,7 +43,14 @@ SLAVE_STATES = ("working", "lost", "gone")
 RUN_STATES = ("running", "paused", "draining", "finished")  # as tm-status says: every one always exported
 METRICS_PATH = "/metrics"
 DEFAULT_HOST = "127.0.0.1"
-MAX_CONNECTIONS = 16
+MAX_CONNECTIONS = 64  # served at once; more wait in the listen backlog (memory and descriptors stay bounded)
+READ_SECONDS = 5.0  # a client silent this long mid-request is dropped
+CONNECTION_SECONDS = 10.0  # and none keeps a slot longer, however slowly it trickles (slowloris)
+ERROR_LINES_PER_MINUTE = 10  # bad requests logged; the rest are counted in the next line
+BAD_REQUEST = (
+    b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: 12\r\n\r\nbad request\n"
+)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -133,6 +140,55 @@ class MasterCollector(Collector):
             )
 
 
+class ThrottledLog:
+    """pywsgi's error log: a few lines a minute at most, so a flood of bad requests cannot flood the log."""
+
+    def __init__(self, per_minute: int = ERROR_LINES_PER_MINUTE) -> None:
+        self.per_minute = per_minute
+        self.window_start = -60.0
+        self.written = 0
+        self.suppressed = 0
+
+    def write(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self.window_start >= 60:
+            if self.suppressed:
+                log.warning("metrics: %d more bad requests in the last minute, not logged", self.suppressed)
+            self.window_start, self.written, self.suppressed = now, 0, 0
+        if self.written >= self.per_minute:
+            self.suppressed += 1
+            return
+        self.written += 1
+        log.warning("metrics: %s", message.strip()[:300])
+
+
+def _handler_class() -> type:
+    """pywsgi's handler, bounded in time, with bad requests as one short line (never a traceback)."""
+    import gevent
+    from gevent.pywsgi import WSGIHandler
+
+    class Handler(WSGIHandler):
+        def handle(self) -> None:
+            self.socket.settimeout(READ_SECONDS)
+            with gevent.Timeout(CONNECTION_SECONDS, False):
+                super().handle()
+
+        def log_error(self, msg: str, *args: Any) -> None:
+            # pywsgi's puts the socket's repr in front: noise in the master's log.
+            try:
+                message = msg % args if args else msg
+            except (TypeError, ValueError):
+                message = f"{msg!r} {args!r}"
+            self.server.error_log.write(message)
+
+        def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes]:
+            # pywsgi prints a traceback for some (a request with too many headers).
+            self.log_error("bad request from %s: %s", self.client_address, str(ex)[:200] or type(ex).__name__)
+            return ("400", BAD_REQUEST)
+
+    return Handler
+
+
 class MetricsServer:
     """``/metrics`` over HTTP on the master's gevent hub."""
 
@@ -163,8 +219,16 @@ class MetricsServer:
         self._metrics = make_wsgi_app(self.registry)
         # log=None: no access log line per scrape on the master's stderr.  spawn: at
         # most that many connections served at once, so that a flood of them cannot
-        # grow the master's memory (more wait in the listen backlog).
-        server = WSGIServer((self.host, self.port), self._app, log=None, error_log=log, spawn=MAX_CONNECTIONS)
+        # grow the master's memory (more wait in the listen backlog); each is bounded
+        # in time (the handler), so idle or trickling clients cannot hold them all.
+        server = WSGIServer(
+            (self.host, self.port),
+            self._app,
+            log=None,
+            error_log=ThrottledLog(),
+            spawn=MAX_CONNECTIONS,
+            handler_class=_handler_class(),
+        )
         try:
             server.start()
         except OSError as exc:

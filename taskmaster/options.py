@@ -266,8 +266,15 @@ SHARED_OPTIONS = [
         "--secret-file",
         str,
         None,
-        "shared secret: encrypt and authenticate all traffic with CURVE (default: $TASKMASTER_SECRET_FILE)",
+        "shared secret: encrypt and authenticate all traffic with CURVE; needed by runs across hosts "
+        "(default: this user's secret on this host, ~/.config/taskmaster/secret, made on first use)",
         "PATH",
+    ),
+    Option(
+        "--insecure",
+        None,
+        False,
+        "no secret: no authentication, no encryption (any local user can take jobs and control the run)",
     ),
     Option(
         "--grace",

@@ -209,6 +209,7 @@ class WorkerPool:
         with self.claim_lock:  # the liveness thread may be going through the queue
             recalled = batch.id <= self.recalled_upto
             if recalled:
+                batch.end = 0  # none of it is ours to run: whoever holds the batch sees so
                 self.cuts.append((batch.run, [batch.id, 0]))
             else:
                 self.todo.append(batch)

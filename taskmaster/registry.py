@@ -88,6 +88,22 @@ class SlaveRecord:
         return not (self.lost or self.gone)
 
 
+def queue_after_give_back(
+    before: list[tuple[int, int, int]], reported: list[tuple[int, int, int]], cuts: list[tuple[int, int]]
+) -> list[tuple[int, int, int]]:
+    """A slave's jobs not started, as a GIVEBACK leaves them: what it reported, and what it could not know of.
+
+    A GIVEBACK comes from the liveness thread, on its own connection: it can
+    arrive after a REQUEST the slave sent later, which listed a batch that
+    reached the slave only after it gave back.  The GIVEBACK neither cut nor
+    lists that batch; it cannot say the batch was started, so its entry stays
+    until a request says otherwise (else a pause would count the slave as
+    settled while that batch is still to start).
+    """
+    mentioned = {batch for batch, _, _ in reported} | {batch for batch, _ in cuts}
+    return list(reported) + [entry for entry in before if entry[0] not in mentioned]
+
+
 class SlaveRegistry:
     def __init__(self, ledger: Ledger, lease_timeout: float) -> None:
         self.ledger = ledger

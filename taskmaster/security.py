@@ -1,7 +1,10 @@
 """Transport security: a shared secret turned into ZeroMQ CURVE keys.
 
-Every host of a run holds the same secret file.  From it each side derives
-two Curve25519 key pairs, one for the master and one shared by the slaves:
+Every process of a run holds the same secret: the --secret-file, or without
+one the per-user default secret of this host (taskmaster.secretfile), so
+that authentication is on by default; --insecure turns it off.  From it
+each side derives two Curve25519 key pairs, one for the master and one
+shared by the slaves:
 
 * a slave needs the master's public key to complete the handshake, and only
   the holder of the master's secret key can answer it - so a slave never
@@ -20,23 +23,26 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
-import os
-import re
-import secrets
 import struct
 from typing import Any, NamedTuple
 
 import zmq
 from zmq.utils import z85
 
+from taskmaster import secretfile
 from taskmaster.errors import UsageError
-from taskmaster.fileio import PRIVATE
 
 log = logging.getLogger("taskmaster.security")
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 ZAP_DOMAIN = b"taskmaster"
-HEADER = "taskmaster-secret-v1"
+EXPLICIT = "--secret-file"
+DEFAULT = "default"
+INSECURE_WARNING = (
+    "WARNING: --insecure: no authentication and no encryption; any local user (and on a non-loopback "
+    "address anyone who can reach it) can take jobs, control the run, or play the master and run code "
+    "on the slaves"
+)
 HANDSHAKE_FAILED = (
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
 )
@@ -46,14 +52,20 @@ MONITOR_EVENT = struct.Struct("=hi")  # a monitor message's first frame: the eve
 
 
 def monitor_event(monitor: Any, flags: int = 0) -> int:
-    """The next event number on a socket monitor (zmq.Again with NOBLOCK if there is none).
+    """The next event number on a socket monitor (zmq.Again with NOBLOCK if there is none)."""
+    return monitor_event_value(monitor, flags)[0]
+
+
+def monitor_event_value(monitor: Any, flags: int = 0) -> tuple[int, int]:
+    """The next event on a socket monitor and its value (a descriptor, an error number...).
 
     Read here rather than with zmq.utils.monitor, which imports asyncio, a
     cost in every master's and slave's start-up for three lines (see
     docs/performance.rst, "Reading socket monitor events").
     """
     first, *_ = monitor.recv_multipart(flags)
-    return MONITOR_EVENT.unpack(first[: MONITOR_EVENT.size])[0]
+    event, value = MONITOR_EVENT.unpack(first[: MONITOR_EVENT.size])
+    return event, value
 
 
 class CurveKeys(NamedTuple):
@@ -61,16 +73,17 @@ class CurveKeys(NamedTuple):
     server_secret: bytes
     client_public: bytes
     client_secret: bytes
+    origin: str = EXPLICIT  # EXPLICIT or DEFAULT: which advice fits a refused handshake
 
     @classmethod
-    def from_secret(cls, secret: bytes) -> CurveKeys:
+    def from_secret(cls, secret: bytes, origin: str = EXPLICIT) -> CurveKeys:
         def pair(label: bytes) -> tuple[bytes, bytes]:
             secret_key = z85.encode(hashlib.sha256(b"taskmaster " + label + b" key\0" + secret).digest())
             return zmq.curve_public(secret_key), secret_key
 
         server_public, server_secret = pair(b"master")
         client_public, client_secret = pair(b"slave")
-        return cls(server_public, server_secret, client_public, client_secret)
+        return cls(server_public, server_secret, client_public, client_secret, origin)
 
     def secure_server(self, sock: Any) -> None:
         sock.curve_server = True
@@ -87,43 +100,49 @@ class CurveKeys(NamedTuple):
         return mechanism == b"CURVE" and credentials[:1] == [z85.decode(self.client_public)]
 
 
-def new_secret_file(path: str) -> None:
-    """Write a fresh random secret to `path`, mode 0600; never overwrite one."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE)
-    except FileExistsError:
-        raise UsageError(f"{path} already exists: remove it first, or choose another path") from None
-    except OSError as exc:
-        raise UsageError(f"cannot create {path}: {exc.strerror}") from None
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{HEADER} {secrets.token_hex(32)}\n")
+def keys_for(secret_file: str | None, insecure: bool, address: str) -> CurveKeys | None:
+    """The CURVE keys a command uses: --secret-file's, else this user's default secret; None with --insecure.
 
-
-def load_keys(path: str | None) -> CurveKeys | None:
-    """The CURVE keys for the secret file at `path`; None without one.
-
-    $TASKMASTER_SECRET_FILE is read where every TASKMASTER_<OPTION> is, when
-    the command line is parsed (taskmaster.cli.common), not here.
+    UsageError (one line) for a contradiction, an unusable secret, or an
+    abstract ipc://@ address without a secret (no file permissions guard it:
+    any local user could connect to it, or take the name first).
     """
-    if not path:
+    if insecure:
+        if secret_file:
+            raise UsageError("--insecure and --secret-file contradict each other: pass one of them")
+        if address.startswith("ipc://@"):
+            raise UsageError(
+                f"{address} is an abstract socket, which any local user can connect to or take first: "
+                "use it only with a secret (drop --insecure), or use ipc:///path/to/socket"
+            )
+        log.warning("%s", INSECURE_WARNING)
         return None
-    try:
-        with open(path) as f:
-            text = f.read()
-    except OSError as exc:
-        raise UsageError(
-            f"cannot read secret file {path}: {exc.strerror}; create one with tm-master --new-secret PATH"
-        ) from None
-    match = re.fullmatch(rf"\s*{HEADER}\s+([0-9a-f]{{64}})\s*", text)
-    if not match:
-        raise UsageError(f"{path} is not a taskmaster secret file; create one with tm-master --new-secret PATH")
-    if os.stat(path).st_mode & 0o077:
-        log.warning("secret file %s is readable by other users: chmod 600 %s", path, path)
-    return CurveKeys.from_secret(bytes.fromhex(match.group(1)))
+    if secret_file:
+        return CurveKeys.from_secret(secretfile.read_secret(secret_file), EXPLICIT)
+    secret, _path = secretfile.default_secret()
+    return CurveKeys.from_secret(secret, DEFAULT)
+
+
+def mismatch_hint(keys: CurveKeys | None) -> str:
+    """What to do when the other end refused our handshake, given the secret we used."""
+    if keys is None:
+        return "this side has no secret (--insecure) and the master has one: drop --insecure"
+    if keys.origin == DEFAULT:
+        return (
+            "this side used the default secret of this user on this host; a master on another host or of "
+            "another user needs the same --secret-file PATH on every side (create one with tm-master --new-secret "
+            "PATH); a master started with --insecure needs --insecure here too"
+        )
+    return "every side must use the same --secret-file (or --insecure, if the master has no secret)"
 
 
 def is_loopback(address: str) -> bool:
-    """True for ipc:// and tcp:// endpoints that only this host can reach."""
+    """True for ipc:// and tcp:// endpoints that only this host can reach.
+
+    Which local users can reach an ipc:// socket is up to its file's mode:
+    the master creates it 0600 (taskmaster.endpoint), and abstract ipc://@
+    names need a secret (keys_for).
+    """
     if not address.startswith("tcp://"):
         return True
     host = address[len("tcp://") :].rsplit(":", 1)[0].strip("[]")
@@ -137,7 +156,7 @@ def is_loopback(address: str) -> bool:
 
 def exposure_warning(address: str) -> str:
     return (
-        f"WARNING: {address} is reachable from other hosts and no --secret-file is set: anyone who can reach "
+        f"WARNING: {address} is reachable from other hosts and --insecure is set: anyone who can reach "
         "this port can read and take jobs. Create a secret with 'tm-master --new-secret PATH', copy it to "
-        "every slave host, and pass --secret-file PATH to every command."
+        "every slave host, and pass --secret-file PATH to every command instead."
     )

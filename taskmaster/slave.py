@@ -27,7 +27,7 @@ from typing import Any
 
 import gevent
 
-from taskmaster import protocol
+from taskmaster import protocol, security
 from taskmaster.config import SlaveConfig
 from taskmaster.heartbeat import HeartbeatThread
 from taskmaster.lazy_pirate import LazyPirateClient
@@ -91,7 +91,9 @@ class Slave:
         self.beat_id = f"beat-{uuid.uuid4().hex}"
         # The request socket: the real one, or (in-process tests) any object
         # with the same connect/close/ask/send/unprompted/unreachable.
-        self.client = client or LazyPirateClient(config.address, secure, self.patience, self.request_id)
+        self.client = client or LazyPirateClient(
+            config.address, secure, self.patience, self.request_id, security.mismatch_hint(keys)
+        )
         self.pool = WorkerPool(handle_job, config.concurrency, config.job_timeout, config.job_repr)
         self.rate = 0.0  # jobs finished per second, recently
         self.boost = 0  # grows while batches arrive too late to keep the pool busy

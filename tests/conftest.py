@@ -8,14 +8,17 @@ killing one group is not enough).
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import itertools
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable
@@ -38,6 +41,13 @@ if "taskmaster" in sys.modules and not Path(sys.modules["taskmaster"].__file__).
         f"taskmaster was imported from {sys.modules['taskmaster'].__file__} before the tests could import "
         f"the checkout at {REPO}: run python -m pytest from the checkout"
     )
+
+# Every command of a user shares a default secret in $XDG_CONFIG_HOME/taskmaster
+# (taskmaster.secretfile): the tests' processes use one of their own, never the
+# real one of whoever runs them, and leave nothing behind.
+TEST_CONFIG_HOME = tempfile.mkdtemp(prefix="taskmaster-tests-config-")
+os.environ["XDG_CONFIG_HOME"] = TEST_CONFIG_HOME
+atexit.register(shutil.rmtree, TEST_CONFIG_HOME, True)
 
 
 def tm(command: str, *args: str) -> list[str]:
@@ -119,6 +129,7 @@ class Procs:
         env: dict | None = None,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        preexec_fn: Callable[[], None] | None = None,
     ) -> subprocess.Popen:
         full_env = dict(os.environ)
         full_env["PYTHONUNBUFFERED"] = "1"
@@ -134,6 +145,7 @@ class Procs:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             text=True,
+            preexec_fn=preexec_fn,  # e.g. a lower limit on open files
         )
         self.started.append(proc)
         return proc

@@ -331,7 +331,8 @@ def oversized(rng: random.Random) -> tuple[str, list[bytes]]:
 def test_rogue_messages_do_not_hurt_the_run(procs, tmp_path, recording):
     module, record, env = recording
     gate = tmp_path / "gate"
-    env = {**env, "TM_DELAY": DELAY, "TASKMASTER_SECRET_FILE": "", "TM_GATE": str(gate), "TM_GATE_AT": str(N // 2)}
+    env = {**env, "TM_DELAY": DELAY, "TASKMASTER_SECRET_FILE": "", "TASKMASTER_INSECURE": "1"}  # a plain-text rogue
+    env.update(TM_GATE=str(gate), TM_GATE_AT=str(N // 2))
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     mlog = tmp_path / "master.log"
@@ -481,7 +482,7 @@ def test_rogue_without_the_secret_gets_no_answer_at_all(procs, tmp_path, recordi
 def test_oversized_messages(procs, tmp_path, recording):
     """Just over 4 MiB: REJECT.  Over the socket's limit: dropped unread (no reply), and the master serves on."""
     module, _, env = recording
-    env = {**env, "TASKMASTER_SECRET_FILE": ""}
+    env = {**env, "TASKMASTER_SECRET_FILE": "", "TASKMASTER_INSECURE": "1"}
     address = f"tcp://127.0.0.1:{free_port()}"
     mlog = tmp_path / "master.log"
     master = start_logged(procs, tm("master", module, "n=100", "--address", address, "--no-progress"), mlog, env)
@@ -518,7 +519,7 @@ def test_jobs_asked_for_after_a_bye_come_back_when_the_asker_falls_silent(procs,
     must run them; the run must end.
     """
     module, record, env = recording
-    env = {**env, "TASKMASTER_SECRET_FILE": ""}
+    env = {**env, "TASKMASTER_SECRET_FILE": "", "TASKMASTER_INSECURE": "1"}
     n = 1000
     address = f"tcp://127.0.0.1:{free_port()}"
     mlog, slog = tmp_path / "master.log", tmp_path / "slave.log"

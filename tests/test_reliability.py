@@ -620,7 +620,7 @@ def test_a_slave_whose_rejoin_after_reset_fails_exits_1(procs, tmp_path):
         with open(log, "w") as out:
             slave = procs.start(
                 tm("slave", module, "--address", f"tcp://127.0.0.1:{port}", "--timeout", 300, "--retries", 2,
-                   "--no-progress"),
+                   "--no-progress", "--insecure"),  # the master here is a plain ROUTER
                 stdout=out,
                 stderr=out,
             )

@@ -247,12 +247,15 @@ def test_same_secret_completes_and_tm_status_needs_it(procs, tmp_path, recording
         )
         assert by_env.returncode == 0, by_env.stderr
         assert "recjobs.py:get_jobs" in by_env.stdout
-    # ...without it, or with another one, none (exit 3) and nothing about the run.
-    for name, options in {"no secret": [], "other secret": ["--secret-file", str(other)]}.items():
+    # ...without it, or with another one, a refusal that says so (exit 4, as tm-ctl's: issue 25
+    # item 5) and nothing about the run.
+    others = {"default secret": [], "other secret": ["--secret-file", str(other)], "no secret": ["--insecure"]}
+    for name, options in others.items():
         refused = procs.run(tm("status", "--address", address, "--json", "--timeout", "1500", *options), env=plain)
-        assert refused.returncode == 3, f"{name}: {refused.returncode} {refused.stdout} {refused.stderr}"
+        assert refused.returncode == 4, f"{name}: {refused.returncode} {refused.stdout} {refused.stderr}"
         assert refused.stdout == "", f"{name}: {refused.stdout}"
-        assert "no master answered" in refused.stderr, refused.stderr
+        lines = [line for line in refused.stderr.splitlines() if "WARNING" not in line]
+        assert len(lines) == 1 and "secrets differ" in lines[0], refused.stderr
         assert "Traceback" not in refused.stderr
 
     slog = tmp_path / "slave.log"
@@ -419,12 +422,12 @@ def proxy_factory():
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("with_secret", [True, False], ids=["secret", "no-secret"])
+@pytest.mark.parametrize("with_secret", [True, "default", False], ids=["secret", "default-secret", "insecure"])
 def test_eavesdropper_sees_no_job_data_with_a_secret(procs, tmp_path, secrets, proxy_factory, with_secret):
     module = write_module(tmp_path, "markerjobs", MARKER_MODULE)
     record = tmp_path / "handled.txt"
     env = {"TM_RECORD": str(record), "TASKMASTER_SECRET_FILE": ""}
-    flag = ["--secret-file", str(secrets[0])] if with_secret else []
+    flag = {True: ["--secret-file", str(secrets[0])], "default": [], False: ["--insecure"]}[with_secret]
     n = 300
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
@@ -456,14 +459,20 @@ def test_eavesdropper_sees_no_job_data_with_a_secret(procs, tmp_path, secrets, p
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     "host, with_secret, warns",
-    [("0.0.0.0", False, True), ("*", False, True), ("0.0.0.0", True, False), ("127.0.0.1", False, False)],
-    ids=["0.0.0.0", "star", "0.0.0.0-secret", "loopback"],
+    [
+        ("0.0.0.0", False, True),
+        ("*", False, True),
+        ("0.0.0.0", True, False),
+        ("0.0.0.0", "default", False),
+        ("127.0.0.1", False, False),
+    ],
+    ids=["0.0.0.0", "star", "0.0.0.0-secret", "0.0.0.0-default-secret", "loopback"],
 )
 def test_warning_for_an_exposed_address_without_a_secret(procs, tmp_path, recording, secrets, host, with_secret, warns):
     module, _, env = recording
     env = {**env, "TASKMASTER_SECRET_FILE": ""}
     address = f"tcp://{host}:{free_port()}"
-    flag = ["--secret-file", str(secrets[0])] if with_secret else []
+    flag = {True: ["--secret-file", str(secrets[0])], "default": [], False: ["--insecure"]}[with_secret]
     mlog = tmp_path / "master.log"
     master = start_logged(procs, master_argv(module, address, "n=100", *flag), mlog, env)
     wait_listening(master, mlog)  # the warning, if any, is logged before this line
@@ -478,7 +487,12 @@ def test_warning_for_an_exposed_address_without_a_secret(procs, tmp_path, record
         assert log.index(EXPOSED) < log.index("listening on"), log
     else:
         assert warnings == [], log
-        assert "WARNING" not in log, log
+        if with_secret:
+            assert "WARNING" not in log, log
+        else:  # --insecure on loopback: the one warning says what --insecure gives away
+            assert [line for line in log.splitlines() if "WARNING" in line] == [
+                line for line in log.splitlines() if "--insecure: no authentication" in line
+            ], log
 
 
 # ---------------------------------------------------------- private files
@@ -571,7 +585,7 @@ def test_an_impostor_cannot_acknowledge_another_slaves_jobs(procs, tmp_path, rec
 
     module, record, env = recording
     n = 400
-    env = {**env, "TM_DELAY": "0.02"}
+    env = {**env, "TM_DELAY": "0.02", "TASKMASTER_INSECURE": "1"}  # the impostor speaks in plain text
     address = tcp_address()
     mlog = tmp_path / "master.log"
     master = start_logged(procs, master_argv(module, address, f"n={n}"), mlog, env)
@@ -579,7 +593,7 @@ def test_an_impostor_cannot_acknowledge_another_slaves_jobs(procs, tmp_path, rec
     slave = start_logged(procs, slave_argv(module, address, "--concurrency", "4"), tmp_path / "slave.log", env)
 
     def status():
-        result = procs.run(tm("status", "--address", address, "--json", "--timeout", "1000"), timeout=30)
+        result = procs.run(tm("status", "--address", address, "--json", "--timeout", "1000"), timeout=30, env=env)
         return json.loads(result.stdout) if result.returncode == 0 else None
 
     snapshot = wait_for(lambda: (s := status()) and s["slaves"] and s["in_flight"] and s, 30, what="a busy slave")

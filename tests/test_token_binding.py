@@ -32,7 +32,7 @@ def last(pattern: bytes, data: bytes) -> bytes | None:
 @pytest.mark.timeout(150)
 def test_a_token_replayed_from_another_connection_is_refused_and_runs_nothing_twice(procs, tmp_path, recording):
     module, record, env = recording
-    env = {**env, "TM_DELAY": "0.002", "TASKMASTER_SECRET_FILE": ""}
+    env = {**env, "TM_DELAY": "0.002", "TASKMASTER_SECRET_FILE": "", "TASKMASTER_INSECURE": "1"}
     n = 3000
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
@@ -85,7 +85,7 @@ def test_a_token_replayed_from_another_connection_is_refused_and_runs_nothing_tw
 def test_a_slave_that_reconnects_after_a_late_answer_keeps_its_token(procs, tmp_path, recording):
     """The slave's own retry on a new connection (Lazy Pirate) is no replay: no rejoin, no refusal."""
     module, record, env = recording
-    env = {**env, "TM_DELAY": "0.005", "TASKMASTER_SECRET_FILE": ""}
+    env = {**env, "TM_DELAY": "0.005", "TASKMASTER_SECRET_FILE": "", "TASKMASTER_INSECURE": "1"}
     n = 1500
     address = tcp_address()
     mlog, slog = tmp_path / "master.log", tmp_path / "slave.log"

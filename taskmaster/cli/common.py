@@ -67,7 +67,10 @@ def add_client_options(parser: argparse.ArgumentParser, json_help: str) -> None:
         "--secret-file",
         default=None,
         metavar="PATH",
-        help="the run's secret file, if it has one (default: $TASKMASTER_SECRET_FILE)",
+        help="the run's secret file (default: this user's secret on this host, as the master's)",
+    )
+    parser.add_argument(
+        "--insecure", action="store_true", help="ask a master started with --insecure: no secret, no encryption"
     )
     parser.add_argument(
         "--timeout",

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None, prog: str = "tm-ctl") -> int:
     def body() -> int:
         from taskmaster import client, control, protocol, security
 
-        keys = security.load_keys(args.secret_file)
+        keys = security.keys_for(args.secret_file, args.insecure, args.address)
         request = protocol.control_request(args.command, rate, args.timeout)
         try:
             answer = client.ask(args.address, request, protocol.CONTROL, args.timeout, keys)

@@ -50,10 +50,10 @@ def new_secret(argv: list[str], prog: str) -> int:
     parser.add_argument("--new-secret", required=True, metavar="PATH", help="where to write the new secret")
 
     def body() -> int:
-        from taskmaster import security
+        from taskmaster import secretfile
 
         args = parser.parse_intermixed_args(argv)
-        security.new_secret_file(args.new_secret)
+        secretfile.new_secret_file(args.new_secret)
         sys.stderr.write(
             f"{prog}: wrote a new secret to {args.new_secret} (mode 0600); copy it to every slave host "
             "(e.g. scp -p) and pass --secret-file to every command\n"
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None, prog: str = "tm-master") -> int:
         from taskmaster import checkpoint, failures, security
         from taskmaster.master import Master, MasterConfig
 
-        keys = security.load_keys(args.secret_file)
+        keys = security.keys_for(args.secret_file, args.insecure, args.address)
         get_jobs = target.load(args.target, "get_jobs")
         target_id = target.identity(args.target, "get_jobs")
         state_path = args.state_file or checkpoint.default_path(target_id, kwargs)

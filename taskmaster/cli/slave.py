@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None, prog: str = "tm-slave") -> int:
         from taskmaster import security, target
         from taskmaster.slave import Slave, SlaveConfig
 
-        keys = security.load_keys(args.secret_file)
+        keys = security.keys_for(args.secret_file, args.insecure, args.address)
         handle_job = target.load(args.target, "handle_job")
         config = SlaveConfig(
             address=args.address,

@@ -6,12 +6,13 @@ import json
 import sys
 
 from taskmaster.cli import common
+from taskmaster.errors import UsageError
 
 DESCRIPTION = """\
 Ask the master at --address how its run is going: target, state, jobs
 finished, failed, in flight and buffered, rates, ETA when the total is
 known, and one row per slave.  Exit code 0 when a master answered, 3 when
-none did within --timeout.
+none did within --timeout, 4 when it refused us (the secrets differ).
 
 With --watch, ask again every SECONDS (default 2) and redraw the status in
 place (on a terminal; elsewhere, one block after another) until the run
@@ -22,6 +23,7 @@ or killed: run the master's command again to resume).
 """
 
 NO_ANSWER = 3
+REFUSED = 4
 RUN_FAILED = 1
 WATCH_SECONDS = 2.0
 
@@ -49,13 +51,25 @@ def build_parser(prog: str = "tm-status") -> common.Parser:
     return parser
 
 
+class Refused(UsageError):
+    """The master refused our handshake: the secrets differ (exit 4, as tm-ctl's)."""
+
+    exit_code = REFUSED
+
+
 def ask(address: str, timeout_ms: int, keys=None) -> dict | None:
-    """The master's status snapshot, or None if it did not answer in time."""
+    """The master's status snapshot, or None if it did not answer in time.
+
+    Raises Refused when the master refused the handshake: that is no
+    master missing, and waiting longer would not change it.
+    """
     from taskmaster import client, protocol
 
     try:
         return client.ask(address, protocol.status_request(), protocol.STATUS, timeout_ms, keys)
-    except client.NoAnswer:
+    except client.NoAnswer as exc:
+        if exc.refused:
+            raise Refused(str(exc)) from None
         return None
 
 
@@ -66,7 +80,7 @@ def main(argv: list[str] | None = None, prog: str = "tm-status") -> int:
         from taskmaster import security, status
 
         common.setup_logging("info", "status", None, args.log_format)
-        keys = security.load_keys(args.secret_file)
+        keys = security.keys_for(args.secret_file, args.insecure, args.address)
         if args.watch is not None:
             from taskmaster.cli.watch import watch
 

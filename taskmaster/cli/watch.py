@@ -14,8 +14,11 @@ on the master's host).
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
+import stat
 import sys
 import time
 from typing import Any, TextIO
@@ -24,6 +27,7 @@ from taskmaster.cli import common
 from taskmaster.cli.status import NO_ANSWER, RUN_FAILED, ask
 from taskmaster.progress import can_draw
 
+MAX_STATE_BYTES = 16 * 1024 * 1024  # a state file is a few lines (its last job may be long)
 ASKS_BEFORE_GONE = 3  # a master busy for a moment is not gone: ask this many times in a row
 
 
@@ -62,11 +66,36 @@ def verdict(snapshot: dict[str, Any]) -> tuple[int, str]:
     return RUN_FAILED, f"the run ended: {ended} ({counts}); the master's output says why"
 
 
-def from_state_file(last: dict[str, Any]) -> tuple[int, str]:
-    """The outcome of a run whose master went away before we heard how it ended."""
+def read_state_file(path: str) -> Any:
+    """The JSON in the regular file at `path`; OSError for anything else.
+
+    The path comes from whatever answered at the address: never block on a
+    FIFO, read a device or follow a last symbolic link on its word
+    (O_NONBLOCK, O_NOFOLLOW, then fstat), nor read more than a state file holds.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        data = f.read(MAX_STATE_BYTES + 1)
+    if len(data) > MAX_STATE_BYTES:
+        raise ValueError("too large for a state file")
+    return json.loads(data)
+
+
+def from_state_file(last: dict[str, Any], authenticated: bool = True) -> tuple[int, str]:
+    """The outcome of a run whose master went away before we heard how it ended.
+
+    Only a master that proved it holds the secret names a file we open:
+    with --insecure anyone could have answered.
+    """
+    if not authenticated:
+        return NO_ANSWER, (
+            "the master went away before saying how its run ended, and with --insecure its state file is not "
+            "read (anyone could have named it): its run may not be over; if so, run its command again to resume"
+        )
     try:
-        with open(last["state_file"]) as f:
-            state = json.load(f)
+        state = read_state_file(last["state_file"])
         complete, finished, failed = bool(state["complete"]), int(state["finished"]), int(state["failed"])
     except OSError as exc:
         return NO_ANSWER, (
@@ -98,7 +127,7 @@ def watch(prog: str, address: str, timeout_ms: int, keys: Any, seconds: float, a
             if last is None:
                 common.say(prog, f"no master answered at {address} within {timeout_ms} ms")
                 return NO_ANSWER
-            code, words = from_state_file(last)
+            code, words = from_state_file(last, authenticated=keys is not None)
             if code == NO_ANSWER and unanswered < ASKS_BEFORE_GONE:
                 continue  # busy, or gone? ask again before saying
             common.say(prog, words, exit_code=code)

@@ -81,3 +81,15 @@ def test_a_state_file_without_fingerprints_skips_nothing(tmp_path, caplog):
         before = _finished_before(state, 10)
     assert not before.active
     assert "by position only" in caplog.text
+
+
+def test_two_jobs_failed_at_one_position_in_two_runs_are_both_kept(tmp_path):
+    """A resumed get_jobs may yield another sequence: one position can name two jobs failed for good."""
+    from taskmaster import failures
+
+    log = failures.FailureLog(str(tmp_path / "f.jsonl"))
+    log.append(failures.record(33, 340, "JobTimeout", "too long", "", 3, "s1"))  # the first run's job 33
+    log.append(failures.record(33, 420, "ValueError", "bad", "", 3, "s2"))  # the resumed run's job 33
+    log.append(failures.record(33, 420, "ValueError", "bad", "", 3, "s2"))  # recorded again after a crash
+    log.close()
+    assert sorted(entry["value"] for entry in log.read()) == [340, 420]
