@@ -290,7 +290,7 @@ def test_the_readme_s_quickstart_names_the_python_the_package_requires():
 
 
 def test_every_public_name_is_in_the_docs():
-    """``taskmaster.UsageError`` was exported but not documented (the README's From Python is now docs/guide/python.rst)."""
+    """``taskmaster.UsageError`` was exported but not documented (the README's From Python: docs/guide/python.rst)."""
     import taskmaster
 
     page = (REPO / "docs" / "guide" / "python.rst").read_text()
