@@ -97,7 +97,8 @@ class JobSpec:
 
 # ----------------------------------------------------------- the slave logs
 
-SLAVE_LINE = re.compile(r"\bslave (\S+): (\d+) jobs finished, (\d+) (?:attempts )?failed(?:, busy ([\d.]+) ?s of ([\d.]+) ?s)?"
+SLAVE_LINE = re.compile(r"\bslave (\S+): (\d+) jobs finished, (\d+) (?:attempts )?failed"
+                        r"(?:, busy ([\d.]+) ?s of ([\d.]+) ?s)?"
                         r"(?:, cpu ([\d.]+) ?s)?\s*$",
                         re.MULTILINE)
 
