@@ -23,12 +23,13 @@ from random import Random
 from typing import Any
 from unittest import mock
 
-from taskmaster import protocol, registry
 from taskmaster.config import MasterConfig, SlaveConfig
-from taskmaster.halting import FailureLimit
-from taskmaster.master import Master
-from taskmaster.outcome import Outcome
-from taskmaster.shutdown import Phase
+from taskmaster.failure_limit import FailureLimit
+from taskmaster.master import registry
+from taskmaster.master.core import Master
+from taskmaster.master.outcome import Outcome
+from taskmaster.master.shutdown import Phase
+from taskmaster.wire import protocol
 
 from . import invariants
 from .jobs import KINDS_ALL, KINDS_STABLE, Jobs

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from inprocess import Harness
 
-from taskmaster import protocol
-from taskmaster.halting import FailureLimit
-from taskmaster.outcome import EndReason
-from taskmaster.shutdown import Phase
+from taskmaster.failure_limit import FailureLimit
+from taskmaster.master.outcome import EndReason
+from taskmaster.master.shutdown import Phase
+from taskmaster.wire import protocol
 
 
 def failure(batch: int, position: int) -> protocol.Failure:

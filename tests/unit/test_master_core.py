@@ -15,10 +15,10 @@ import gevent.event
 import pytest
 from inprocess import Harness
 
-from taskmaster import protocol
-from taskmaster.halting import parse as parse_limit
-from taskmaster.outcome import EndReason
-from taskmaster.shutdown import QUIET_SECONDS, Phase
+from taskmaster.failure_limit import parse as parse_limit
+from taskmaster.master.outcome import EndReason
+from taskmaster.master.shutdown import QUIET_SECONDS, Phase
+from taskmaster.wire import protocol
 
 
 @pytest.fixture

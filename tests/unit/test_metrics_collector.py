@@ -9,9 +9,9 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskmaster import __version__
-from taskmaster.master import Master, MasterConfig
-from taskmaster.metrics import MetricsServer, parse_address
-from taskmaster.protocol import Failure
+from taskmaster.master.core import Master, MasterConfig
+from taskmaster.master.metrics import MetricsServer, parse_address
+from taskmaster.wire.protocol import Failure
 
 
 def get_jobs(last=0, **kwargs):

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from taskmaster import protocol
-from taskmaster.shutdown import Phase
-from taskmaster.window import SMALL_JOB_BYTES
+from taskmaster.master.shutdown import Phase
+from taskmaster.master.window import SMALL_JOB_BYTES
+from taskmaster.wire import protocol
 
 if TYPE_CHECKING:
-    from taskmaster.master import Master
-    from taskmaster.registry import SlaveRecord
+    from taskmaster.master.core import Master
+    from taskmaster.master.registry import SlaveRecord
 
 MAX_BATCH = 20000  # jobs in one reply, at most
 # A request that finds no job to hand out waits for one this long at most.  A

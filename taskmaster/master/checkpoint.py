@@ -30,13 +30,13 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from taskmaster import identity
 from taskmaster.errors import UsageError
 from taskmaster.fileio import read_own_file, write_atomically
+from taskmaster.master import identity
 from taskmaster.text import short_repr
 
 if TYPE_CHECKING:
-    from taskmaster.ledger import Ledger
+    from taskmaster.master.ledger import Ledger
 
 log = logging.getLogger("taskmaster.master")
 

@@ -10,9 +10,9 @@ ran out are taken back.  Nothing a slave sends is ever unpickled: it is JSON,
 validated by ``protocol`` and checked against what that slave was handed.
 
 The master is driven by two calls: ``handle(frames, now)`` for each message
-and ``tick(now)`` for the passing of time; ``serving`` makes those calls in a
+and ``tick(now)`` for the passing of time; ``process`` makes those calls in a
 real process, tests make them in-process.  Where a run starts is decided in
-``opening``, how it ends in ``shutdown`` and ``outcome``.
+``start``, how it ends in ``shutdown`` and ``outcome``.
 """
 
 from __future__ import annotations
@@ -26,23 +26,24 @@ from typing import Any
 
 import gevent
 
-from taskmaster import checkpoint, failures, protocol, reports, serving, status
-from taskmaster.binding import TokenBinding
 from taskmaster.config import MasterConfig
-from taskmaster.control import Controls
-from taskmaster.dispatch import Dispatcher
-from taskmaster.endpoint import MasterEndpoint, Transport
-from taskmaster.ledger import Ledger
-from taskmaster.opening import open_run
-from taskmaster.outcome import EndDetail, EndReason, Outcome, Tally
-from taskmaster.outcome import build as build_outcome
+from taskmaster.master import checkpoint, failures_file, process, reports, status
+from taskmaster.master.admission import TokenBinding
+from taskmaster.master.control import Controls
+from taskmaster.master.dispatch import Dispatcher
+from taskmaster.master.endpoint import MasterEndpoint, Transport
+from taskmaster.master.ledger import Ledger
+from taskmaster.master.outcome import EndDetail, EndReason, Outcome, Tally
+from taskmaster.master.outcome import build as build_outcome
+from taskmaster.master.pace import Throttle
+from taskmaster.master.process import TICK_SECONDS
+from taskmaster.master.registry import SlaveRegistry, queue_after_give_back
+from taskmaster.master.shutdown import Phase, Shutdown
+from taskmaster.master.source import JobSource
+from taskmaster.master.start import open_run
 from taskmaster.progress import Progress
-from taskmaster.registry import SlaveRegistry, queue_after_give_back
-from taskmaster.security import CurveKeys
-from taskmaster.serving import TICK_SECONDS
-from taskmaster.shutdown import Phase, Shutdown
-from taskmaster.source import JobSource
-from taskmaster.throttle import Throttle
+from taskmaster.wire import protocol
+from taskmaster.wire.security import CurveKeys
 
 log = logging.getLogger("taskmaster.master")
 
@@ -75,7 +76,7 @@ class Master:
         self.ended: EndReason | None = None  # how the run ended: tm-status --watch reports it
         self.duration = 0.0  # from the start to the end of the run (set at its end)
         self.resumed_from = checkpoint.State(target, kwargs)  # the resume base: what earlier runs did (none yet)
-        self.failed_jobs = failures.FailedJobs(config.failures_path, config.max_retries)
+        self.failed_jobs = failures_file.FailedJobs(config.failures_path, config.max_retries)
         self.rate = status.RateMeter()
         self.total: int | None = config.total
         self.started = time.monotonic()
@@ -117,8 +118,8 @@ class Master:
     # -------------------------------------------------------------- run
 
     def run(self) -> Outcome:
-        """Prepare, bind, serve until the run ends; the Outcome says how (see taskmaster.serving)."""
-        return serving.run(self)
+        """Prepare, bind, serve until the run ends; the Outcome says how (see taskmaster.master.process)."""
+        return process.run(self)
 
     def start(self, now: float) -> None:
         """The run starts at `now`: its clock, its progress bar, its first checkpoint time."""

@@ -34,9 +34,9 @@ import gevent
 import gevent.event
 from gevent import monkey
 
-from taskmaster import protocol
-from taskmaster.ranges import position_at, positions_of
 from taskmaster.text import short_repr
+from taskmaster.wire import protocol
+from taskmaster.wire.ranges import position_at, positions_of
 
 log = logging.getLogger("taskmaster.slave")
 

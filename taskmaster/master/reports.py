@@ -11,11 +11,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from taskmaster import protocol
+from taskmaster.wire import protocol
 
 if TYPE_CHECKING:
-    from taskmaster.master import Master
-    from taskmaster.registry import SlaveRecord
+    from taskmaster.master.core import Master
+    from taskmaster.master.registry import SlaveRecord
 
 log = logging.getLogger("taskmaster.master")
 

@@ -23,9 +23,9 @@ from typing import Any
 import gevent
 import gevent.event
 
-from taskmaster.ledger import Ledger
-from taskmaster.ranges import expand, to_ranges
+from taskmaster.master.ledger import Ledger
 from taskmaster.text import short_repr
+from taskmaster.wire.ranges import expand, to_ranges
 
 log = logging.getLogger("taskmaster.master")
 

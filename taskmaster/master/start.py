@@ -12,17 +12,18 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from taskmaster import checkpoint, fileio
-from taskmaster.identity import FinishedBefore
-from taskmaster.ledger import Ledger
-from taskmaster.outcome import Outcome
-from taskmaster.ranges import expand
-from taskmaster.source import JobSource
-from taskmaster.window import window_of
+from taskmaster import fileio
+from taskmaster.master import checkpoint
+from taskmaster.master.identity import FinishedBefore
+from taskmaster.master.ledger import Ledger
+from taskmaster.master.outcome import Outcome
+from taskmaster.master.source import JobSource
+from taskmaster.master.window import window_of
+from taskmaster.wire.ranges import expand
 
 if TYPE_CHECKING:
     from taskmaster.config import MasterConfig
-    from taskmaster.failures import FailedJobs
+    from taskmaster.master.failures_file import FailedJobs
 
 log = logging.getLogger("taskmaster.master")
 

@@ -3,7 +3,7 @@
 The master's loop hands each CONTROL message to ``Controls.handle`` and
 calls back on a few events (a slave's news while paused, a failed job); the
 live settings themselves are the master's ``paused`` and ``rate_limit``
-(with its ``throttle``), which its hand-out path reads.
+(with its ``Throttle``, in ``pace``), which its hand-out path reads.
 
 Pausing means that no job starts anywhere after tm-ctl's answer, not only
 that no job is handed out: slaves hold jobs they have not started, so each
@@ -28,12 +28,12 @@ import signal
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from taskmaster import protocol, security
-from taskmaster.throttle import Throttle
+from taskmaster.master.pace import Throttle
+from taskmaster.wire import protocol, security
 
 if TYPE_CHECKING:
-    from taskmaster.master import Master
-    from taskmaster.registry import SlaveRecord
+    from taskmaster.master.core import Master
+    from taskmaster.master.registry import SlaveRecord
 
 log = logging.getLogger("taskmaster.master")
 

@@ -26,8 +26,8 @@ from taskmaster.fileio import open_private_append, read_own_file, write_atomical
 from taskmaster.text import short_repr
 
 if TYPE_CHECKING:
-    from taskmaster.ledger import Ledger
-    from taskmaster.protocol import Failure
+    from taskmaster.master.ledger import Ledger
+    from taskmaster.wire.protocol import Failure
 
 log = logging.getLogger("taskmaster.master")
 

@@ -10,10 +10,11 @@ import os
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from taskmaster.shutdown import Phase
+from taskmaster.master.shutdown import Phase
+from taskmaster.text import duration_text
 
 if TYPE_CHECKING:
-    from taskmaster.master import Master
+    from taskmaster.master.core import Master
 
 RATE_WINDOW_SECONDS = 10.0
 
@@ -81,13 +82,6 @@ def eta_seconds(total: int | None, resolved: int, rate: float) -> float | None:
     if total is None or rate <= 0:
         return None
     return max(0.0, (total - resolved) / rate)
-
-
-def duration_text(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    s = int(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def control_lines(snap: dict[str, Any]) -> list[str]:

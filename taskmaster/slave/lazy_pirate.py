@@ -3,7 +3,8 @@
 One request in flight at a time, an answer expected within ``--timeout``,
 else the socket is closed, reopened and the same request sent again,
 ``--retries`` times in all before the slave gives up - or, with
-``--wait-for-master``, for as long as that says (``patience``).  The socket's
+``--wait-for-master``, for as long as that says (``Patience``, kept apart
+from the request loop so that the loop only asks "again?").  The socket's
 handshake is watched, so that a master that refuses this slave (secrets
 differ) is reported as such rather than as a master that is down.
 
@@ -15,18 +16,59 @@ run meanwhile; finished jobs go out in ACKs).
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import zmq.green as zmq
 
-from taskmaster import security
-from taskmaster.patience import Patience
+from taskmaster.wire import security
 
 RECONNECT_FIRST_MS = 10
 RECONNECT_MAX_MS = 1000
 ACK_WHILE_WAITING = 0.001  # while a request waits for its answer and jobs run, look this often (seconds)
 IDLE_POLL_MS = 100  # ... and this often when none runs
+
+log = logging.getLogger("taskmaster.slave")
+
+
+class Patience(NamedTuple):
+    """How long a slave keeps trying to reach its master before it gives up.
+
+    ``--retries`` tries of ``--timeout`` each, and ``--wait-for-master SECONDS``
+    (0: for ever) for cluster engines, where slaves often come up long before
+    their master or while it restarts.
+    """
+
+    address: str
+    retries: int
+    timeout_ms: int
+    wait_for_master: float | None  # None: --retries tries only; 0: for ever
+    quiet: bool = False  # waiting is expected (a slave of tm-run while its master starts): no line about it
+
+    def try_again(self, attempt: int, first_try: float) -> bool:
+        """Whether a request still without an answer after `attempt` tries is worth another."""
+        if attempt < self.retries:
+            return True
+        if self.wait_for_master is None:
+            return False
+        return self.wait_for_master == 0 or time.monotonic() - first_try < self.wait_for_master
+
+    def log_retry(self, attempt: int, why: str) -> None:
+        """One warning per try by default; while waiting for a master on purpose, one line, then debug."""
+        if self.wait_for_master is None:
+            log.warning("master at %s: %s (try %d of %d); retrying", self.address, why, attempt, self.retries)
+        elif attempt == 1 and not self.quiet:
+            how_long = f"up to {self.wait_for_master:g}s" if self.wait_for_master else "for ever"
+            log.info("master at %s: %s; waiting for it %s (--wait-for-master)", self.address, why, how_long)
+        else:
+            log.debug("master at %s: %s (try %d); retrying", self.address, why, attempt)
+
+    def describe(self) -> str:
+        """How long the slave tried, as its error message says it."""
+        if self.wait_for_master:
+            return f"within --wait-for-master {self.wait_for_master:g}s"
+        return f"after {self.retries} tries of {self.timeout_ms} ms"
 
 
 class Waiter(Protocol):

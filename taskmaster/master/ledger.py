@@ -26,8 +26,8 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
-from taskmaster.identity import FinishedBefore, fingerprint
-from taskmaster.ranges import merge, to_ranges
+from taskmaster.master.identity import FinishedBefore, fingerprint
+from taskmaster.wire.ranges import merge, to_ranges
 
 PENDING, DONE, FAILED = 0, 1, 2
 _RESOLVED_RUNS = re.compile(rb"[\x01\x02]+")

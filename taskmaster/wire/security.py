@@ -29,8 +29,8 @@ from typing import Any, NamedTuple
 import zmq
 from zmq.utils import z85
 
-from taskmaster import secretfile
 from taskmaster.errors import UsageError
+from taskmaster.wire import secretfile
 
 log = logging.getLogger("taskmaster.security")
 

@@ -16,7 +16,7 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from taskmaster.registry import SlaveRecord
+    from taskmaster.master.registry import SlaveRecord
 
 log = logging.getLogger("taskmaster.master")
 

@@ -21,8 +21,8 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 
-from taskmaster.ledger import Ledger
-from taskmaster.ranges import positions_of, within
+from taskmaster.master.ledger import Ledger
+from taskmaster.wire.ranges import positions_of, within
 
 log = logging.getLogger("taskmaster.master")
 

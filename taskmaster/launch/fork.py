@@ -32,8 +32,8 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple, NoReturn
 
-from taskmaster import patching
-from taskmaster.supervisor import Supervisor, die_with, name_process
+from taskmaster.launch import patching
+from taskmaster.launch.supervisor import Supervisor, die_with, name_process
 
 # What every child needs, imported before the fork (after the patching, as
 # gevent wants).
@@ -42,11 +42,11 @@ PRELOAD = (
     "zmq.green",
     "gevent",
     "gevent.monkey",
-    "taskmaster.master",
-    "taskmaster.slave",
-    "taskmaster.security",
-    "taskmaster.checkpoint",
-    "taskmaster.failures",
+    "taskmaster.master.core",
+    "taskmaster.slave.core",
+    "taskmaster.wire.security",
+    "taskmaster.master.checkpoint",
+    "taskmaster.master.failures_file",
     "pprint",  # gevent's hub imports it when it is made, in each child otherwise
     "setproctitle",  # each child sets its command line with it
 )

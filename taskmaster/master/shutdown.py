@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import enum
 
-from taskmaster import protocol
+from taskmaster.wire import protocol
 
 QUIT_LINGER_SECONDS = 0.5  # after telling slaves to quit, how long to answer stragglers, at most
 QUIET_SECONDS = 0.05  # ... and at least: once every slave was told and this long passed without a word, done

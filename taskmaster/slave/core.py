@@ -3,7 +3,7 @@
 One request loop talks to the master in the Lazy Pirate manner (one request
 in flight at a time, sent again on a new socket when no answer comes, for
 ``--retries`` tries or as long as ``--wait-for-master`` says: see
-``lazy_pirate`` and ``patience``).  Each request carries the acknowledgements of
+``lazy_pirate``).  Each request carries the acknowledgements of
 the jobs finished since the last one and asks for enough jobs to keep the
 pool busy.  Acknowledgements are only forgotten once the master has answered
 the request that carried them, so a master that goes away and comes back
@@ -27,14 +27,13 @@ from typing import Any
 
 import gevent
 
-from taskmaster import protocol, security
 from taskmaster.config import SlaveConfig
-from taskmaster.heartbeat import HeartbeatThread
-from taskmaster.lazy_pirate import LazyPirateClient
-from taskmaster.patience import Patience
-from taskmaster.pool import LocalBatch, WorkerPool
 from taskmaster.progress import Progress
-from taskmaster.security import CurveKeys
+from taskmaster.slave.heartbeat import HeartbeatThread
+from taskmaster.slave.lazy_pirate import LazyPirateClient, Patience
+from taskmaster.slave.pool import LocalBatch, WorkerPool
+from taskmaster.wire import protocol, security
+from taskmaster.wire.security import CurveKeys
 
 log = logging.getLogger("taskmaster.slave")
 

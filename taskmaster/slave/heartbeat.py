@@ -68,7 +68,7 @@ from typing import Any, NamedTuple
 import zmq
 from gevent import monkey
 
-from taskmaster import protocol
+from taskmaster.wire import protocol
 
 # The unpatched primitives: with monkey patching on, `threading` and
 # its lock would give us greenlets, which is exactly what must not happen.

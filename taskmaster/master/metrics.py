@@ -31,18 +31,18 @@ from prometheus_client.registry import Collector
 
 from taskmaster import __version__
 from taskmaster.errors import UsageError
+from taskmaster.options import parse_address
 
 if TYPE_CHECKING:
     from gevent.pywsgi import WSGIServer
 
-    from taskmaster.master import Master
+    from taskmaster.master.core import Master
 
 log = logging.getLogger("taskmaster.master")
 
 SLAVE_STATES = ("working", "lost", "gone")
 RUN_STATES = ("running", "paused", "draining", "finished")  # as tm-status says: every one always exported
 METRICS_PATH = "/metrics"
-DEFAULT_HOST = "127.0.0.1"
 MAX_CONNECTIONS = 64  # served at once; more wait in the listen backlog (memory and descriptors stay bounded)
 READ_SECONDS = 5.0  # a client silent this long mid-request is dropped
 CONNECTION_SECONDS = 10.0  # and none keeps a slot longer, however slowly it trickles (slowloris)
@@ -51,28 +51,6 @@ BAD_REQUEST = (
     b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\n"
     b"Content-Length: 12\r\n\r\nbad request\n"
 )
-
-
-def parse_address(text: str) -> tuple[str, int]:
-    """``HOST:PORT``, ``:PORT`` or ``PORT`` -> (host, port); the host defaults to loopback.
-
-    ``*`` as the host means every interface; an IPv6 host goes in brackets.
-    Raises ValueError with the reason.
-    """
-    host, sep, port_text = text.rpartition(":")
-    if not sep:
-        host, port_text = "", text
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ValueError("an IPv6 host goes in brackets, e.g. [::1]:9090")
-    if host == "*":
-        host = "0.0.0.0"
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValueError(f"the port must be a number from 1 to 65535, not {port_text!r}")
-    if any(c.isspace() or c in "/@" for c in host):
-        raise ValueError(f"{host!r} is not a host name or address")
-    return host or DEFAULT_HOST, int(port_text)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

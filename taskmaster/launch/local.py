@@ -21,11 +21,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from taskmaster import fileio, forked, secretfile
+from taskmaster import fileio
 from taskmaster import options as opts
-from taskmaster import target as targets
 from taskmaster.errors import UsageError
-from taskmaster.supervisor import Child, Supervisor, exit_code
+from taskmaster.launch import fork as forked
+from taskmaster.launch import target as targets
+from taskmaster.launch.supervisor import Child, Supervisor, exit_code
+from taskmaster.wire import secretfile
 
 log = logging.getLogger("taskmaster.run")
 
@@ -191,7 +193,7 @@ def launch(
     False in a child (taskmaster.run, which must leave its caller alone).
     Given `fork`, the commands' mains (tm-run: one thread, a process of its
     own), the master and the slaves are forked from this process rather than
-    started afresh (``taskmaster.forked``), and the targets are checked while
+    started afresh (``taskmaster.launch.fork``), and the targets are checked while
     they start.  `keyword_options`: the user gave the options as
     taskmaster.run's keyword arguments, not as tm-run's flags (for messages).
     """

@@ -14,8 +14,8 @@ from typing import Any
 
 import zmq
 
-from taskmaster import security
-from taskmaster.security import CurveKeys
+from taskmaster.wire import security
+from taskmaster.wire.security import CurveKeys
 
 REFUSALS_BELIEVED = 3  # failed handshakes in a row that mean the master refuses us (libzmq retries every 100 ms)
 

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 
-from taskmaster.shutdown import Phase
+from taskmaster.master.shutdown import Phase
 
 if TYPE_CHECKING:
-    from taskmaster.master import Master
-    from taskmaster.outcome import Outcome
+    from taskmaster.master.core import Master
+    from taskmaster.master.outcome import Outcome
 
 log = logging.getLogger("taskmaster.master")
 
@@ -97,6 +97,6 @@ def _start_metrics(m: Master) -> Any:
     """Serve /metrics if asked to; UsageError if its address cannot be had."""
     if m.config.metrics_address is None:
         return None
-    from taskmaster.metrics import MetricsServer  # prometheus_client only when asked for
+    from taskmaster.master.metrics import MetricsServer  # prometheus_client only when asked for
 
     return MetricsServer(m, m.config.metrics_address).start()

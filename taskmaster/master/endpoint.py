@@ -14,9 +14,10 @@ from typing import Any, Protocol
 
 import zmq.green as zmq
 
-from taskmaster import admission, protocol, security
 from taskmaster.errors import UsageError
-from taskmaster.security import CurveKeys
+from taskmaster.master import connections
+from taskmaster.wire import protocol, security
+from taskmaster.wire.security import CurveKeys
 
 log = logging.getLogger("taskmaster.master")
 
@@ -70,16 +71,16 @@ class MasterEndpoint:
         self.zap: Any = None
         self.monitor: Any = None
         self.poller = zmq.Poller()
-        self.admission: admission.Admission | None = None
+        self.admission: connections.Admission | None = None
 
     def bind(self) -> None:
         """Listen on the address; UsageError (one line) if that is impossible."""
-        fd_limit = admission.raise_fd_limit()
+        fd_limit = connections.raise_fd_limit()
         context = zmq.Context.instance()
         sock = context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         # A connection that says nothing is dropped after this, not after libzmq's 30 s.
-        sock.setsockopt(zmq.HANDSHAKE_IVL, admission.HANDSHAKE_MS)
+        sock.setsockopt(zmq.HANDSHAKE_IVL, connections.HANDSHAKE_MS)
         sock.setsockopt(zmq.MAXMSGSIZE, protocol.MAX_INBOUND_BYTES + 4096)
         # A slave names its connections and keeps the names when it reconnects
         # (its token is honoured on those only): the new connection takes over
@@ -113,7 +114,7 @@ class MasterEndpoint:
                 ) from None
             raise UsageError(f"cannot listen on {self.address}: {exc}; pass --address tcp://HOST:PORT") from None
         self.poller.register(sock, zmq.POLLIN)
-        self.admission = admission.Admission(fd_limit, admission.open_fds())
+        self.admission = connections.Admission(fd_limit, connections.open_fds())
         if self.keys is None and not security.is_loopback(self.address):
             log.warning("%s", security.exposure_warning(self.address))
         elif self.keys is not None and self.keys.origin == security.DEFAULT and not security.is_loopback(self.address):

@@ -7,7 +7,7 @@ SIGKILL of the supervisor leaves no process behind for long.  Both without
 ``preexec_fn``, which runs Python in the forked child and is unsafe when the
 caller has threads (``taskmaster.run`` may be called from any thread): the
 process group is Popen's own, and each child makes its death request itself
-at start-up (``taskmaster.supervised``), told by the environment which
+at start-up (``taskmaster.launch.child``), told by the environment which
 parent to watch.
 """
 
@@ -68,7 +68,7 @@ def name_process(name: str, argv: list[str] | None = None) -> None:
 
     The name (comm, 15 bytes at most) is what ``ps -e`` and top show; the
     command line is what ``ps aux`` shows, which would otherwise be the
-    interpreter running tm-run or taskmaster.supervised.
+    interpreter running tm-run or taskmaster.launch.child.
     """
     if argv is not None:
         import setproctitle  # a C extension: only the children that are named load it
@@ -111,7 +111,7 @@ def exit_code(returncode: int) -> int:
 
 
 class Child(Protocol):
-    """What the Supervisor uses of a child: subprocess.Popen's, or taskmaster.forked's."""
+    """What the Supervisor uses of a child: subprocess.Popen's, or taskmaster.launch.fork's."""
 
     pid: int
     returncode: int | None
@@ -131,7 +131,7 @@ class Supervisor:
         if args[:1] != ["-m"] or len(args) < 2:
             raise ValueError(f"a supervised child is a module run with -m, not {args[:2]}")
         env = {**(os.environ if env is None else env), PARENT_ENV: str(os.getpid())}
-        argv = [sys.executable, "-m", "taskmaster.supervised", *args[1:]]
+        argv = [sys.executable, "-m", "taskmaster.launch.child", *args[1:]]
         child = subprocess.Popen(argv, env=env, **_own_process_group())
         self.children.append(child)
         return child
