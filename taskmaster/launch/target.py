@@ -120,7 +120,7 @@ def check_in_child(targets: list[tuple[str, str, str]]) -> None:
     file's directory first on sys.path, which must not happen to the
     caller's process - its sys.path and sys.modules stay as they were.
     """
-    argv = [sys.executable, "-m", "taskmaster.target"]
+    argv = [sys.executable, "-m", "taskmaster.launch.target"]
     for target in targets:
         argv += target
     result = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
@@ -134,7 +134,7 @@ def check_in_child(targets: list[tuple[str, str, str]]) -> None:
 
 
 def _check_main(argv: list[str]) -> int:
-    """``python -m taskmaster.target SPEC DEFAULT RENAME ...``: load each; the first problem on stderr, exit 2."""
+    """``python -m taskmaster.launch.target SPEC DEFAULT RENAME ...``: load each; first problem on stderr, exit 2."""
     try:
         for spec, default_function, rename in zip(argv[::3], argv[1::3], argv[2::3], strict=True):
             load(spec, default_function, rename)
