@@ -3,7 +3,7 @@
 The master's loop hands each CONTROL message to ``Controls.handle`` and
 calls back on a few events (a slave's news while paused, a failed job); the
 live settings themselves are the master's ``paused`` and ``rate_limit``
-(with its ``Throttle``, in ``pace``), which its hand-out path reads.
+(with its throttle): its ``Pace``, which the hand-out path reads.
 
 Pausing means that no job starts anywhere after tm-ctl's answer, not only
 that no job is handed out: slaves hold jobs they have not started, so each
@@ -28,7 +28,6 @@ import signal
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from taskmaster.master.pace import Throttle
 from taskmaster.wire import protocol, security
 
 if TYPE_CHECKING:
@@ -84,9 +83,8 @@ class Controls:
             self.answer_settled(now)
             return
         if request.command == "resume":
-            if m.paused:
+            if m.pace.resume():
                 log.warning("resumed (tm-ctl)")
-            m.paused = False
         elif request.command == "rate":
             self.set_rate(request.rate, now)
         elif request.command == "stop":
@@ -96,22 +94,15 @@ class Controls:
 
     def pause(self, now: float) -> None:
         m = self.master
-        if not m.paused:
+        if m.pace.pause():
             log.warning("paused (tm-ctl): no job starts until tm-ctl resume; the jobs running finish")
-        m.paused = True
         for slave in m.registry.slaves.values():
             self._recall_all(slave, now, force=True)
 
     def set_rate(self, rate: float | None, now: float) -> None:
         """The rate limit from now on: `rate` jobs a second, or none."""
         m = self.master
-        m.rate_limit = rate
-        if rate is None:
-            m.throttle = None
-        elif m.throttle is None:
-            m.throttle = Throttle(rate, now)
-        else:
-            m.throttle.set_rate(rate, now)
+        m.pace.set_rate(rate, now)
         log.warning("rate limit (tm-ctl): %s", f"{rate:g} jobs/s" if rate else "none")
 
     def answer(self, command: str, unsettled: int = 0) -> dict[str, Any]:
@@ -197,13 +188,13 @@ class Controls:
         """Halt the run once more jobs failed for good than --max-failures allows."""
         m = self.master
         limit = m.config.max_failures
-        if limit is None or m.halted is not None:
+        if limit is None or m.pace.halted is not None:
             return
         failed = m.ledger.failed
         resolved = m.ledger.finished + failed
         if limit.exceeded(failed, resolved):
-            m.halted = limit.describe(failed, resolved)
-            log.error("halting: %s; no new jobs, waiting up to %gs for the jobs running", m.halted, m.config.grace)
+            m.pace.halt(limit.describe(failed, resolved))
+            log.error("halting: %s; no new jobs, waiting up to %gs for the jobs running", m.pace.halted, m.config.grace)
             if m.shutdown.running:
                 m.on_signal(signal.SIGTERM)
             # Jobs handed out and not started would go on failing: take them back.

@@ -35,7 +35,7 @@ from taskmaster.master.endpoint import MasterEndpoint, Transport
 from taskmaster.master.ledger import Ledger
 from taskmaster.master.outcome import EndDetail, EndReason, Outcome, Tally
 from taskmaster.master.outcome import build as build_outcome
-from taskmaster.master.pace import Throttle
+from taskmaster.master.pace import Pace
 from taskmaster.master.process import TICK_SECONDS
 from taskmaster.master.registry import SlaveRegistry, queue_after_give_back
 from taskmaster.master.shutdown import Phase, Shutdown
@@ -81,22 +81,19 @@ class Master:
         self.total: int | None = config.total
         self.started = time.monotonic()
         self.checkpointed_at: float | None = None  # when the state file last held our progress (monotonic)
-        # Live settings (tm-ctl changes them): handing out stops while paused,
-        # and the throttle paces it while there is a rate limit.
-        self.paused: bool = False
-        self.rate_limit: float | None = config.rate
-        self.throttle: Throttle | None = Throttle(config.rate, self.started) if config.rate else None
-        self.halted: str | None = None  # why --max-failures halted the run
+        # Live settings (tm-ctl and --max-failures change them): handing out
+        # stops while paused or halted, and --rate paces it.
+        self.pace = Pace(config.rate, self.started)
         self.next_tick = 0.0  # when the housekeeping of `tick` is due next
         self.last_tick = 0.0  # when `tick` last ran: a long gap is a stall of the master's own
         self.next_checkpoint = 0.0
         self.progress = Progress(False, show_queue=True)  # the real one comes with `start`
         self.control = Controls(self)
-        self.dispatcher = Dispatcher(self)  # hands out batches, parks requests that find none
         self.ledger: Ledger
         self.registry: SlaveRegistry
         self.source: JobSource
         self.saver: checkpoint.Saver
+        self.dispatcher: Dispatcher  # hands out batches, parks requests that find none (made by `prepare`)
 
     # ------------------------------------------------------------- set-up
 
@@ -113,6 +110,9 @@ class Master:
         self.resumed_from = opened.resumed_from
         self.registry = SlaveRegistry(self.ledger, self.config.lease_timeout)
         self.saver = checkpoint.Saver(self.config.state_path, self.resumed_from)
+        self.dispatcher = Dispatcher(
+            self.ledger, self.registry, self.source, self.pace, self.shutdown, self.endpoint.send
+        )
         return None
 
     # -------------------------------------------------------------- run
@@ -178,7 +178,7 @@ class Master:
             self.rate.sample(now, self.resolved())
             self.show_progress()
             self.control.check_failures()
-            if self.paused or self.halted:
+            if self.pace.holding:
                 self.control.recall_again(now)
         if now >= self.next_checkpoint:
             self.next_checkpoint = now + self.config.checkpoint_interval
@@ -190,13 +190,13 @@ class Master:
 
     def show_progress(self) -> None:
         queue = f"{self.buffered()}/{self.ledger.limit}"
-        self.progress.update(self.finished_overall(), queue, self.resolved(), paused=self.paused)
+        self.progress.update(self.finished_overall(), queue, self.resolved(), paused=self.pace.paused)
 
     def _end_reason(self, now: float) -> EndReason | None:
         """Why the run is over, if it is."""
         if self.phase is Phase.STOPPING:
             if self.shutdown.wait_over(self.registry.in_flight(), now):
-                return EndReason.HALTED if self.halted else EndReason.INTERRUPTED
+                return EndReason.HALTED if self.pace.halted else EndReason.INTERRUPTED
             return None
         if self.source.exhausted and self.ledger.drained():
             if self.source.error:
@@ -243,7 +243,7 @@ class Master:
                 if isinstance(msg, protocol.GiveBack):
                     reports.take_back(self, slave, msg.cuts)
                     self.registry.note_queue(slave, queue_after_give_back(slave.queue, msg.queue, msg.cuts))
-                    if self.paused or self.halted:
+                    if self.pace.holding:
                         self.control.on_news(slave, now)
                     elif self.dispatcher.parked:
                         # At once, to the dry slave it was recalled for: a request
@@ -307,7 +307,7 @@ class Master:
         self.registry.note_queue(slave, msg.queue)
         reports.take_back(self, slave, msg.cuts)
         reports.record(self, slave, msg)
-        if self.paused or self.halted:
+        if self.pace.holding:
             self.control.on_news(slave, now)
         if slave.gone:
             self.endpoint.send(identity, protocol.quit_("goodbye"))  # it said BYE already

@@ -15,6 +15,7 @@ handing out is that of the master's live settings: none while paused,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from taskmaster.master.shutdown import Phase
@@ -22,8 +23,13 @@ from taskmaster.master.window import SMALL_JOB_BYTES
 from taskmaster.wire import protocol
 
 if TYPE_CHECKING:
-    from taskmaster.master.core import Master
-    from taskmaster.master.registry import SlaveRecord
+    from taskmaster.master.ledger import Ledger
+    from taskmaster.master.pace import Pace
+    from taskmaster.master.registry import SlaveRecord, SlaveRegistry
+    from taskmaster.master.shutdown import Shutdown
+    from taskmaster.master.source import JobSource
+
+Send = Callable[[bytes, list[bytes]], None]  # a message to the peer with that routing id
 
 MAX_BATCH = 20000  # jobs in one reply, at most
 # A request that finds no job to hand out waits for one this long at most.  A
@@ -35,8 +41,17 @@ PARK_IDLE_SECONDS = 1.0
 
 
 class Dispatcher:
-    def __init__(self, master: Master) -> None:
-        self.master = master
+    """Hands out the ledger's jobs to the registry's slaves, as the pace and the shutdown allow, through `send`."""
+
+    def __init__(
+        self, ledger: Ledger, registry: SlaveRegistry, source: JobSource, pace: Pace, shutdown: Shutdown, send: Send
+    ) -> None:
+        self.ledger = ledger
+        self.registry = registry
+        self.source = source  # for the jobs that cannot be pickled
+        self.pace = pace
+        self.shutdown = shutdown
+        self.send = send
         self.parked: dict[str, tuple[float, int]] = {}  # slave id -> (when to answer anyway, jobs it wants)
         self.job_bytes = 0.0  # pickled size of a job, on average over recent batches
 
@@ -48,12 +63,11 @@ class Dispatcher:
         share of them), and unlike acknowledgements they cannot come while
         the request is parked - a stopping run would wait for them.
         """
-        m = self.master
-        running = m.shutdown.running
+        running = self.shutdown.running
         # This request supersedes any earlier one of the slave still parked (the
         # same request, retried on a new connection): answered once, here.
         self.parked.pop(slave.id, None)
-        if m.phase is Phase.CLOSING or want == 0:
+        if self.shutdown.phase is Phase.CLOSING or want == 0:
             self.answer_idle(slave)
         elif not running and reported_failures:
             self.answer_idle(slave)
@@ -62,7 +76,7 @@ class Dispatcher:
             # longest (finished jobs still come in ACKs meanwhile), or slaves
             # would ask again at once for the whole --grace.
             idle_park = min(PARK_IDLE_SECONDS, slave.timeout_ms / 3000)
-            holding = running and m.registry.held(slave)
+            holding = running and self.registry.held(slave)
             park = PARK_HOLDING_SECONDS if holding else idle_park
             self.parked[slave.id] = (now + park, want)
 
@@ -77,54 +91,51 @@ class Dispatcher:
         with the largest backlog is asked to give half of it back: its answer
         puts those jobs in the queue, and a parked request takes them.
         """
-        m = self.master
-        live = m.registry.live_count() or 1
-        n = max(1, min(want, MAX_BATCH, m.ledger.limit // (2 * live)))
-        if m.paused or m.throttle is not None:
-            n = 0 if m.paused else m.throttle.allowance(n, now)  # type: ignore[union-attr]
-            if not n:
-                return False  # paused, or too few tokens yet: the request waits, parked
-        jobs, ranges = m.ledger.take(n, slave.id, alone=live == 1)
+        live = self.registry.live_count() or 1
+        n = max(1, min(want, MAX_BATCH, self.ledger.limit // (2 * live)))
+        n = self.pace.allowance(n, now)
+        if not n:
+            return False  # paused, or too few tokens yet: the request waits, parked
+        jobs, ranges = self.ledger.take(n, slave.id, alone=live == 1)
         if not jobs:
-            if not m.registry.unstarted(slave):
+            if not self.registry.unstarted(slave):
                 self.recall(slave, now)
             return False
         try:
             payload = protocol.pickle_jobs(jobs)
         except Exception:
-            jobs, ranges = m.source.cut_at_unpicklable(jobs, ranges)
+            jobs, ranges = self.source.cut_at_unpicklable(jobs, ranges)
             if not jobs:
                 return False
             payload = protocol.pickle_jobs(jobs)
-        if m.throttle is not None:
-            m.throttle.take(len(jobs))
+        self.pace.took(len(jobs))
         per_job = len(payload) / len(jobs)
         self.job_bytes = 0.9 * self.job_bytes + 0.1 * per_job if self.job_bytes else per_job
-        m.ledger.stretch(self.job_bytes <= SMALL_JOB_BYTES)
-        batch_id = m.registry.hand_out(slave, ranges)
+        self.ledger.stretch(self.job_bytes <= SMALL_JOB_BYTES)
+        batch_id = self.registry.hand_out(slave, ranges)
         slave.last_batch = batch_id
-        m.endpoint.send(slave.identity, protocol.jobs(batch_id, ranges, payload))
+        self.send(slave.identity, protocol.jobs(batch_id, ranges, payload))
         return True
 
     def recall(self, thief: SlaveRecord, now: float) -> None:
         """`thief` found nothing: ask the slave with the largest backlog for half of it."""
-        found = self.master.registry.recall_from(thief, now)
+        found = self.registry.recall_from(thief, now)
         if found is not None:
             victim, n = found
             assert victim.beat_identity is not None
-            self.master.endpoint.send(victim.beat_identity, protocol.recall(n))
+            self.send(victim.beat_identity, protocol.recall(n))
 
     def _backlog(self, slave_id: str) -> int:
-        slave = self.master.registry.get(slave_id)
-        return self.master.registry.unstarted(slave) if slave is not None else 0
+        slave = self.registry.get(slave_id)
+        return self.registry.unstarted(slave) if slave is not None else 0
 
     def answer_idle(self, slave: SlaveRecord) -> None:
         """Reply to a slave that gets no jobs now: QUIT when the run is over."""
-        if self.master.phase is Phase.CLOSING:
+        if self.shutdown.phase is Phase.CLOSING:
             slave.told_quit = True
-            self.master.endpoint.send(slave.identity, protocol.quit_(self.master.shutdown.quit_reason()))
+            self.send(slave.identity, protocol.quit_(self.shutdown.quit_reason()))
         else:
-            self.master.endpoint.send(slave.identity, protocol.no_jobs())
+            self.send(slave.identity, protocol.no_jobs())
 
     def serve_parked(self, now: float) -> None:
         """Hand jobs to parked requests, the slave with the fewest jobs waiting first; answer those parked too long.
@@ -133,17 +144,16 @@ class Dispatcher:
         go to the slave that ran dry, not back to the one that gave them, if
         its own request for more is parked too.
         """
-        m = self.master
         parked = list(self.parked.items())
         if len(parked) > 1:
             parked.sort(key=lambda item: self._backlog(item[0]))
         for slave_id, (deadline, want) in parked:
-            slave = m.registry.get(slave_id)
+            slave = self.registry.get(slave_id)
             if slave is None:
                 del self.parked[slave_id]
                 continue
-            if m.shutdown.running and self.dispatch(slave, want, now):
+            if self.shutdown.running and self.dispatch(slave, want, now):
                 del self.parked[slave_id]
-            elif m.phase is Phase.CLOSING or now >= deadline:
+            elif self.shutdown.phase is Phase.CLOSING or now >= deadline:
                 del self.parked[slave_id]
                 self.answer_idle(slave)

@@ -105,8 +105,9 @@ class MasterCollector(Collector):
         for state in dict.fromkeys((*RUN_STATES, snap["state"])):
             run.add_metric([state], 1 if state == snap["state"] else 0)
         yield run
-        yield _gauge("taskmaster_rate_limit", "most jobs started per second (0: no limit)", m.rate_limit or 0)
-        yield _gauge("taskmaster_paused", "1 while no new jobs are handed out on request (tm-ctl pause)", int(m.paused))
+        rate_limit, paused = m.pace.rate_limit or 0, int(m.pace.paused)
+        yield _gauge("taskmaster_rate_limit", "most jobs started per second (0: no limit)", rate_limit)
+        yield _gauge("taskmaster_paused", "1 while no new jobs are handed out on request (tm-ctl pause)", paused)
         # Before the first checkpoint: nothing done yet, nothing a crash would lose.  A
         # replay of failures (--retry-failed) writes no state file: no age to show.
         checkpointed = m.started if m.checkpointed_at is None else m.checkpointed_at

@@ -1,4 +1,7 @@
-"""--rate: at most N jobs started per second across all slaves, as a token bucket.
+"""How fast jobs go out: paused (tm-ctl), --rate's token bucket, halted (--max-failures).
+
+``Pace`` holds the three; ``Throttle`` is the bucket.  --rate: at most N jobs
+started per second across all slaves.
 
 The master is the only place that sees every job handed out, so the limit
 lives there and slaves need no setting: each job handed out takes a token,
@@ -64,3 +67,62 @@ class Throttle:
     def refund(self, n: int) -> None:
         """`n` jobs handed out were given back unstarted: they did not count."""
         self.tokens = min(self.capacity, self.tokens + n)
+
+
+class Pace:
+    """The master's live settings for handing out: paused, the rate limit (with its throttle), halted.
+
+    One owner for them: tm-ctl and --max-failures change them (``control``),
+    the hand-out asks them (``dispatch``), tm-status and /metrics read them.
+    """
+
+    def __init__(self, rate: float | None, now: float) -> None:
+        self.paused = False
+        self.rate_limit = rate
+        self.throttle: Throttle | None = Throttle(rate, now) if rate else None
+        self.halted: str | None = None  # why --max-failures halted the run
+
+    @property
+    def holding(self) -> bool:
+        """No job may start (paused or halted): the slaves are asked for the jobs they have not started."""
+        return self.paused or self.halted is not None
+
+    def pause(self) -> bool:
+        """Pause handing out; True if it was going on until now."""
+        was_paused, self.paused = self.paused, True
+        return not was_paused
+
+    def resume(self) -> bool:
+        """Go on handing out; True if it was paused until now."""
+        was_paused, self.paused = self.paused, False
+        return was_paused
+
+    def set_rate(self, rate: float | None, now: float) -> None:
+        """The rate limit from `now` on: `rate` jobs a second, or none."""
+        self.rate_limit = rate
+        if rate is None:
+            self.throttle = None
+        elif self.throttle is None:
+            self.throttle = Throttle(rate, now)
+        else:
+            self.throttle.set_rate(rate, now)
+
+    def halt(self, reason: str) -> None:
+        """--max-failures was exceeded, for `reason`: no job starts any more."""
+        self.halted = reason
+
+    def allowance(self, want: int, now: float) -> int:
+        """How many of `want` jobs may go out now: none while paused, what --rate's tokens allow."""
+        if self.paused:
+            return 0
+        return want if self.throttle is None else self.throttle.allowance(want, now)
+
+    def took(self, n: int) -> None:
+        """`n` jobs went out."""
+        if self.throttle is not None:
+            self.throttle.take(n)
+
+    def refund(self, n: int) -> None:
+        """`n` jobs handed out came back unstarted: they do not count against --rate."""
+        if self.throttle is not None:
+            self.throttle.refund(n)

@@ -25,8 +25,7 @@ def take_back(m: Master, slave: SlaveRecord, cuts: list[tuple[int, int]]) -> Non
     for batch_id, keep in cuts:
         n = m.registry.give_back(slave, batch_id, keep)
         if n:
-            if m.throttle is not None:
-                m.throttle.refund(n)  # never started: they do not count against --rate
+            m.pace.refund(n)  # never started: they do not count against --rate
             log.debug("slave %s gave back %d jobs of batch %d", slave.id, n, batch_id)
 
 

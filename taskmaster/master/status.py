@@ -46,7 +46,7 @@ def snapshot(m: Master, now: float) -> dict[str, Any]:
         state = "finished"
     elif m.phase is Phase.STOPPING or m.source.exhausted and not m.ledger.undispatched():
         state = "draining"  # nothing more to hand out: waiting for the jobs in flight
-    elif m.paused:
+    elif m.pace.paused:
         state = "paused"
     else:
         state = "running"
@@ -71,10 +71,10 @@ def snapshot(m: Master, now: float) -> dict[str, Any]:
         "pid": os.getpid(),
         "ended": m.ended.value if m.ended else None,  # the EndReason's value: tm-status --watch reads it
         "slaves": m.registry.rows(now),
-        "paused": m.paused,
-        "rate_limit": m.rate_limit,
+        "paused": m.pace.paused,
+        "rate_limit": m.pace.rate_limit,
         "max_failures": str(m.config.max_failures) if m.config.max_failures else None,
-        "halted": m.halted,
+        "halted": m.pace.halted,
     }
 
 

@@ -139,7 +139,7 @@ class MasterHost:
             identity, frames = self.inbox.popleft()
             self.world.trace_message(identity.decode(), "m", frames)
             m.handle([identity, *frames], self.sim.now)
-            if not m.paused:
+            if not m.pace.paused:
                 self.world.pause_answered = None  # resumed (a pause later in the burst is a new one)
         if self.inbox:
             self.sim.soon(self._serve, epoch)

@@ -203,7 +203,7 @@ def test_past_max_failures_the_run_halts_and_says_why(harness):
     _, header, jobs = h.request("s1", welcome, want=5)
     failures = [protocol.Failure(header["batch"], p, "ValueError", "bad", "Traceback...") for p in (0, 1, 2)]
     h.request("s1", welcome, want=0, acks=[(header["batch"], [[3, 5]])], failures=failures)
-    assert h.master.halted and h.master.phase in (Phase.STOPPING, Phase.CLOSING)
+    assert h.master.pace.halted and h.master.phase in (Phase.STOPPING, Phase.CLOSING)
     h.tick()
     assert h.master.ended is EndReason.HALTED
     outcome = h.end()

@@ -75,7 +75,7 @@ def test_counters_and_gauges_follow_the_master_state(tmp_path):
     failure = Failure(batch=batch, position=3, type="ValueError", message="no", traceback="")
     master.failed_jobs.failed(ledger, failure, "a")  # first failure: a retry (max_retries=1)
     master.failed_jobs.failed(ledger, failure, "a")  # second: failed for good
-    master.paused, master.rate_limit = True, 250.0
+    master.pace.paused, master.pace.rate_limit = True, 250.0
     master.checkpointed_at = time.monotonic() - 5
 
     m = scrape(master)
