@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from taskmaster.logformat import now_and_then
+
 if TYPE_CHECKING:
     from taskmaster.master.registry import SlaveRecord
 
@@ -77,7 +79,7 @@ class TokenBinding:
         if identity == bound:
             return False
         self.refused += 1
-        if self.refused in (1, 10, 100) or self.refused % 1000 == 0:
+        if now_and_then(self.refused):
             log.warning("refused slave %s's token from another connection (%d so far)", slave.id, self.refused)
         return True
 

@@ -37,6 +37,8 @@ import resource
 import socket as stdlib_socket
 import struct
 
+from taskmaster.logformat import now_and_then
+
 log = logging.getLogger("taskmaster.master")
 
 HANDSHAKE_MS = 5000  # a connection's handshake must end within this (libzmq's default: 30 s)
@@ -98,7 +100,7 @@ class Admission:
         if len(self.connections) < self.budget:
             return
         self.floods += 1
-        if self.floods in (1, 10, 100) or self.floods % 1000 == 0:
+        if now_and_then(self.floods):
             log.warning(
                 "%d connections open, the most this master takes (open files limit %d): dropping those that "
                 "have not shown the secret (%d times so far)",

@@ -1,9 +1,9 @@
 """Live control of a running master: tm-ctl's pause, resume, rate and stop; --max-failures.
 
 The master's loop hands each CONTROL message to ``Controls.handle`` and
-calls back on a few events (a slave's news while paused, a failed job); the
-live settings themselves are the master's ``paused`` and ``rate_limit``
-(with its throttle): its ``Pace``, which the hand-out path reads.
+tells it of a few events (a slave's news while paused, failed jobs); the
+live settings themselves - paused, the rate limit, halted - are the
+``Pace``, which ``Controls`` changes and the hand-out path reads.
 
 Pausing means that no job starts anywhere after tm-ctl's answer, not only
 that no job is handed out: slaves hold jobs they have not started, so each
@@ -26,13 +26,19 @@ from __future__ import annotations
 import logging
 import signal
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from taskmaster.logformat import now_and_then
 from taskmaster.wire import protocol, security
 
 if TYPE_CHECKING:
-    from taskmaster.master.core import Master
-    from taskmaster.master.registry import SlaveRecord
+    from taskmaster.config import MasterConfig
+    from taskmaster.master.dispatch import Send
+    from taskmaster.master.ledger import Ledger
+    from taskmaster.master.pace import Pace
+    from taskmaster.master.registry import SlaveRecord, SlaveRegistry
+    from taskmaster.master.shutdown import Shutdown
 
 log = logging.getLogger("taskmaster.master")
 
@@ -46,8 +52,33 @@ class PendingPause(NamedTuple):
 
 
 class Controls:
-    def __init__(self, master: Master) -> None:
-        self.master = master
+    """tm-ctl's commands and --max-failures, applied to the pace; the slaves recalled through `send`.
+
+    `stop` stops the run as a signal would (tm-ctl stop, a halt); `snapshot`
+    is the run as tm-status shows it, for the answers.
+    """
+
+    def __init__(
+        self,
+        config: MasterConfig,
+        secure: bool,
+        pace: Pace,
+        ledger: Ledger,
+        registry: SlaveRegistry,
+        shutdown: Shutdown,
+        send: Send,
+        stop: Callable[[int], None],
+        snapshot: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.config = config
+        self.secure = secure  # the master has a secret: only its holders get through
+        self.pace = pace
+        self.ledger = ledger
+        self.registry = registry
+        self.shutdown = shutdown
+        self.send = send
+        self.stop = stop
+        self.snapshot = snapshot
         self.pending: list[PendingPause] = []  # pause commands waiting for the slaves to settle
         self.refused = 0  # control commands refused (logged at the 1st, 10th, 100th...: no flood)
 
@@ -55,10 +86,10 @@ class Controls:
 
     def refusal(self) -> str | None:
         """Why control commands are refused on this master, if they are."""
-        m = self.master
-        if m.endpoint.keys is None and not security.is_loopback(m.config.address):
+        address = self.config.address
+        if not self.secure and not security.is_loopback(address):
             return (
-                f"this master listens on {m.config.address}, reachable from other hosts, without a secret: it "
+                f"this master listens on {address}, reachable from other hosts, without a secret: it "
                 "refuses control commands, or anyone who can reach it could pause or stop the run. Restart it "
                 "with --secret-file PATH (create one with tm-master --new-secret PATH) and pass the same file "
                 "to tm-ctl, or listen on a loopback address"
@@ -66,15 +97,14 @@ class Controls:
         return None
 
     def handle(self, identity: bytes, request: protocol.ControlRequest, now: float) -> None:
-        m = self.master
         refusal = self.refusal()
         if refusal is not None:
             self.refused += 1
-            if self.refused in (1, 10, 100) or self.refused % 1000 == 0:
+            if now_and_then(self.refused):
                 log.warning(
                     "refused a control command (%d so far): no --secret-file on a non-loopback address", self.refused
                 )
-            m.endpoint.send(identity, protocol.control_reply({"ok": False, "error": refusal}))
+            self.send(identity, protocol.control_reply({"ok": False, "error": refusal}))
             return
         if request.command == "pause":
             self.pause(now)
@@ -83,33 +113,31 @@ class Controls:
             self.answer_settled(now)
             return
         if request.command == "resume":
-            if m.pace.resume():
+            if self.pace.resume():
                 log.warning("resumed (tm-ctl)")
         elif request.command == "rate":
             self.set_rate(request.rate, now)
         elif request.command == "stop":
             log.warning("asked to stop (tm-ctl), as by SIGTERM")
-            m.on_signal(signal.SIGTERM)
-        m.endpoint.send(identity, protocol.control_reply(self.answer(request.command)))
+            self.stop(signal.SIGTERM)
+        self.send(identity, protocol.control_reply(self.answer(request.command)))
 
     def pause(self, now: float) -> None:
-        m = self.master
-        if m.pace.pause():
+        if self.pace.pause():
             log.warning("paused (tm-ctl): no job starts until tm-ctl resume; the jobs running finish")
-        for slave in m.registry.slaves.values():
+        for slave in self.registry.slaves.values():
             self._recall_all(slave, now, force=True)
 
     def set_rate(self, rate: float | None, now: float) -> None:
         """The rate limit from now on: `rate` jobs a second, or none."""
-        m = self.master
-        m.pace.set_rate(rate, now)
+        self.pace.set_rate(rate, now)
         log.warning("rate limit (tm-ctl): %s", f"{rate:g} jobs/s" if rate else "none")
 
     def answer(self, command: str, unsettled: int = 0) -> dict[str, Any]:
         """The state after a command, for tm-ctl: the status snapshot without its slave rows."""
-        snap = self.master.snapshot()
+        snap = self.snapshot()
         del snap["slaves"]
-        stopping = self.master.shutdown.stop_signal is not None
+        stopping = self.shutdown.stop_signal is not None
         snap.update(ok=True, command=command, unsettled_slaves=unsettled, stopping=stopping)
         return snap
 
@@ -123,12 +151,12 @@ class Controls:
             return
         slave.recalled_at = now
         # Every batch handed out so far, also one still on its way to the slave.
-        upto = self.master.registry.next_batch
-        self.master.endpoint.send(slave.beat_identity, protocol.recall(protocol.MAX_WANT, upto))
+        upto = self.registry.next_batch
+        self.send(slave.beat_identity, protocol.recall(protocol.MAX_WANT, upto))
 
     def settled(self, slave: SlaveRecord) -> bool:
         """Is `slave` known to hold no job it has not started (so none will start there)?"""
-        registry = self.master.registry
+        registry = self.registry
         if registry.unstarted(slave):
             return False
         # A batch the master forgot because its jobs were all resolved elsewhere
@@ -154,7 +182,7 @@ class Controls:
         on their way to it, and asking it ten times a second for as long
         as its jobs run would only cost messages.
         """
-        registry = self.master.registry
+        registry = self.registry
         for slave in registry.slaves.values():
             if slave.live and registry.unstarted(slave):
                 self._recall_all(slave, now)
@@ -168,7 +196,7 @@ class Controls:
 
     def answer_settled(self, now: float) -> None:
         """Answer the pause commands whose slaves all settled, or whose time is up."""
-        unsettled = [s for s in self.master.registry.slaves.values() if s.live and not self.settled(s)]
+        unsettled = [s for s in self.registry.slaves.values() if s.live and not self.settled(s)]
         due = [p for p in self.pending if not unsettled or now >= p.deadline]
         if not due:
             return
@@ -180,34 +208,33 @@ class Controls:
             )
         answer = protocol.control_reply(self.answer("pause", len(unsettled)))
         for p in due:
-            self.master.endpoint.send(p.identity, answer)
+            self.send(p.identity, answer)
 
     # ------------------------------------------------- --max-failures
 
     def check_failures(self) -> None:
         """Halt the run once more jobs failed for good than --max-failures allows."""
-        m = self.master
-        limit = m.config.max_failures
-        if limit is None or m.pace.halted is not None:
+        limit = self.config.max_failures
+        if limit is None or self.pace.halted is not None:
             return
-        failed = m.ledger.failed
-        resolved = m.ledger.finished + failed
+        failed = self.ledger.failed
+        resolved = self.ledger.finished + failed
         if limit.exceeded(failed, resolved):
-            m.pace.halt(limit.describe(failed, resolved))
-            log.error("halting: %s; no new jobs, waiting up to %gs for the jobs running", m.pace.halted, m.config.grace)
-            if m.shutdown.running:
-                m.on_signal(signal.SIGTERM)
+            reason = limit.describe(failed, resolved)
+            self.pace.halt(reason)
+            log.error("halting: %s; no new jobs, waiting up to %gs for the jobs running", reason, self.config.grace)
+            if self.shutdown.running:
+                self.stop(signal.SIGTERM)
             # Jobs handed out and not started would go on failing: take them back.
             now = time.monotonic()
-            for slave in m.registry.slaves.values():
+            for slave in self.registry.slaves.values():
                 self._recall_all(slave, now, force=True)
 
     def halt_reason(self) -> str:
         """Why the run halted, with the counts at its end (the jobs in flight then finished too)."""
-        m = self.master
-        assert m.config.max_failures is not None
-        failed = m.ledger.failed
-        return m.config.max_failures.describe(failed, m.ledger.finished + failed)
+        assert self.config.max_failures is not None
+        failed = self.ledger.failed
+        return self.config.max_failures.describe(failed, self.ledger.finished + failed)
 
 
 def describe(answer: dict[str, Any]) -> str:

@@ -27,7 +27,8 @@ from typing import Any
 import gevent
 
 from taskmaster.config import MasterConfig
-from taskmaster.master import checkpoint, failures_file, process, reports, status
+from taskmaster.logformat import now_and_then
+from taskmaster.master import checkpoint, failures_file, process, status
 from taskmaster.master.admission import TokenBinding
 from taskmaster.master.control import Controls
 from taskmaster.master.dispatch import Dispatcher
@@ -38,6 +39,7 @@ from taskmaster.master.outcome import build as build_outcome
 from taskmaster.master.pace import Pace
 from taskmaster.master.process import TICK_SECONDS
 from taskmaster.master.registry import SlaveRegistry, queue_after_give_back
+from taskmaster.master.reports import Findings, Reports
 from taskmaster.master.shutdown import Phase, Shutdown
 from taskmaster.master.source import JobSource
 from taskmaster.master.start import open_run
@@ -88,12 +90,13 @@ class Master:
         self.last_tick = 0.0  # when `tick` last ran: a long gap is a stall of the master's own
         self.next_checkpoint = 0.0
         self.progress = Progress(False, show_queue=True)  # the real one comes with `start`
-        self.control = Controls(self)
         self.ledger: Ledger
         self.registry: SlaveRegistry
         self.source: JobSource
         self.saver: checkpoint.Saver
         self.dispatcher: Dispatcher  # hands out batches, parks requests that find none (made by `prepare`)
+        self.reports: Reports  # records what slaves report (made by `prepare`)
+        self.control: Controls  # tm-ctl and --max-failures (made by `prepare`)
 
     # ------------------------------------------------------------- set-up
 
@@ -112,6 +115,12 @@ class Master:
         self.saver = checkpoint.Saver(self.config.state_path, self.resumed_from)
         self.dispatcher = Dispatcher(
             self.ledger, self.registry, self.source, self.pace, self.shutdown, self.endpoint.send
+        )
+        self.reports = Reports(self.ledger, self.registry, self.pace, self.failed_jobs)
+        secure = self.endpoint.keys is not None
+        self.control = Controls(
+            self.config, secure, self.pace, self.ledger, self.registry, self.shutdown, self.endpoint.send,
+            self.on_signal, self.snapshot,
         )
         return None
 
@@ -209,7 +218,7 @@ class Master:
     def bad(self, identity: bytes | None, reason: str) -> None:
         """A malformed or impossible message: counted, logged now and then, and refused if it wants an answer."""
         self.bad_messages += 1
-        if self.bad_messages in (1, 10, 100) or self.bad_messages % 1000 == 0:
+        if now_and_then(self.bad_messages):
             log.warning("ignored a malformed message (%d so far): %s", self.bad_messages, reason)
         if identity is not None:
             self.endpoint.send(identity, protocol.reject(reason))
@@ -233,7 +242,7 @@ class Master:
                 if self.binding.foreign_request(slave, identity):
                     return
                 self.registry.seen(slave, now)
-                reports.record(self, slave, msg)
+                self._act_on(self.reports.record(slave, msg))
         elif isinstance(msg, (protocol.Heartbeat, protocol.GiveBack)):
             slave = self.registry.get(msg.slave)
             if slave is not None and msg.run == self.run_id and msg.token == slave.token:
@@ -241,7 +250,7 @@ class Master:
                     return
                 self.registry.seen(slave, now)
                 if isinstance(msg, protocol.GiveBack):
-                    reports.take_back(self, slave, msg.cuts)
+                    self.reports.take_back(slave, msg.cuts)
                     self.registry.note_queue(slave, queue_after_give_back(slave.queue, msg.queue, msg.cuts))
                     if self.pace.holding:
                         self.control.on_news(slave, now)
@@ -305,8 +314,8 @@ class Master:
             self.registry.take_back_batch(slave, slave.last_batch)
         slave.last_seq, slave.last_batch = msg.seq, None
         self.registry.note_queue(slave, msg.queue)
-        reports.take_back(self, slave, msg.cuts)
-        reports.record(self, slave, msg)
+        self.reports.take_back(slave, msg.cuts)
+        self._act_on(self.reports.record(slave, msg))
         if self.pace.holding:
             self.control.on_news(slave, now)
         if slave.gone:
@@ -317,6 +326,15 @@ class Master:
             self.endpoint.send(identity, protocol.quit_("goodbye"))
         else:
             self.dispatcher.answer(slave, msg.want, now, reported_failures=bool(msg.failures))
+
+    def _act_on(self, found: Findings) -> None:
+        """What a report showed: malformed parts counted, a failure not recorded stops the run, --max-failures."""
+        for reason in found.bad:
+            self.bad(None, reason)
+        for error in found.disk_errors:
+            self.stop_for_disk(error)
+        if found.failures:
+            self.control.check_failures()
 
     # ------------------------------------------------- checkpoint, status
 
