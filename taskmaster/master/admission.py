@@ -12,6 +12,7 @@ without --secret-file can stop.)
 
 from __future__ import annotations
 
+import enum
 import logging
 from typing import TYPE_CHECKING
 
@@ -23,9 +24,56 @@ if TYPE_CHECKING:
 log = logging.getLogger("taskmaster.master")
 
 
+class Channel(enum.Enum):
+    """Which of a slave's messages this is, for the checks it must pass."""
+
+    REQUEST = "request"  # a REQUEST or BYE: from one of its request connections, not one it gave up
+    ACK = "ack"  # a one-way ACK: from one of its request connections, while it has not said BYE
+    BEAT = "beat"  # a HEARTBEAT or GIVEBACK: from its liveness connection only
+
+
+class Verdict(enum.Enum):
+    ADMITTED = "admitted"
+    UNKNOWN_RUN = "this master does not know that run; say hello again"
+    UNKNOWN_TOKEN = "unknown slave token; say hello again"
+    FOREIGN = "that token belongs to another connection; say hello again"
+    STALE = "a connection the slave gave up"  # ignored: everything in it comes again on the newer one
+    GONE = "the slave said goodbye"  # ignored: it has left
+
+
+# The verdicts a REQUEST is answered (with RESET) for; the others are ignored.
+ANSWERED = (Verdict.UNKNOWN_RUN, Verdict.UNKNOWN_TOKEN, Verdict.FOREIGN)
+
+
 class TokenBinding:
     def __init__(self) -> None:
         self.refused = 0  # messages with a slave's token from a connection it was not issued on
+
+    def admit(
+        self, slave: SlaveRecord | None, run: str, run_id: str, token: str, identity: bytes, channel: Channel
+    ) -> Verdict:
+        """May a message of `channel` from `identity`, for run `run` with `token`, speak for `slave`?
+
+        The one check of every message that carries a token, in one order:
+        this run (and a slave it knows), the slave's token, then the
+        connection it came from.  Acknowledgements meant for another run of
+        a master may not be this run's jobs; a wrong token is not the process
+        that said hello under this id (or an impostor); a token replayed from
+        another connection changes nothing.
+        """
+        if slave is None or run != run_id:
+            return Verdict.UNKNOWN_RUN
+        if token != slave.token:
+            return Verdict.UNKNOWN_TOKEN
+        if channel is Channel.BEAT:
+            return Verdict.FOREIGN if self.foreign(slave, identity, slave.beat_identity) else Verdict.ADMITTED
+        if channel is Channel.ACK and slave.gone:
+            return Verdict.GONE
+        if self.foreign_request(slave, identity):
+            return Verdict.FOREIGN
+        if channel is Channel.REQUEST and self.stale_request(slave, identity):
+            return Verdict.STALE
+        return Verdict.ADMITTED
 
     @staticmethod
     def connection_number(slave: SlaveRecord, identity: bytes) -> int | None:

@@ -29,7 +29,7 @@ import gevent
 from taskmaster.config import MasterConfig
 from taskmaster.logformat import now_and_then
 from taskmaster.master import checkpoint, failures_file, process, status
-from taskmaster.master.admission import TokenBinding
+from taskmaster.master.admission import ANSWERED, Channel, TokenBinding, Verdict
 from taskmaster.master.control import Controls
 from taskmaster.master.dispatch import Dispatcher
 from taskmaster.master.endpoint import MasterEndpoint, Transport
@@ -38,7 +38,7 @@ from taskmaster.master.outcome import EndDetail, EndReason, Outcome, Tally
 from taskmaster.master.outcome import build as build_outcome
 from taskmaster.master.pace import Pace
 from taskmaster.master.process import TICK_SECONDS
-from taskmaster.master.registry import SlaveRegistry, queue_after_give_back
+from taskmaster.master.registry import SlaveRecord, SlaveRegistry, queue_after_give_back
 from taskmaster.master.reports import Findings, Reports
 from taskmaster.master.shutdown import Phase, Shutdown
 from taskmaster.master.source import JobSource
@@ -49,6 +49,7 @@ from taskmaster.wire.security import CurveKeys
 
 log = logging.getLogger("taskmaster.master")
 
+SlaveMessage = protocol.Report | protocol.Ack | protocol.Heartbeat | protocol.GiveBack  # those with a token
 STALL_SECONDS = 1.0  # ticks this far apart mean the master itself stalled (they come every TICK_SECONDS)
 
 
@@ -237,17 +238,13 @@ class Master:
             self.bad(identity, str(exc))
             return
         if isinstance(msg, protocol.Ack):
-            slave = self.registry.get(msg.slave)
-            if slave is not None and msg.run == self.run_id and msg.token == slave.token and not slave.gone:
-                if self.binding.foreign_request(slave, identity):
-                    return
+            slave = self._admit(identity, msg, Channel.ACK)
+            if slave is not None:
                 self.registry.seen(slave, now)
                 self._act_on(self.reports.record(slave, msg))
         elif isinstance(msg, (protocol.Heartbeat, protocol.GiveBack)):
-            slave = self.registry.get(msg.slave)
-            if slave is not None and msg.run == self.run_id and msg.token == slave.token:
-                if self.binding.foreign(slave, identity, slave.beat_identity):
-                    return
+            slave = self._admit(identity, msg, Channel.BEAT)
+            if slave is not None:
                 self.registry.seen(slave, now)
                 if isinstance(msg, protocol.GiveBack):
                     self.reports.take_back(slave, msg.cuts)
@@ -287,25 +284,21 @@ class Master:
         lease = self.config.lease_timeout
         self.endpoint.send(identity, protocol.welcome(self.run_id, slave.token, lease, lease / 3))
 
+    def _admit(self, identity: bytes, msg: SlaveMessage, channel: Channel) -> SlaveRecord | None:
+        """The slave `msg` may speak for, or None: a refused REQUEST is told why (RESET), anything else ignored."""
+        slave = self.registry.get(msg.slave)
+        verdict = self.binding.admit(slave, msg.run, self.run_id, msg.token, identity, channel)
+        if verdict is Verdict.ADMITTED:
+            return slave
+        if channel is Channel.REQUEST and verdict in ANSWERED:
+            self.endpoint.send(identity, protocol.reset(verdict.value))
+        return None
+
     def _on_request(self, identity: bytes, msg: protocol.Report, now: float) -> None:
         """A REQUEST (or BYE): record what it reports, then answer it - jobs, NO_JOBS, QUIT or parked."""
-        slave = self.registry.get(msg.slave)
-        if msg.run != self.run_id or slave is None:
-            # Acknowledgements meant for another run of a master: their
-            # positions may not be this run's jobs, so they are not counted.
-            self.endpoint.send(identity, protocol.reset("this master does not know that run; say hello again"))
+        slave = self._admit(identity, msg, Channel.REQUEST)
+        if slave is None:
             return
-        if msg.token != slave.token:
-            # Not the process that said hello under this id (or an impostor):
-            # it gets nothing, and changes nothing.
-            self.endpoint.send(identity, protocol.reset("unknown slave token; say hello again"))
-            return
-        if self.binding.foreign_request(slave, identity):
-            # The token, replayed from another connection: nothing changes.
-            self.endpoint.send(identity, protocol.reset("that token belongs to another connection; say hello again"))
-            return
-        if self.binding.stale_request(slave, identity):
-            return  # a late copy from a connection the slave gave up: it asked again on a newer one
         slave.identity = identity  # the slave's current connection (a Lazy Pirate retry opens a new one)
         self.registry.seen(slave, now)
         if msg.seq == slave.last_seq and slave.last_batch in slave.batches:
