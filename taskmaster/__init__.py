@@ -23,12 +23,12 @@ from typing import Any
 __version__ = "1.0.0"
 
 _LAZY = {
-    "run": "taskmaster.api",
-    "RunResult": "taskmaster.api",
-    "Master": "taskmaster.master",
+    "run": "taskmaster.launch.local",
+    "RunResult": "taskmaster.launch.local",
+    "Master": "taskmaster.master.core",
     "MasterConfig": "taskmaster.config",
-    "Outcome": "taskmaster.outcome",
-    "Slave": "taskmaster.slave",
+    "Outcome": "taskmaster.master.outcome",
+    "Slave": "taskmaster.slave.core",
     "SlaveConfig": "taskmaster.config",
     "UsageError": "taskmaster.errors",
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from taskmaster.halting import FailureLimit
+from taskmaster.failure_limit import FailureLimit
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:3050"  # loopback unless told otherwise
 

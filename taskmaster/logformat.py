@@ -10,6 +10,10 @@ so a log collector can filter and graph without parsing the message.
 The text format (the default) shows what jobs and their exceptions say, and
 they may say anything: `TextFormatter` keeps it from forging records or
 driving the terminal that shows the log.
+
+A warning that a peer can make happen again and again (a malformed message,
+a refused token) is written the 1st, 10th, 100th and every 1000th time
+(``now_and_then``), so that a flood cannot fill the log.
 """
 
 from __future__ import annotations
@@ -23,6 +27,11 @@ from typing import Any
 # Attributes every LogRecord has: anything else on a record came from `extra=`.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "taskName"}
 CORE_KEYS = ("time", "level", "role", "message")
+
+
+def now_and_then(count: int) -> bool:
+    """Is the `count`-th time something happened one to log: the 1st, 10th, 100th, then every 1000th."""
+    return count in (1, 10, 100) or count % 1000 == 0
 
 
 # Every C0 control but tab and newline, DEL, every C1 control (U+0085 NEL and

@@ -76,10 +76,10 @@ def rate(text: str) -> float:
 
 def failure_limit(text: str) -> Any:
     """--max-failures: N jobs, or P% of the jobs resolved."""
-    from taskmaster import halting
+    from taskmaster.failure_limit import parse
 
     try:
-        return halting.parse(text)
+        return parse(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -108,10 +108,34 @@ def log_format(text: str) -> str:
     return text
 
 
+# /metrics listens here when the address names no host: loopback, safe by default.
+DEFAULT_HOST = "127.0.0.1"
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT`` or ``PORT`` -> (host, port); the host defaults to loopback.
+
+    ``*`` as the host means every interface; an IPv6 host goes in brackets.
+    Raises ValueError with the reason.
+    """
+    host, sep, port_text = text.rpartition(":")
+    if not sep:
+        host, port_text = "", text
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError("an IPv6 host goes in brackets, e.g. [::1]:9090")
+    if host == "*":
+        host = "0.0.0.0"
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(f"the port must be a number from 1 to 65535, not {port_text!r}")
+    if any(c.isspace() or c in "/@" for c in host):
+        raise ValueError(f"{host!r} is not a host name or address")
+    return host or DEFAULT_HOST, int(port_text)
+
+
 def metrics_address(text: str) -> str:
     """Where to serve /metrics: HOST:PORT, :PORT or PORT (loopback)."""
-    from taskmaster.metrics import parse_address  # prometheus_client only when the option is used
-
     try:
         parse_address(text)
     except ValueError as exc:

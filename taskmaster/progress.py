@@ -17,7 +17,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
-from taskmaster.status import duration_text
+from taskmaster.text import duration_text
 
 if TYPE_CHECKING:
     import progressbar  # imported where a bar is drawn: most runs (pipes, logs) never draw one

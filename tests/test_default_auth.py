@@ -250,7 +250,7 @@ class FakeMaster:
     def __init__(self, address: str, state_file: str, answers: int = 1) -> None:
         import zmq
 
-        from taskmaster import protocol, security
+        from taskmaster.wire import protocol, security
 
         self.context = zmq.Context()
         self.sock = self.context.socket(zmq.ROUTER)

@@ -19,8 +19,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from taskmaster import metrics
 from taskmaster.cli import common, master, slave, status
+from taskmaster.master import metrics
 from tests.conftest import REPO
 
 KUBERNETES_VERSION = "1.30.0"  # a version kubernetes-validate ships schemas for; manifests use only GA APIs

@@ -24,7 +24,9 @@ from pathlib import Path
 import pytest
 from conftest import tcp_address, tm, write_module
 
-from taskmaster import checkpoint, failures, target
+from taskmaster.launch import target
+from taskmaster.master import checkpoint
+from taskmaster.master import failures_file as failures
 
 NOBODY = 65534
 SYSTEM_PYTHON = "/usr/bin/python3"

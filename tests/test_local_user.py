@@ -240,7 +240,7 @@ def world_reachable_dir() -> Path:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("transport, flag", [("tcp", None), ("ipc", None), ("ipc", "--insecure")])
 def test_another_user_cannot_pause_or_stop_a_master(procs, tmp_path, recording, nobody, transport, flag):
-    from taskmaster import protocol
+    from taskmaster.wire import protocol
 
     module, record, env = recording
     env = {**env, "TM_DELAY": "0.01", "TASKMASTER_SECRET_FILE": "", "TASKMASTER_INSECURE": ""}

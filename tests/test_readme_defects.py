@@ -269,7 +269,7 @@ def test_a_new_run_beside_an_unfinished_one_of_other_arguments_names_it(procs, t
 
 def test_the_docs_state_file_names_are_the_real_ones():
     """The README showed ``...get_jobs-1d2c3b4a`` (8 hex digits, real ones have 12); sharded.py left out get_jobs."""
-    from taskmaster import checkpoint
+    from taskmaster.master import checkpoint
 
     real = Path(checkpoint.default_path("/srv/jobs.py:get_jobs", {})).name
     digest = re.fullmatch(r"taskmaster-jobs\.py\.get_jobs-([0-9a-f]+)\.state", real).group(1)
@@ -318,7 +318,7 @@ def test_back_to_back_masters_on_one_address_with_linger_0(procs, tmp_path, jobs
 
 def test_a_state_file_of_the_same_target_spelled_otherwise_is_named_too(tmp_path):
     """``taskmaster.example`` and ``taskmaster/example.py`` are one module: its unfinished run is found either way."""
-    from taskmaster import checkpoint
+    from taskmaster.master import checkpoint
 
     def unfinished(target: str, kwargs: dict, complete: bool = False) -> str:
         path = checkpoint.default_path(target, kwargs, str(tmp_path))
@@ -339,7 +339,7 @@ def test_a_state_file_of_the_same_target_spelled_otherwise_is_named_too(tmp_path
 
 
 def test_settling_a_replay_moves_at_most_the_failed_count_and_leaves_other_files_alone(tmp_path):
-    from taskmaster import checkpoint
+    from taskmaster.master import checkpoint
 
     path = str(tmp_path / "run.state")
     checkpoint.save(path, checkpoint.State("m:get_jobs", {}, finished=90, failed=10, complete=True))

@@ -33,7 +33,7 @@ from conftest import (
     write_module,
 )
 
-from taskmaster.slave import MAX_JOBS_PER_REPORT
+from taskmaster.slave.core import MAX_JOBS_PER_REPORT
 
 # What each knob does:
 #   TM_RECORD   a line "i" per job that finished (written last, so a job that
@@ -608,7 +608,7 @@ def test_a_slave_whose_rejoin_after_reset_fails_exits_1(procs, tmp_path):
     """A master says RESET, then never answers the new hello: the slave says so and exits 1 (issue 12, defect 1)."""
     import zmq
 
-    from taskmaster import protocol
+    from taskmaster.wire import protocol
 
     context = zmq.Context()
     master = context.socket(zmq.ROUTER)

@@ -34,7 +34,7 @@ def test_slaves_die_when_tm_spawn_is_sigkilled(procs, tmp_path, recording):
 # around a fork (preexec_fn, at-fork hooks) needs that lock, so run() hung.
 THREADED_CALLER = """
 import _imp, json, os, sys, threading
-import taskmaster, taskmaster.api
+import taskmaster, taskmaster.launch.local
 
 forks = []
 os.register_at_fork(before=lambda: forks.append("before"), after_in_child=lambda: forks.append("child"))

@@ -21,7 +21,7 @@ import zmq
 from conftest import duplicates, free_port, handled, start_logged, tail, tcp_address, text, tm, wait_for, wait_listening
 from test_security import RecordingProxy
 
-from taskmaster import protocol
+from taskmaster.wire import protocol
 
 
 def last(pattern: bytes, data: bytes) -> bytes | None:

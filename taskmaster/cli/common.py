@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 from taskmaster import __version__, fileio
 from taskmaster import options as _options
 from taskmaster.errors import UsageError
+from taskmaster.launch.patching import monkey_patch  # noqa: F401 - for the commands
 from taskmaster.options import (  # noqa: F401 - the option tables, value types and their sources, for the commands
     COMMON_OPTIONS,
     DEFAULT_ADDRESS,
@@ -50,7 +51,6 @@ from taskmaster.options import (  # noqa: F401 - the option tables, value types 
 )
 from taskmaster.options import option_settings as _settings
 from taskmaster.options import value_from_text as _from_text
-from taskmaster.patching import monkey_patch  # noqa: F401 - for the commands
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 log_format = _options.log_format  # the --log-format type (tm-status's too); a name setup_logging's parameter shadows

@@ -68,13 +68,14 @@ def main(argv: list[str] | None = None, prog: str = "tm-ctl") -> int:
     args, rate = parse(argv, prog)
 
     def body() -> int:
-        from taskmaster import client, control, protocol, security
+        from taskmaster.master import control
+        from taskmaster.wire import protocol, query, security
 
         keys = security.keys_for(args.secret_file, args.insecure, args.address)
         request = protocol.control_request(args.command, rate, args.timeout)
         try:
-            answer = client.ask(args.address, request, protocol.CONTROL, args.timeout, keys)
-        except client.NoAnswer as exc:
+            answer = query.ask(args.address, request, protocol.CONTROL, args.timeout, keys)
+        except query.NoAnswer as exc:
             sys.stderr.write(f"{prog}: error: {exc}\n")
             return REFUSED if exc.refused else NO_ANSWER
         if not answer.get("ok"):

@@ -50,7 +50,7 @@ def new_secret(argv: list[str], prog: str) -> int:
     parser.add_argument("--new-secret", required=True, metavar="PATH", help="where to write the new secret")
 
     def body() -> int:
-        from taskmaster import secretfile
+        from taskmaster.wire import secretfile
 
         args = parser.parse_intermixed_args(argv)
         secretfile.new_secret_file(args.new_secret)
@@ -72,13 +72,14 @@ def main(argv: list[str] | None = None, prog: str = "tm-master") -> int:
     common.check_log_level(parser, args.log_level)
 
     def body() -> int:
-        from taskmaster import target  # no I/O library: safe before the patching
+        from taskmaster.launch import target  # no I/O library: safe before the patching
 
         kwargs = target.parse_kwargs(args.kwargs)  # bad arguments fail before anything else happens
         common.monkey_patch(args.no_monkey_patch)
         common.setup_logging(args.log_level, "master", args.log_file, args.log_format)
-        from taskmaster import checkpoint, failures, security
-        from taskmaster.master import Master, MasterConfig
+        from taskmaster.master import checkpoint, failures_file
+        from taskmaster.master.core import Master, MasterConfig
+        from taskmaster.wire import security
 
         keys = security.keys_for(args.secret_file, args.insecure, args.address)
         get_jobs = target.load(args.target, "get_jobs")
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None, prog: str = "tm-master") -> int:
             address=args.address,
             size=args.size,
             state_path=state_path,
-            failures_path=args.failures_file or failures.default_path(state_path),
+            failures_path=args.failures_file or failures_file.default_path(state_path),
             reset=args.reset,
             retry_failed=args.retry_failed,
             lease_timeout=args.lease_timeout,

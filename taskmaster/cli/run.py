@@ -45,14 +45,14 @@ def main(argv: list[str] | None = None, prog: str = "tm-run") -> int:
     common.check_log_level(parser, args.log_level)
 
     def body() -> int:
-        from taskmaster import api, forked, target
         from taskmaster.cli import master, slave
+        from taskmaster.launch import fork, local, target
 
         # For our own lines (an error before the run starts); the --log-file is the master's.
         common.setup_logging(args.log_level, "run", None, args.log_format)
 
         kwargs = target.parse_kwargs(args.kwargs)
-        result = api.launch(
+        result = local.launch(
             args.script,
             args.processes,
             kwargs,
@@ -60,12 +60,12 @@ def main(argv: list[str] | None = None, prog: str = "tm-run") -> int:
             args.get_jobs_callback,
             args.handle_job_callback,
             args.address,
-            fork=forked.Commands(master=master.main, slave=slave.main),
+            fork=fork.Commands(master=master.main, slave=slave.main),
         )
         for problem in result.problems:
             common.say(prog, problem, error=True)
         # The run is over and every child reaped: end now, without the teardown.
-        forked.end_process(result.exit_code)
+        fork.end_process(result.exit_code)
 
     common.run_command(prog, body)
 

@@ -31,8 +31,9 @@ def main(argv: list[str] | None = None, prog: str = "tm-slave") -> int:
 
     def body() -> int:
         common.monkey_patch(args.no_monkey_patch)
-        from taskmaster import security, target
-        from taskmaster.slave import Slave, SlaveConfig
+        from taskmaster.launch import target
+        from taskmaster.slave.core import Slave, SlaveConfig
+        from taskmaster.wire import security
 
         keys = security.keys_for(args.secret_file, args.insecure, args.address)
         handle_job = target.load(args.target, "handle_job")

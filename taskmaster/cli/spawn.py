@@ -28,9 +28,9 @@ def main(argv: list[str] | None = None, prog: str = "tm-spawn") -> int:
     common.check_log_level(parser, args.log_level)
 
     def body() -> int:
-        from taskmaster import forked, target
         from taskmaster.cli import slave
-        from taskmaster.supervisor import Supervisor, exit_code
+        from taskmaster.launch import fork, target
+        from taskmaster.launch.supervisor import Supervisor, exit_code
 
         # For our own lines (an error before the slaves start); the --log-file is the slaves'.
         common.setup_logging(args.log_level, "spawn", None, args.log_format)
@@ -39,12 +39,12 @@ def main(argv: list[str] | None = None, prog: str = "tm-spawn") -> int:
         slave_args = [f"{module}:{function}", "--address", args.address, *common.to_argv(args, SLAVE_FLAGS)]
         # Every setting is on the children's command lines: none from variables.
         child_env = common.child_environment(parser)
-        # The slaves are forked from here, the imports done once (see taskmaster.forked).
-        forked.preload(monkey_patch=not args.no_monkey_patch)
+        # The slaves are forked from here, the imports done once (see taskmaster.launch.fork).
+        fork.preload(monkey_patch=not args.no_monkey_patch)
         supervisor = Supervisor()
         supervisor.forward_signals()
         try:
-            forked.fork_children(
+            fork.fork_children(
                 supervisor,
                 [(slave.main, slave_args, "tm-slave")] * args.processes,
                 child_env,
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None, prog: str = "tm-spawn") -> int:
             supervisor.stop(supervisor.children, timeout=5)  # after a bad target or an interruption
         codes = [exit_code(child.returncode) for child in supervisor.children]
         # Every slave reaped: end now, without the teardown.
-        forked.end_process(next((code for code in codes if code != 0), 0))
+        fork.end_process(next((code for code in codes if code != 0), 0))
 
     common.run_command(prog, body)
 

@@ -63,11 +63,11 @@ def ask(address: str, timeout_ms: int, keys=None) -> dict | None:
     Raises Refused when the master refused the handshake: that is no
     master missing, and waiting longer would not change it.
     """
-    from taskmaster import client, protocol
+    from taskmaster.wire import protocol, query
 
     try:
-        return client.ask(address, protocol.status_request(), protocol.STATUS, timeout_ms, keys)
-    except client.NoAnswer as exc:
+        return query.ask(address, protocol.status_request(), protocol.STATUS, timeout_ms, keys)
+    except query.NoAnswer as exc:
         if exc.refused:
             raise Refused(str(exc)) from None
         return None
@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None, prog: str = "tm-status") -> int:
     args = build_parser(prog).parse_intermixed_args(argv)
 
     def body() -> int:
-        from taskmaster import security, status
+        from taskmaster.master import status
+        from taskmaster.wire import security
 
         common.setup_logging("info", "status", None, args.log_format)
         keys = security.keys_for(args.secret_file, args.insecure, args.address)

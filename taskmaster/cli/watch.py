@@ -114,7 +114,7 @@ def from_state_file(last: dict[str, Any], authenticated: bool = True) -> tuple[i
 
 def watch(prog: str, address: str, timeout_ms: int, keys: Any, seconds: float, as_json: bool) -> int:
     """Show the status every `seconds` until the run ends; its outcome as an exit code."""
-    from taskmaster import status
+    from taskmaster.master import status
 
     screen = Screen(sys.stdout)
     last: dict[str, Any] | None = None

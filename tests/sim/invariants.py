@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskmaster import checkpoint, failures
-from taskmaster.master import Master
-from taskmaster.ranges import positions_of
+from taskmaster.master import checkpoint
+from taskmaster.master import failures_file as failures
+from taskmaster.master.core import Master
+from taskmaster.wire.ranges import positions_of
 
 from .jobs import KINDS_STABLE
 from .master_host import TARGET

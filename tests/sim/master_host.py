@@ -18,12 +18,13 @@ import json
 from collections import deque
 from typing import Any
 
-from taskmaster import protocol, serving
 from taskmaster.config import MasterConfig
-from taskmaster.endpoint import RECEIVE_BURST
-from taskmaster.master import Master
-from taskmaster.outcome import Outcome
-from taskmaster.shutdown import Phase
+from taskmaster.master import process as serving
+from taskmaster.master.core import Master
+from taskmaster.master.endpoint import RECEIVE_BURST
+from taskmaster.master.outcome import Outcome
+from taskmaster.master.shutdown import Phase
+from taskmaster.wire import protocol
 
 from .scheduler import Sim, SimEvent
 
@@ -138,7 +139,7 @@ class MasterHost:
             identity, frames = self.inbox.popleft()
             self.world.trace_message(identity.decode(), "m", frames)
             m.handle([identity, *frames], self.sim.now)
-            if not m.paused:
+            if not m.pace.paused:
                 self.world.pause_answered = None  # resumed (a pause later in the burst is a new one)
         if self.inbox:
             self.sim.soon(self._serve, epoch)

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from taskmaster import protocol
+from taskmaster.wire import protocol
 
 from .scheduler import Sim, SimEvent
 

@@ -188,7 +188,7 @@ class SimTimer:
         self.sim, self.seconds = sim, seconds
 
     def start(self, callback: Callable[..., Any], *args: Any, update: bool = True) -> None:
-        from taskmaster.pool import _timed_out
+        from taskmaster.slave.pool import _timed_out
 
         self.sim.timeout = SimTimeout(self.sim, self.seconds, _timed_out(self.seconds))
 
@@ -203,7 +203,10 @@ def simulated(sim: Sim, on_master_sleep: Callable[[], None]) -> Iterator[None]:
     Only for the simulation's own duration: other tests see the real clock.
     """
     fake = SimGevent(sim, on_master_sleep)
-    from taskmaster import lazy_pirate, master, pool, slave, source
+    from taskmaster.master import core as master
+    from taskmaster.master import source
+    from taskmaster.slave import core as slave
+    from taskmaster.slave import lazy_pirate, pool
 
     clock = lambda: sim.now  # noqa: E731 - the one clock of the simulation
     with (

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskmaster import protocol
 from taskmaster.config import SlaveConfig
-from taskmaster.heartbeat import STEP_SECONDS, HeartbeatThread
-from taskmaster.lazy_pirate import LazyPirateClient
-from taskmaster.patience import Patience
 from taskmaster.progress import Progress
-from taskmaster.slave import Slave
+from taskmaster.slave.core import Slave
+from taskmaster.slave.heartbeat import STEP_SECONDS, HeartbeatThread
+from taskmaster.slave.lazy_pirate import LazyPirateClient, Patience
+from taskmaster.wire import protocol
 
 from .network import Network, SimSocket
 from .scheduler import Sim, SimEvent

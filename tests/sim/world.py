@@ -23,12 +23,13 @@ from random import Random
 from typing import Any
 from unittest import mock
 
-from taskmaster import protocol, registry
 from taskmaster.config import MasterConfig, SlaveConfig
-from taskmaster.halting import FailureLimit
-from taskmaster.master import Master
-from taskmaster.outcome import Outcome
-from taskmaster.shutdown import Phase
+from taskmaster.failure_limit import FailureLimit
+from taskmaster.master import registry
+from taskmaster.master.core import Master
+from taskmaster.master.outcome import Outcome
+from taskmaster.master.shutdown import Phase
+from taskmaster.wire import protocol
 
 from . import invariants
 from .jobs import KINDS_ALL, KINDS_STABLE, Jobs
@@ -216,7 +217,7 @@ class World:
             self.finished = True
             return
         # Stopped, halted: the user runs the same command again.
-        if m.halted:
+        if m.pace.halted:
             self.config.max_failures = None
         self.sim.at(self.sim.now + self.rng.uniform(0.1, 1.0), self.boot_master)
 
@@ -224,7 +225,7 @@ class World:
         invariants.window(m, self.size_check)
         if m.phase is Phase.RUNNING:
             invariants.slaves_hold_counted_batches(self, m)
-        if self.pause_answered is not None and not m.paused:
+        if self.pause_answered is not None and not m.pace.paused:
             self.pause_answered = None
         for record in m.registry.slaves.values():
             if record.lost and (m.run_id, record.id) not in self.ever_lost:
@@ -236,7 +237,7 @@ class World:
 
     def control_answered(self, answer: dict) -> None:
         m = self.host.m
-        if answer.get("command") == "pause" and answer.get("unsettled_slaves") == 0 and m is not None and m.paused:
+        if answer.get("command") == "pause" and answer.get("unsettled_slaves") == 0 and m is not None and m.pace.paused:
             self.pause_answered = {r.id for r in m.registry.slaves.values() if r.live}
 
     def control(self, command: str, rate: float | None = None) -> None:
@@ -328,9 +329,9 @@ class World:
         m = self.host.m
         if m is None or self.sim.now - self.healed_at < 1.0:
             return
-        if m.paused or m.rate_limit is not None:
+        if m.pace.paused or m.pace.rate_limit is not None:
             self.healed_at = self.sim.now
-            self.control("resume" if m.paused else "rate")
+            self.control("resume" if m.pace.paused else "rate")
 
     # ------------------------------------------------------------------ run
 

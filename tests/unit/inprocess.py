@@ -11,8 +11,8 @@ import time
 
 import gevent
 
-from taskmaster import protocol
-from taskmaster.master import Master, MasterConfig
+from taskmaster.master.core import Master, MasterConfig
+from taskmaster.wire import protocol
 
 
 class FakeEndpoint:

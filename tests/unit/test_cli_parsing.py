@@ -12,9 +12,9 @@ import os
 
 import pytest
 
-from taskmaster import checkpoint
 from taskmaster.cli import master, run, slave, spawn
 from taskmaster.cli import status as status_cli
+from taskmaster.master import checkpoint
 
 MAINS = {"master": master.main, "slave": slave.main, "spawn": spawn.main, "run": run.main}
 

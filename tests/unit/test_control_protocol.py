@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from taskmaster import protocol
-from taskmaster.protocol import ProtocolError, decode_from_slave
+from taskmaster.wire import protocol
+from taskmaster.wire.protocol import ProtocolError, decode_from_slave
 
 
 def control(doc) -> list[bytes]:

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from taskmaster import api, options
+from taskmaster import options
 from taskmaster.cli import master as master_cli
 from taskmaster.cli import slave as slave_cli
 from taskmaster.config import DEFAULT_ADDRESS, MasterConfig, SlaveConfig
+from taskmaster.launch import local as api
 
 # option dest -> (config class, field) for every option that is a setting of the classes
 SETTINGS = {

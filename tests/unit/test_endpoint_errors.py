@@ -15,7 +15,7 @@ import time
 import pytest
 import zmq.green as zmq
 
-from taskmaster.endpoint import MasterEndpoint
+from taskmaster.master.endpoint import MasterEndpoint
 
 
 @pytest.fixture

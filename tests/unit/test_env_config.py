@@ -10,9 +10,9 @@ import sys
 import pytest
 
 import taskmaster
-from taskmaster import api
 from taskmaster.cli import common, ctl, master, run, slave, spawn, status
 from taskmaster.errors import UsageError
+from taskmaster.launch import local as api
 
 # Each command's parser and the positional arguments it needs.
 COMMANDS = {

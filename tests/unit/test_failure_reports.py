@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from taskmaster import protocol
-from taskmaster.pool import FAILURE_BYTES_PER_REPORT, WorkerPool
+from taskmaster.slave.pool import FAILURE_BYTES_PER_REPORT, WorkerPool
+from taskmaster.wire import protocol
 
 
 def pool_with_failures(n: int, traceback_chars: int) -> WorkerPool:

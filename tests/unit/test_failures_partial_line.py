@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from taskmaster import failures
 from taskmaster.errors import UsageError
+from taskmaster.master import failures_file as failures
 
 
 def entry(position: int) -> dict:

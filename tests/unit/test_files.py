@@ -14,10 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskmaster import checkpoint, failures
 from taskmaster.errors import UsageError
-from taskmaster.ledger import Ledger
-from taskmaster.ranges import to_ranges
+from taskmaster.master import checkpoint
+from taskmaster.master import failures_file as failures
+from taskmaster.master.ledger import Ledger
+from taskmaster.wire.ranges import to_ranges
 
 TARGET, KWARGS = "jobs.py:get_jobs", {"n": "10"}
 
@@ -198,7 +199,7 @@ def test_the_failures_file_sits_beside_the_state_file():
 
 
 def test_retries_then_a_record_then_resolved(tmp_path):
-    from taskmaster.protocol import Failure
+    from taskmaster.wire.protocol import Failure
 
     ledger = Ledger(4)
     ledger.add(["j0", "j1"])
@@ -216,7 +217,7 @@ def test_retries_then_a_record_then_resolved(tmp_path):
 
 
 def test_a_replay_rewrites_the_file_with_only_the_jobs_that_failed_again(tmp_path):
-    from taskmaster.protocol import Failure
+    from taskmaster.wire.protocol import Failure
 
     path = str(tmp_path / "f.jsonl")
     log = failures.FailureLog(path)

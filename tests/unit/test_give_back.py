@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import threading
 
-from taskmaster.ledger import Ledger
-from taskmaster.pool import LocalBatch, WorkerPool
-from taskmaster.registry import SlaveRegistry
+from taskmaster.master.ledger import Ledger
+from taskmaster.master.registry import SlaveRegistry
+from taskmaster.slave.pool import LocalBatch, WorkerPool
 
 
 def registry_with_batch(n: int = 10):

@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from inprocess import Harness
 
-from taskmaster import protocol
-from taskmaster.halting import FailureLimit
-from taskmaster.outcome import EndReason
-from taskmaster.shutdown import Phase
+from taskmaster.failure_limit import FailureLimit
+from taskmaster.master.outcome import EndReason
+from taskmaster.master.shutdown import Phase
+from taskmaster.wire import protocol
 
 
 def failure(batch: int, position: int) -> protocol.Failure:
@@ -30,7 +30,7 @@ def halted_run(tmp_path):
     kind, header, _ = h.request("b", b, 2)  # the two retries
     assert kind == protocol.JOBS and header["positions"] == [[0, 2]]
     h.request("b", b, 0, acks=[(header["batch"], [[0, 1]])], failures=[failure(header["batch"], 1)])
-    assert h.master.halted and h.master.phase is Phase.STOPPING
+    assert h.master.pace.halted and h.master.phase is Phase.STOPPING
     return h, a, batch
 
 

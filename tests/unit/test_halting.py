@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from taskmaster.halting import MIN_RESOLVED_FOR_PERCENT, FailureLimit, parse
+from taskmaster.failure_limit import MIN_RESOLVED_FOR_PERCENT, FailureLimit, parse
 
 
 @pytest.mark.parametrize(

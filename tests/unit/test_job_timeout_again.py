@@ -17,7 +17,7 @@ import time
 import gevent
 import pytest
 
-from taskmaster.pool import WATCHDOG_SIGNAL, JobTimeout, LocalBatch, WorkerPool
+from taskmaster.slave.pool import WATCHDOG_SIGNAL, JobTimeout, LocalBatch, WorkerPool
 
 TIMEOUT = 0.02
 GIVE_UP = 2.0  # seconds a test handler waits for a timeout that does not come, then returns

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from taskmaster.pool import WATCHDOG_SIGNAL, LocalBatch, WorkerPool
+from taskmaster.slave.pool import WATCHDOG_SIGNAL, LocalBatch, WorkerPool
 
 TIMEOUT = 0.01
 

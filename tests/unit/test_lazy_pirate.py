@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import zmq.green as zmq
 
-from taskmaster.lazy_pirate import LazyPirateClient
-from taskmaster.patience import Patience
+from taskmaster.slave.lazy_pirate import LazyPirateClient, Patience
 
 
 class Waiter:

@@ -11,7 +11,7 @@ import random
 
 import pytest
 
-from taskmaster.ledger import Ledger
+from taskmaster.master.ledger import Ledger
 
 
 @pytest.mark.parametrize("seed", range(20))

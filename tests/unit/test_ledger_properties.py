@@ -26,12 +26,13 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from taskmaster import checkpoint, failures
-from taskmaster.identity import FinishedBefore
-from taskmaster.ledger import Ledger
-from taskmaster.protocol import Failure
-from taskmaster.ranges import expand, to_ranges, within
-from taskmaster.registry import SlaveRegistry
+from taskmaster.master import checkpoint
+from taskmaster.master import failures_file as failures
+from taskmaster.master.identity import FinishedBefore
+from taskmaster.master.ledger import Ledger
+from taskmaster.master.registry import SlaveRegistry
+from taskmaster.wire.protocol import Failure
+from taskmaster.wire.ranges import expand, to_ranges, within
 
 N = 40
 SLAVES = ("a", "b", "c")

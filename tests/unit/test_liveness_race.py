@@ -23,9 +23,9 @@ import pytest
 import zmq
 from gevent import monkey
 
-from taskmaster import protocol
-from taskmaster.heartbeat import HeartbeatThread
-from taskmaster.pool import WATCHDOG_SIGNAL, LocalBatch, WorkerPool
+from taskmaster.slave.heartbeat import HeartbeatThread
+from taskmaster.slave.pool import WATCHDOG_SIGNAL, LocalBatch, WorkerPool
+from taskmaster.wire import protocol
 
 STRESS_SECONDS = 4.0
 BEAT_ID = b"beat-stress"

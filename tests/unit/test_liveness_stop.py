@@ -8,7 +8,7 @@ import time
 import pytest
 from gevent import monkey
 
-from taskmaster.heartbeat import HeartbeatThread
+from taskmaster.slave.heartbeat import HeartbeatThread
 
 _allocate_lock = monkey.get_original("_thread", "allocate_lock")
 

@@ -15,10 +15,10 @@ import gevent.event
 import pytest
 from inprocess import Harness
 
-from taskmaster import protocol
-from taskmaster.halting import parse as parse_limit
-from taskmaster.outcome import EndReason
-from taskmaster.shutdown import QUIET_SECONDS, Phase
+from taskmaster.failure_limit import parse as parse_limit
+from taskmaster.master.outcome import EndReason
+from taskmaster.master.shutdown import QUIET_SECONDS, Phase
+from taskmaster.wire import protocol
 
 
 @pytest.fixture
@@ -203,7 +203,7 @@ def test_past_max_failures_the_run_halts_and_says_why(harness):
     _, header, jobs = h.request("s1", welcome, want=5)
     failures = [protocol.Failure(header["batch"], p, "ValueError", "bad", "Traceback...") for p in (0, 1, 2)]
     h.request("s1", welcome, want=0, acks=[(header["batch"], [[3, 5]])], failures=failures)
-    assert h.master.halted and h.master.phase in (Phase.STOPPING, Phase.CLOSING)
+    assert h.master.pace.halted and h.master.phase in (Phase.STOPPING, Phase.CLOSING)
     h.tick()
     assert h.master.ended is EndReason.HALTED
     outcome = h.end()

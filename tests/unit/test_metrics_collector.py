@@ -9,9 +9,9 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from taskmaster import __version__
-from taskmaster.master import Master, MasterConfig
-from taskmaster.metrics import MetricsServer, parse_address
-from taskmaster.protocol import Failure
+from taskmaster.master.core import Master, MasterConfig
+from taskmaster.master.metrics import MetricsServer, parse_address
+from taskmaster.wire.protocol import Failure
 
 
 def get_jobs(last=0, **kwargs):
@@ -75,7 +75,7 @@ def test_counters_and_gauges_follow_the_master_state(tmp_path):
     failure = Failure(batch=batch, position=3, type="ValueError", message="no", traceback="")
     master.failed_jobs.failed(ledger, failure, "a")  # first failure: a retry (max_retries=1)
     master.failed_jobs.failed(ledger, failure, "a")  # second: failed for good
-    master.paused, master.rate_limit = True, 250.0
+    master.pace.paused, master.pace.rate_limit = True, 250.0
     master.checkpointed_at = time.monotonic() - 5
 
     m = scrape(master)

@@ -16,8 +16,10 @@ import stat
 
 import pytest
 
-from taskmaster import checkpoint, failures, fileio
+from taskmaster import fileio
 from taskmaster.errors import UsageError
+from taskmaster.master import checkpoint
+from taskmaster.master import failures_file as failures
 
 TARGET, KWARGS = "jobs.py:get_jobs", {"n": "10"}
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 from inprocess import Harness
 
-from taskmaster import protocol
+from taskmaster.wire import protocol
 
 N = 6
 

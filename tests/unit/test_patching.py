@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from taskmaster import patching
+from taskmaster.launch import patching
 
 OWN = ("gevent.plugins.monkey.will_patch_all", "gevent.monkey:_subscribe_signal_os")
 
@@ -44,7 +44,7 @@ def test_strptimes_cache_lock_stays_a_real_lock_and_everything_else_is_patched()
     code = """
 import subprocess
 import sys
-from taskmaster import patching
+from taskmaster.launch import patching
 patching.monkey_patch(False)
 import _strptime, datetime, threading, gevent
 from gevent import monkey

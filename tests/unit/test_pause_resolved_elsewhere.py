@@ -16,7 +16,7 @@ import json
 import pytest
 from inprocess import Harness
 
-from taskmaster import protocol
+from taskmaster.wire import protocol
 
 N = 8  # a and s each get the first 4: the other 4 keep the run going
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import io
 
-from taskmaster.control import describe
+from taskmaster.master.control import describe
+from taskmaster.master.status import control_lines
 from taskmaster.progress import Progress
-from taskmaster.status import control_lines
 
 
 class Terminal(io.StringIO):

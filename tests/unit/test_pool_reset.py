@@ -13,7 +13,7 @@ marked as reported-pending (``dirty``): their jobs were never acknowledged.
 
 from __future__ import annotations
 
-from taskmaster.pool import LocalBatch, WorkerPool
+from taskmaster.slave.pool import LocalBatch, WorkerPool
 
 
 def pool_holding_a_half_done_batch() -> tuple[WorkerPool, LocalBatch]:

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from taskmaster import protocol
-from taskmaster.protocol import ProtocolError, decode_from_slave
+from taskmaster.wire import protocol
+from taskmaster.wire.protocol import ProtocolError, decode_from_slave
 
 WEIRD = [
     None, True, False, -1, -(2**63), 2**62 + 1, 2**64, 10**400, 1.5, 1e308, "", "x" * 300, "é\u0000\ud7ff",

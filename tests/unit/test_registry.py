@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from taskmaster.ledger import Ledger
-from taskmaster.registry import FORGET_AFTER_LEASES, Batch, SlaveRegistry
+from taskmaster.master.ledger import Ledger
+from taskmaster.master.registry import FORGET_AFTER_LEASES, Batch, SlaveRegistry
 
 LEASE = 30.0
 

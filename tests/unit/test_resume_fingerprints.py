@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from taskmaster import checkpoint
-from taskmaster.identity import FinishedBefore, fingerprint
-from taskmaster.ledger import Ledger
-from taskmaster.ranges import expand
+from taskmaster.master import checkpoint
+from taskmaster.master.identity import FinishedBefore, fingerprint
+from taskmaster.master.ledger import Ledger
+from taskmaster.wire.ranges import expand
 
 
 def resumed_ledger(size: int, start: int, finished: list, positions: list[int]) -> Ledger:
@@ -74,7 +74,7 @@ def test_the_checkpoint_names_resolved_jobs_and_those_still_owed(tmp_path):
 
 
 def test_a_state_file_without_fingerprints_skips_nothing(tmp_path, caplog):
-    from taskmaster.opening import _finished_before
+    from taskmaster.master.start import _finished_before
 
     state = checkpoint.State("t", {}, position=3, has_anchor=True, anchor=3, resolved=[[4, 6]])
     with caplog.at_level(logging.WARNING, "taskmaster.master"):
@@ -85,7 +85,7 @@ def test_a_state_file_without_fingerprints_skips_nothing(tmp_path, caplog):
 
 def test_two_jobs_failed_at_one_position_in_two_runs_are_both_kept(tmp_path):
     """A resumed get_jobs may yield another sequence: one position can name two jobs failed for good."""
-    from taskmaster import failures
+    from taskmaster.master import failures_file as failures
 
     log = failures.FailureLog(str(tmp_path / "f.jsonl"))
     log.append(failures.record(33, 340, "JobTimeout", "too long", "", 3, "s1"))  # the first run's job 33

@@ -6,8 +6,8 @@ import signal
 
 import pytest
 
-from taskmaster.outcome import EndDetail, EndReason, Tally, build
-from taskmaster.shutdown import QUIET_SECONDS, QUIT_LINGER_SECONDS, Phase, Shutdown
+from taskmaster.master.outcome import EndDetail, EndReason, Tally, build
+from taskmaster.master.shutdown import QUIET_SECONDS, QUIT_LINGER_SECONDS, Phase, Shutdown
 
 
 def test_a_stop_waits_for_the_jobs_in_flight_within_the_grace_and_a_second_one_ends_the_wait():

@@ -16,9 +16,9 @@ import gevent
 import pytest
 from inprocess import Harness
 
-from taskmaster import protocol
-from taskmaster.outcome import EndReason
-from taskmaster.slave import Slave, SlaveConfig
+from taskmaster.master.outcome import EndReason
+from taskmaster.slave.core import Slave, SlaveConfig
+from taskmaster.wire import protocol
 
 ANSWER_WITHIN = 5.0  # seconds the link waits for the master's answer, as --timeout would
 

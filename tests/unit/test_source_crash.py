@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import gevent
 
-from taskmaster.ledger import Ledger
-from taskmaster.source import JobSource
+from taskmaster.master.ledger import Ledger
+from taskmaster.master.source import JobSource
 
 
 class Abandon(BaseException):

@@ -20,7 +20,7 @@ import json
 import pytest
 from inprocess import Harness
 
-from taskmaster import protocol
+from taskmaster.wire import protocol
 
 N = 20
 

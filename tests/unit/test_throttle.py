@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from taskmaster.throttle import BURST_SECONDS, Throttle
+from taskmaster.master.pace import BURST_SECONDS, Throttle
 
 
 def hand_out(

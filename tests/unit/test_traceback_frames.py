@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 import taskmaster
-from taskmaster.pool import LocalBatch, WorkerPool
+from taskmaster.slave.pool import LocalBatch, WorkerPool
 
 PACKAGE_DIR = os.path.dirname(os.path.abspath(taskmaster.__file__))
 
