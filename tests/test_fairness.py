@@ -17,6 +17,7 @@ import pytest
 from conftest import start_logged, tail, tcp_address, text, wait_exit, wait_for, wait_listening, write_module
 
 from taskmaster.cli.status import ask
+from taskmaster.wire.security import keys_for
 
 FAIRNESS_MODULE = """
 import os, time
@@ -72,7 +73,8 @@ def test_a_dry_slave_gets_the_jobs_a_blocked_slave_has_not_started(procs, tmp_pa
         env={**common, "TM_NAME": "A", "TM_GATE": str(gate)},
     )
     wait_for(lambda: lines(starts), 30, what="slave A starting a job")
-    held = wait_for(lambda: held_by_slaves(ask(address, 1000)), 30, what="A holding jobs")
+    keys = keys_for(None, False, address)  # the default per-user secret, as the commands use
+    held = wait_for(lambda: held_by_slaves(ask(address, 1000, keys)), 30, what="A holding jobs")
     assert held >= 2, f"A should hold jobs it has not started, holds {held}"
 
     slave_b = start_logged(

@@ -71,8 +71,9 @@ def read_record(path: Path) -> list[tuple[int, int, float, float]]:
 
 def ask_status(address: str) -> dict | None:
     from taskmaster.cli.status import ask
+    from taskmaster.wire.security import keys_for
 
-    return ask(address, 1000)
+    return ask(address, 1000, keys_for(None, False, address))  # the default per-user secret
 
 
 def _start(procs, argv: list, log: Path, env: dict) -> subprocess.Popen:
