@@ -41,7 +41,9 @@ def resumed_at(err: str) -> int:
 def complete_run(procs, module, n: int, env: dict, *kwargs: str):
     """One whole run of the recording module (a master and one slave); the master's CompletedProcess."""
     address = tcp_address()
-    argv = tm("master", module, f"n={n}", *kwargs, "--address", address, "--no-progress")
+    # --linger 0: the slave runs every job, so it joined before the end and hears "quit"; the default
+    # linger (3 s from the master's start) would only be waited out.
+    argv = tm("master", module, f"n={n}", *kwargs, "--address", address, "--no-progress", "--linger", "0")
     master = procs.start(argv, env=env)
     slave = procs.start(tm("slave", module, "--address", address, "--no-progress"), env=env)
     out, err = master.communicate(timeout=60)
@@ -155,7 +157,7 @@ def test_finished_run_run_again_says_so_and_reset_runs_it_again(procs, tmp_path,
     n = 1000
     module, record, env = recording
     address = tcp_address()
-    argv = master_argv(module, n, address)
+    argv = master_argv(module, n, address, "--linger", "0")  # as complete_run: the slave runs the jobs
     master = procs.start(argv, env=env)
     slave = procs.start(tm("slave", module, "--address", address, "--no-progress"), env=env)
     _, err = master.communicate(timeout=60)

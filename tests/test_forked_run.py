@@ -72,7 +72,10 @@ def test_children_are_named_and_die_with_tm_run(procs, tmp_path):
     module = write_module(tmp_path, "probe", PROBE)
     log, run_log = tmp_path / "probe.jsonl", tmp_path / "run.log"
     env = {"TM_PROBE": str(log), "TM_HOLD": str(tmp_path / "never")}
-    run = start_logged(procs, tm("run", module, 2, "--no-progress"), run_log, env)
+    # --grace 1: the master, told to stop (SIGTERM) when tm-run dies, waits that long for the held jobs,
+    # not the default 10 s.
+    argv = tm("run", module, 2, "--no-progress", "--grace", "1")
+    run = start_logged(procs, argv, run_log, env)
     wait_for(lambda: text(run_log).count(" joined ") == 2, 30, what=f"both slaves joined:\n{tail(run_log)}")
     children = descendants(run.pid)
     names = sorted(open(f"/proc/{pid}/comm").read().strip() for pid in children)

@@ -335,7 +335,9 @@ def test_a_flood_of_idle_connections_leaves_jobs_flowing_and_tm_status_answering
     """
     module, record, env = recording
     n = 1500
-    env = {**env, "TM_DELAY": "0.05", "TM_FAIL_EVERY": "50", "TASKMASTER_SECRET_FILE": "", "TASKMASTER_INSECURE": ""}
+    # 20 ms jobs, 4 at a time: the run lasts about 8 s of flood (at 50 ms it took 19 s), still several
+    # tm-status answers and every failure recorded while the 1,000 connections are open.
+    env = {**env, "TM_DELAY": "0.02", "TM_FAIL_EVERY": "50", "TASKMASTER_SECRET_FILE": "", "TASKMASTER_INSECURE": ""}
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     mlog, slog = tmp_path / "master.log", tmp_path / "slave.log"
@@ -427,8 +429,8 @@ def test_bad_requests_on_metrics_cost_a_few_log_lines_and_no_traceback(procs, tm
                 c.shutdown(socket.SHUT_WR)
                 while c.recv(65536):
                     pass
-            except ConnectionResetError:
-                pass  # answered 400 and closed before reading all of it
+            except (ConnectionResetError, BrokenPipeError, OSError):
+                pass  # answered 400 and closed before reading (or before we shut our side): what counts is the log
 
     threads = [threading.Thread(target=send, args=(b"NONSENSE\r\n\r\n",)) for _ in range(300)]
     for t in threads:

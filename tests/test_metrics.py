@@ -110,7 +110,7 @@ def test_tm_master_serves_metrics_also_while_it_lingers_after_the_run(procs, tmp
     port, address = free_port(), tcp_address()
     mlog = tmp_path / "master.log"
     argv = tm("master", module, f"n={N}", "--address", address, "--max-retries", MAX_RETRIES, "--no-progress")
-    master = start_logged(procs, [*argv, "--metrics-address", f"127.0.0.1:{port}", "--linger", "20"], mlog, env)
+    master = start_logged(procs, [*argv, "--metrics-address", f"127.0.0.1:{port}", "--linger", "5"], mlog, env)
     wait_listening(master, mlog)
     assert f"serving metrics on http://127.0.0.1:{port}/metrics" in text(mlog)
     start_logged(

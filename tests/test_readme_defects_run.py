@@ -246,7 +246,8 @@ def test_tm_run_says_when_its_master_is_killed(procs, tmp_path):
 
 @pytest.mark.timeout(90)
 def test_tm_run_says_when_all_its_slaves_are_killed(procs, tmp_path):
-    run, run_log, master, slaves = start_held_run(procs, tmp_path)
+    # --grace 1: tm-run stops the master, which waits that long for the jobs the dead slaves held (default 10 s).
+    run, run_log, master, slaves = start_held_run(procs, tmp_path, "--grace", "1")
     for slave in slaves:
         os.kill(slave, signal.SIGKILL)
     code = wait_exit(run, 60, run_log)

@@ -72,15 +72,28 @@ CHANGING_ITERATORS = True
 JOB_TIMEOUTS = True
 
 
+# The seeds in chunks, so that pytest-xdist spreads them over its workers:
+# one test of all of them took a worker for half a minute or more.  The
+# first chunk stays in the developer's loop (-m "not slow"); the whole
+# suite, as CI runs it, simulates all of them.
+CHUNKS = 8
+assert SEEDS % CHUNKS == 0
+
+
 @pytest.mark.timeout(300)
-def test_a_thousand_seeds_keep_every_promise():
+@pytest.mark.parametrize(
+    "chunk",
+    [k if k == 0 else pytest.param(k, marks=pytest.mark.slow) for k in range(CHUNKS)],
+    ids=lambda k: f"seeds-{k * SEEDS // CHUNKS}-{(k + 1) * SEEDS // CHUNKS - 1}",
+)
+def test_a_thousand_seeds_keep_every_promise(chunk):
     failed = []
-    for seed in range(SEEDS):
+    for seed in range(chunk * SEEDS // CHUNKS, (chunk + 1) * SEEDS // CHUNKS):
         result = simulate(seed, CHANGING_ITERATORS, invariants.SIZE_IS_A_BOUND, job_timeouts=JOB_TIMEOUTS)
         if result.error:
             command = replay_command(seed, CHANGING_ITERATORS, invariants.SIZE_IS_A_BOUND, JOB_TIMEOUTS)
             failed.append(f"{command}  # {result.error}")
-    assert not failed, f"{len(failed)} of {SEEDS} seeds failed:\n" + "\n".join(failed[:20])
+    assert not failed, f"{len(failed)} of {SEEDS // CHUNKS} seeds failed:\n" + "\n".join(failed[:20])
 
 
 def test_a_seed_replays_exactly():
@@ -91,9 +104,6 @@ def test_a_seed_replays_exactly():
 
 @pytest.mark.timeout(300)
 def test_the_seeds_go_through_every_path_the_promises_depend_on():
-    seen: set[str] = set()
-    for seed in range(300):
-        seen.update(simulate(seed, CHANGING_ITERATORS, False, job_timeouts=JOB_TIMEOUTS).seen)
     wanted = {
         "reset, same run",  # a RESET in the same run: a slave's token went stale, it says hello again
         "reset, new run",  # the master crashed or stopped, and a new one resumed
@@ -106,6 +116,13 @@ def test_the_seeds_go_through_every_path_the_promises_depend_on():
         "ended halted",  # --max-failures
         "ended interrupted",  # tm-ctl stop
     }
+    seen: set[str] = set()
+    # Within the first 300 seeds; stop at the first seed that completes the
+    # set (seed 82 today) rather than simulate seeds that can add nothing.
+    for seed in range(300):
+        seen.update(simulate(seed, CHANGING_ITERATORS, False, job_timeouts=JOB_TIMEOUTS).seen)
+        if wanted <= seen:
+            break
     assert wanted <= seen, f"never exercised: {sorted(wanted - seen)}"
 
 
