@@ -7,6 +7,7 @@ unit tests use these: end-to-end tests run real processes on real sockets.
 
 from __future__ import annotations
 
+import json
 import time
 
 import gevent
@@ -109,3 +110,32 @@ class Harness:
     def close(self) -> None:
         self.filler.kill()
         self.master.failed_jobs.file.close()
+
+
+def ranged(tmp_path, n: int, **config) -> Harness:
+    """A master over the jobs 0..n-1 (``get_jobs(last)`` is ``range(last, n)``), its window filled."""
+
+    def get_jobs(last=0):
+        return range(int(last), n)
+
+    h = Harness(tmp_path, get_jobs, **config)
+    h.fill()
+    return h
+
+
+def join(h: Harness, name: str, concurrency: int = 4) -> dict:
+    """HELLO from a slave that names its request connections as real ones do (NAME.1, NAME.2, ...); the WELCOME."""
+    frames = protocol.hello(name, "host", 1, concurrency, 2500, beat=f"{name}-beat", conn=name)
+    kind, header, _ = h.send(f"{name}.1".encode(), frames)
+    assert kind == protocol.WELCOME, (kind, header)
+    return header
+
+
+def report(welcome: dict, name: str, seq: int, want: int, acks=(), leaving: bool = False) -> list[bytes]:
+    """A REQUEST (or, leaving, a BYE) of slave `name` in the run `welcome` let it into."""
+    return protocol.report(name, welcome["run"], welcome["token"], seq, want, list(acks), [], leaving)
+
+
+def pause_answers(h: Harness, asker: bytes = b"ctl") -> list[dict]:
+    """The CONTROL answers sent to `asker`, in order."""
+    return [json.loads(frames[1]) for identity, frames in h.endpoint.sent if identity == asker]

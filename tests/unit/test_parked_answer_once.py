@@ -14,34 +14,21 @@ place, and the next tick sent the new one jobs it never asked for.
 from __future__ import annotations
 
 import pytest
-from inprocess import Harness
+from inprocess import Harness, join, ranged, report
 
 from taskmaster.wire import protocol
 
 N = 6
 
 
-def get_jobs(last=0):
-    return range(int(last), N)
-
 
 @pytest.fixture
 def harness(tmp_path):
-    h = Harness(tmp_path, get_jobs)
-    h.fill()
+    h = ranged(tmp_path, N)
     yield h
     h.close()
 
 
-def hello(h: Harness, name: str) -> dict:
-    frames = protocol.hello(name, "host", 1, 4, 2500, beat=f"{name}-beat", conn=name)
-    kind, header, _ = h.send(f"{name}.1".encode(), frames)
-    assert kind == protocol.WELCOME
-    return header
-
-
-def report(welcome: dict, name: str, seq: int, want: int, acks=(), leaving=False) -> list[bytes]:
-    return protocol.report(name, welcome["run"], welcome["token"], seq, want, list(acks), [], leaving)
 
 
 def ask(h: Harness, identity: bytes, frames: list[bytes]):
@@ -61,7 +48,7 @@ def jobs_sent(h: Harness, identity: bytes) -> list[dict]:
 
 
 def test_a_retry_answered_leaves_no_parked_answer_and_the_run_ends(harness):
-    a, s = hello(harness, "a"), hello(harness, "s")
+    a, s = join(harness, "a"), join(harness, "s")
     kind, _, got = harness.send(b"a.1", report(a, "a", 1, N))
     assert kind == protocol.JOBS and len(got) == N  # every job is with a
     request = report(s, "s", 1, 3)
@@ -82,10 +69,10 @@ def test_a_retry_answered_leaves_no_parked_answer_and_the_run_ends(harness):
 
 
 def test_a_new_hello_forgets_the_parked_request_of_the_old_incarnation(harness):
-    a, s = hello(harness, "a"), hello(harness, "s")
+    a, s = join(harness, "a"), join(harness, "s")
     harness.send(b"a.1", report(a, "a", 1, N))
     assert harness.send(b"s.1", report(s, "s", 1, 3)) is None  # parked
-    hello(harness, "s")  # s starts over (a RESET, a restart): a new incarnation under the same id
+    join(harness, "s")  # s starts over (a RESET, a restart): a new incarnation under the same id
     harness.send(b"a.1", report(a, "a", 2, 0, leaving=True))  # jobs come back
     harness.tick(0.001)
     kinds = [kind for kind, _, _ in harness.endpoint.replies(b"s.1")]

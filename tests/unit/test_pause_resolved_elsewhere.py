@@ -11,45 +11,32 @@ slave settled"; then a handler ran on the paused run.
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from inprocess import Harness
+from inprocess import join, pause_answers, ranged
 
 from taskmaster.wire import protocol
 
 N = 8  # a and s each get the first 4: the other 4 keep the run going
 
 
-def get_jobs(last=0):
-    return range(int(last), N)
-
 
 @pytest.fixture
 def harness(tmp_path):
-    h = Harness(tmp_path, get_jobs, lease_timeout=1.0)
-    h.fill()
+    h = ranged(tmp_path, N, lease_timeout=1.0)
     yield h
     h.close()
 
 
-def join(h: Harness, name: str) -> tuple[str, str]:
-    frames = protocol.hello(name, "host", 1, 1, 2500, beat=f"{name}-beat", conn=name)
-    kind, welcome, _ = h.send(f"{name}.1".encode(), frames)
-    assert kind == protocol.WELCOME
+def run_and_token(h, name: str) -> tuple[str, str]:
+    welcome = join(h, name, concurrency=1)
     return welcome["run"], welcome["token"]
 
-
-def pause_answers(h: Harness) -> list[dict]:
-    return [json.loads(frames[1]) for identity, frames in h.endpoint.sent if identity == b"ctl"]
-
-
 def test_a_batch_resolved_elsewhere_but_held_not_started_keeps_a_pause_waiting(harness):
-    a_run, a_token = join(harness, "a")
+    a_run, a_token = run_and_token(harness, "a")
     kind, a_header, _ = harness.send(b"a.1", protocol.report("a", a_run, a_token, 1, 4, [], []))
     assert kind == protocol.JOBS
     harness.tick(2.0)  # a is silent past its lease: its jobs go back to the queue
-    s_run, s_token = join(harness, "s")
+    s_run, s_token = run_and_token(harness, "s")
     kind, s_header, jobs = harness.send(b"s.1", protocol.report("s", s_run, s_token, 1, 4, [], []))
     assert kind == protocol.JOBS and s_header["positions"] == a_header["positions"]  # the same jobs, now s's
     # a comes back and reports them all finished: s's batch is all resolved.

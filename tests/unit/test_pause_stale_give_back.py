@@ -12,30 +12,21 @@ started on a paused run.
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from inprocess import Harness
+from inprocess import pause_answers, ranged
 
 from taskmaster.wire import protocol
 
 N = 20
 
 
-def get_jobs(last=0):
-    return range(int(last), N)
-
 
 @pytest.fixture
 def harness(tmp_path):
-    h = Harness(tmp_path, get_jobs)
-    h.fill()
+    h = ranged(tmp_path, N)
     yield h
     h.close()
 
-
-def pause_answers(h: Harness) -> list[dict]:
-    return [json.loads(frames[1]) for identity, frames in h.endpoint.sent if identity == b"ctl"]
 
 
 def test_a_give_back_older_than_the_last_request_does_not_settle_a_pause(harness):

@@ -16,38 +16,25 @@ one.
 from __future__ import annotations
 
 import pytest
-from inprocess import Harness
+from inprocess import join, ranged, report
 
 from taskmaster.wire import protocol
 
 N = 40
 
 
-def get_jobs(last=0):
-    return range(int(last), N)
-
 
 @pytest.fixture
 def harness(tmp_path):
-    h = Harness(tmp_path, get_jobs)
-    h.fill()
+    h = ranged(tmp_path, N)
     yield h
     h.close()
 
 
-def hello(h: Harness, name: str) -> dict:
-    frames = protocol.hello(name, "host", 1, 4, 2500, beat=f"{name}-beat", conn=name)
-    kind, header, _ = h.send(f"{name}.1".encode(), frames)
-    assert kind == protocol.WELCOME
-    return header
-
-
-def report(welcome: dict, name: str, seq: int, want: int, acks=()) -> list[bytes]:
-    return protocol.report(name, welcome["run"], welcome["token"], seq, want, list(acks), [], False)
 
 
 def test_a_late_copy_from_the_old_connection_changes_nothing(harness):
-    welcome = hello(harness, "s")
+    welcome = join(harness, "s")
     request = report(welcome, "s", 1, 10)
     # The retry, on connection 2, arrives first and is answered with jobs.
     kind, header, jobs = harness.send(b"s.2", request)
@@ -76,7 +63,7 @@ def test_a_late_copy_from_the_old_connection_changes_nothing(harness):
 
 
 def test_the_retry_itself_still_takes_back_a_lost_answer(harness):
-    welcome = hello(harness, "s")
+    welcome = join(harness, "s")
     request = report(welcome, "s", 1, 10)
     kind, first, _ = harness.send(b"s.1", request)  # answered, but the answer is lost on the way
     assert kind == protocol.JOBS
