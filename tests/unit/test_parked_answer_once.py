@@ -21,14 +21,11 @@ from taskmaster.wire import protocol
 N = 6
 
 
-
 @pytest.fixture
 def harness(tmp_path):
     h = ranged(tmp_path, N)
     yield h
     h.close()
-
-
 
 
 def ask(h: Harness, identity: bytes, frames: list[bytes]):

@@ -19,7 +19,6 @@ from taskmaster.wire import protocol
 N = 8  # a and s each get the first 4: the other 4 keep the run going
 
 
-
 @pytest.fixture
 def harness(tmp_path):
     h = ranged(tmp_path, N, lease_timeout=1.0)

@@ -20,13 +20,11 @@ from taskmaster.wire import protocol
 N = 20
 
 
-
 @pytest.fixture
 def harness(tmp_path):
     h = ranged(tmp_path, N)
     yield h
     h.close()
-
 
 
 def test_a_give_back_older_than_the_last_request_does_not_settle_a_pause(harness):

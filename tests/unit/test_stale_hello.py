@@ -23,13 +23,11 @@ from taskmaster.wire import protocol
 N = 20
 
 
-
 @pytest.fixture
 def harness(tmp_path):
     h = ranged(tmp_path, N)
     yield h
     h.close()
-
 
 
 def test_a_late_hello_from_the_old_connection_changes_nothing(harness):
