@@ -2,7 +2,7 @@
 
     python -m tests.soak --runs 50
     python -m tests.soak --runs 20 --minutes 10 -k "master_host_cut_off"
-    python -m tests.soak --target tests/test_reliability.py --runs 10
+    python -m tests.soak --target tests/e2e/test_reliability.py --runs 10
 
 A fault that shows once in ten runs (a run stuck at 4999 of 5000) is seldom
 seen by one run of the suite.  Each run is a fresh ``python -m pytest`` on
@@ -11,7 +11,7 @@ TARGET, one test at a time; its outcome is one of
 * pass: pytest exited 0 (tests skipped only - no network namespaces here -
   count as "skipped" instead);
 * stall: a run that did not end in time - the test's own watch said the
-  master is stuck or still running (``tests/test_multihost.py``), a process
+  master is stuck or still running (``tests/e2e/test_multihost.py``), a process
   outlived its deadline, pytest-timeout fired, or the whole run outlived
   ``--run-timeout`` (then it is interrupted, and killed with everything it
   started);
@@ -43,7 +43,7 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_TARGET = "tests/test_multihost.py"
+DEFAULT_TARGET = "tests/e2e/test_multihost.py"
 # What the tests print when a run does not end: Cluster.finish, Cluster.wait
 # and conftest.wait_exit, Procs.run, pytest-timeout.
 STALL = re.compile(

@@ -40,16 +40,16 @@ Found besides, and fixed here (each with a unit test that failed before):
 * a pause answered "settled" while a slave still held a batch not started:
   a GIVEBACK computed before that batch arrived overtook the slave's newer
   REQUEST, and its stale queue won (1b44df5; seeds 673, 733, 973 of the
-  first 3,000 with the fix put back; tests/unit/test_pause_stale_give_back.py);
+  first 3,000 with the fix put back; tests/unit/master/test_pause_stale_give_back.py);
 * a HELLO arriving late from a connection the slave had given up, taken for
   a new incarnation - new token, jobs taken back, the slave counted settled
   while still holding them (754d0a3; found at seed 18770; with the fix put
   back in today's world, seeds 27641 and 36408 are the first two of 40,000;
-  tests/unit/test_stale_hello.py);
+  tests/unit/master/test_stale_hello.py);
 * a slave counted settled for a pause while it held, not started, a batch
   the master had forgotten because its jobs were resolved elsewhere (handed
   out twice) (b9fdcfa; seed 47737, the only failure in seeds 40,000-60,000;
-  tests/unit/test_pause_resolved_elsewhere.py).
+  tests/unit/master/test_pause_resolved_elsewhere.py).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ heals, after the retry did.  The master answered the retry with jobs the
 slave now runs; the late copy looks like "the same request again, the answer
 was lost", so the master used to take that batch back and lease another one -
 sent to the dead connection.  The slave never got it, its heartbeats kept the
-lease alive, and the run waited for ever (tests/test_multihost.py saw it
+lease alive, and the run waited for ever (tests/e2e/test_multihost.py saw it
 stuck at 4998 of 5000).  A request from a connection older than the newest
 that slave used is now ignored: everything in it comes again on the newer
 one.

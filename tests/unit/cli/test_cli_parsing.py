@@ -2,7 +2,7 @@
 
 Every bad argument gets one line on stderr - the command's name, what is
 wrong, how to fix it - and exit code 2, before anything is read, written or
-started.  tests/test_bad_input.py keeps one subprocess case per command, so
+started.  tests/e2e/test_bad_input.py keeps one subprocess case per command, so
 the real console entry points are still covered.
 """
 

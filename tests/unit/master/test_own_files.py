@@ -3,7 +3,7 @@
 In-process, on real files: a file someone else owns, that group or others
 may write, that is a link or a FIFO, is refused with one line saying how to
 fix it - before any of its pickles is loaded - and is left as it was.
-The end-to-end version, with a real second user, is tests/test_files_on_disk.py.
+The end-to-end version, with a real second user, is tests/e2e/test_files_on_disk.py.
 """
 
 from __future__ import annotations

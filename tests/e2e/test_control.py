@@ -432,6 +432,6 @@ def test_a_master_beyond_loopback_without_a_secret_refuses_control(procs, tmp_pa
 
 @pytest.mark.timeout(60)
 def test_bad_input_to_the_tm_ctl_script_is_one_line_exit_2(procs):
-    """One subprocess case: the console entry point itself (tests/unit/test_control_parsing.py has the rest)."""
+    """One subprocess case: the console entry point itself (tests/unit/cli/test_control_parsing.py has the rest)."""
     script = Path(sys.executable).parent / "tm-ctl"
     error_line(procs.run([str(script), "rate", "fast"], timeout=30), "tm-ctl", "'fast'", "rate off")

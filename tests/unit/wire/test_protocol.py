@@ -1,6 +1,6 @@
 """The wire format, in-process: what a slave may send, and what the master refuses.
 
-The malformed inputs are the fuzz test's (tests/test_fuzz.py) as a table, so
+The malformed inputs are the fuzz test's (tests/e2e/test_fuzz.py) as a table, so
 every one of them is checked on every run, in milliseconds, with the reason
 the master gives; the fuzz test still throws them at a real master.
 """

@@ -153,7 +153,7 @@ def test_module_that_fails_to_import(procs, saved, tmp_path_factory, command, so
 # ------------------------------------------------- arguments, per command
 
 # Every bad argument and option value is checked in-process, through each
-# command's main(argv), in tests/unit/test_cli_parsing.py; one case per
+# command's main(argv), in tests/unit/cli/test_cli_parsing.py; one case per
 # command here runs the real process, so the entry points stay covered.
 
 
