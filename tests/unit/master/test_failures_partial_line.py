@@ -9,7 +9,10 @@ from taskmaster.master import failures_file as failures
 
 
 def entry(position: int) -> dict:
-    return failures.record(position, f"job {position}", "ValueError", "bad row", "Traceback ...", 1, "s-1")
+    record = failures.record(position, f"job {position}", "ValueError", "bad row", "Traceback ...", 1, "s-1")
+    # A fixed time: the expected bytes are built apart from the appended
+    # entry, and a second may tick between the two.
+    return {**record, "time": "2026-12-07T12:00:00+0000"}
 
 
 def whole_lines(*positions: int) -> bytes:
