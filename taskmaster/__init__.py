@@ -25,7 +25,7 @@ __version__ = "1.0.0"
 _LAZY = {
     "run": "taskmaster.launch.local",
     "RunResult": "taskmaster.launch.local",
-    "Master": "taskmaster.master.core",
+    "Master": "taskmaster.master.process",
     "MasterConfig": "taskmaster.config",
     "Outcome": "taskmaster.master.outcome",
     "Slave": "taskmaster.slave.core",

@@ -77,8 +77,9 @@ def main(argv: list[str] | None = None, prog: str = "tm-master") -> int:
         kwargs = target.parse_kwargs(args.kwargs)  # bad arguments fail before anything else happens
         common.monkey_patch(args.no_monkey_patch)
         common.setup_logging(args.log_level, "master", args.log_file, args.log_format)
+        from taskmaster.config import MasterConfig
         from taskmaster.master import checkpoint, failures_file
-        from taskmaster.master.core import Master, MasterConfig
+        from taskmaster.master.process import Master  # the core's Master, run as a real process
         from taskmaster.wire import security
 
         keys = security.keys_for(args.secret_file, args.insecure, args.address)

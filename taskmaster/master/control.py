@@ -1,9 +1,12 @@
 """Live control of a running master: tm-ctl's pause, resume, rate and stop; --max-failures.
 
-The master's loop hands each CONTROL message to ``Controls.handle`` and
-tells it of a few events (a slave's news while paused, failed jobs); the
-live settings themselves - paused, the rate limit, halted - are the
-``Pace``, which ``Controls`` changes and the hand-out path reads.
+The master hands each CONTROL message to ``Controls.handle`` and tells it
+of a few events (a slave's news while paused, failed jobs, the passing of
+time); the live settings themselves - paused, the rate limit, halted - are
+the ``Pace``, which ``Controls`` changes and the hand-out path reads.
+``Controls`` recalls slaves and refuses commands through the endpoint's
+send; what is the master's to do - stop the run, answer tm-ctl with the
+run's state - it returns (``Due``), calling nothing above it.
 
 Pausing means that no job starts anywhere after tm-ctl's answer, not only
 that no job is handed out: slaves hold jobs they have not started, so each
@@ -24,9 +27,7 @@ refuses control commands: anyone could pause or stop the run.
 from __future__ import annotations
 
 import logging
-import signal
-import time
-from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from taskmaster.logformat import now_and_then
@@ -34,7 +35,7 @@ from taskmaster.wire import protocol, security
 
 if TYPE_CHECKING:
     from taskmaster.config import MasterConfig
-    from taskmaster.master.dispatch import Send
+    from taskmaster.master.endpoint import Send
     from taskmaster.master.ledger import Ledger
     from taskmaster.master.pace import Pace
     from taskmaster.master.registry import SlaveRecord, SlaveRegistry
@@ -51,11 +52,28 @@ class PendingPause(NamedTuple):
     deadline: float  # answer by then, settled or not
 
 
+class Reply(NamedTuple):
+    """tm-ctl sockets to answer with the run's state after `command` (``state_reply``)."""
+
+    identities: list[bytes]
+    command: str
+    unsettled: int = 0  # slaves that did not give back their unstarted jobs in time (a pause)
+
+
+@dataclass
+class Due:
+    """What a command or an event leaves to the master: stop the run, answer tm-ctl."""
+
+    stop: bool = False  # stop as SIGTERM would (tm-ctl stop, a --max-failures halt)
+    replies: list[Reply] = field(default_factory=list)  # after the stop, if any: the answers say "stopping"
+
+
 class Controls:
     """tm-ctl's commands and --max-failures, applied to the pace; the slaves recalled through `send`.
 
-    `stop` stops the run as a signal would (tm-ctl stop, a halt); `snapshot`
-    is the run as tm-status shows it, for the answers.
+    It reads the ledger (the failures, for --max-failures), the registry (the
+    slaves to recall and whether they settled) and the shutdown (whether the
+    run still runs); it changes the pace only.
     """
 
     def __init__(
@@ -67,8 +85,6 @@ class Controls:
         registry: SlaveRegistry,
         shutdown: Shutdown,
         send: Send,
-        stop: Callable[[int], None],
-        snapshot: Callable[[], dict[str, Any]],
     ) -> None:
         self.config = config
         self.secure = secure  # the master has a secret: only its holders get through
@@ -77,8 +93,6 @@ class Controls:
         self.registry = registry
         self.shutdown = shutdown
         self.send = send
-        self.stop = stop
-        self.snapshot = snapshot
         self.pending: list[PendingPause] = []  # pause commands waiting for the slaves to settle
         self.refused = 0  # control commands refused (logged at the 1st, 10th, 100th...: no flood)
 
@@ -96,7 +110,8 @@ class Controls:
             )
         return None
 
-    def handle(self, identity: bytes, request: protocol.ControlRequest, now: float) -> None:
+    def handle(self, identity: bytes, request: protocol.ControlRequest, now: float) -> Due:
+        """Apply a command from tm-ctl at `identity`; a refused one is answered here, the others are Due."""
         refusal = self.refusal()
         if refusal is not None:
             self.refused += 1
@@ -105,13 +120,13 @@ class Controls:
                     "refused a control command (%d so far): no --secret-file on a non-loopback address", self.refused
                 )
             self.send(identity, protocol.control_reply({"ok": False, "error": refusal}))
-            return
+            return Due()
         if request.command == "pause":
             self.pause(now)
             wait = min(PAUSE_SETTLE_SECONDS, request.timeout_ms / 2000)
             self.pending.append(PendingPause(identity, now + wait))
-            self.answer_settled(now)
-            return
+            return self.answer_settled(now)
+        stop = False
         if request.command == "resume":
             if self.pace.resume():
                 log.warning("resumed (tm-ctl)")
@@ -119,8 +134,8 @@ class Controls:
             self.set_rate(request.rate, now)
         elif request.command == "stop":
             log.warning("asked to stop (tm-ctl), as by SIGTERM")
-            self.stop(signal.SIGTERM)
-        self.send(identity, protocol.control_reply(self.answer(request.command)))
+            stop = True
+        return Due(stop=stop, replies=[Reply([identity], request.command)])
 
     def pause(self, now: float) -> None:
         if self.pace.pause():
@@ -132,14 +147,6 @@ class Controls:
         """The rate limit from now on: `rate` jobs a second, or none."""
         self.pace.set_rate(rate, now)
         log.warning("rate limit (tm-ctl): %s", f"{rate:g} jobs/s" if rate else "none")
-
-    def answer(self, command: str, unsettled: int = 0) -> dict[str, Any]:
-        """The state after a command, for tm-ctl: the status snapshot without its slave rows."""
-        snap = self.snapshot()
-        del snap["slaves"]
-        stopping = self.shutdown.stop_signal is not None
-        snap.update(ok=True, command=command, unsettled_slaves=unsettled, stopping=stopping)
-        return snap
 
     # ------------------------------------------------- pause, settling
 
@@ -187,54 +194,57 @@ class Controls:
             if slave.live and registry.unstarted(slave):
                 self._recall_all(slave, now)
 
-    def on_news(self, slave: SlaveRecord, now: float) -> None:
+    def on_news(self, slave: SlaveRecord, now: float) -> Due:
         """While paused or halted: `slave` reported (a request or a give-back); recall again, answer pauses."""
         if not self.settled(slave):
             self._recall_all(slave, now)
-        if self.pending:
-            self.answer_settled(now)
+        return self.answer_settled(now) if self.pending else Due()
 
-    def answer_settled(self, now: float) -> None:
-        """Answer the pause commands whose slaves all settled, or whose time is up."""
+    def answer_settled(self, now: float) -> Due:
+        """The pause commands to answer now: those whose slaves all settled, or whose time is up."""
         unsettled = [s for s in self.registry.slaves.values() if s.live and not self.settled(s)]
         due = [p for p in self.pending if not unsettled or now >= p.deadline]
         if not due:
-            return
+            return Due()
         self.pending = [p for p in self.pending if p not in due]
         if unsettled:
             log.warning(
                 "pause: %d slaves did not give back their unstarted jobs in time; those jobs may still start",
                 len(unsettled),
             )
-        answer = protocol.control_reply(self.answer("pause", len(unsettled)))
-        for p in due:
-            self.send(p.identity, answer)
+        return Due(replies=[Reply([p.identity for p in due], "pause", len(unsettled))])
 
     # ------------------------------------------------- --max-failures
 
-    def check_failures(self) -> None:
-        """Halt the run once more jobs failed for good than --max-failures allows."""
+    def check_failures(self, now: float) -> Due:
+        """Halt the run once more jobs failed for good than --max-failures allows: the run stops, if it runs."""
         limit = self.config.max_failures
         if limit is None or self.pace.halted is not None:
-            return
+            return Due()
         failed = self.ledger.failed
         resolved = self.ledger.finished + failed
-        if limit.exceeded(failed, resolved):
-            reason = limit.describe(failed, resolved)
-            self.pace.halt(reason)
-            log.error("halting: %s; no new jobs, waiting up to %gs for the jobs running", reason, self.config.grace)
-            if self.shutdown.running:
-                self.stop(signal.SIGTERM)
-            # Jobs handed out and not started would go on failing: take them back.
-            now = time.monotonic()
-            for slave in self.registry.slaves.values():
-                self._recall_all(slave, now, force=True)
+        if not limit.exceeded(failed, resolved):
+            return Due()
+        reason = limit.describe(failed, resolved)
+        self.pace.halt(reason)
+        log.error("halting: %s; no new jobs, waiting up to %gs for the jobs running", reason, self.config.grace)
+        # Jobs handed out and not started would go on failing: take them back.
+        for slave in self.registry.slaves.values():
+            self._recall_all(slave, now, force=True)
+        return Due(stop=self.shutdown.running)
 
     def halt_reason(self) -> str:
         """Why the run halted, with the counts at its end (the jobs in flight then finished too)."""
         assert self.config.max_failures is not None
         failed = self.ledger.failed
         return self.config.max_failures.describe(failed, self.ledger.finished + failed)
+
+
+def state_reply(snap: dict[str, Any], command: str, unsettled: int, stopping: bool) -> dict[str, Any]:
+    """The state after `command`, for tm-ctl: the status snapshot `snap` without its slave rows."""
+    answer = {key: value for key, value in snap.items() if key != "slaves"}
+    answer.update(ok=True, command=command, unsettled_slaves=unsettled, stopping=stopping)
+    return answer
 
 
 def describe(answer: dict[str, Any]) -> str:

@@ -28,16 +28,15 @@ import gevent
 
 from taskmaster.config import MasterConfig
 from taskmaster.logformat import now_and_then
-from taskmaster.master import checkpoint, failures_file, process, status
+from taskmaster.master import checkpoint, failures_file, status
 from taskmaster.master.admission import ANSWERED, Channel, TokenBinding, Verdict
-from taskmaster.master.control import Controls
+from taskmaster.master.control import Controls, Due, state_reply
 from taskmaster.master.dispatch import Dispatcher
 from taskmaster.master.endpoint import MasterEndpoint, Transport
 from taskmaster.master.ledger import Ledger
 from taskmaster.master.outcome import EndDetail, EndReason, Outcome, Tally
 from taskmaster.master.outcome import build as build_outcome
 from taskmaster.master.pace import Pace
-from taskmaster.master.process import TICK_SECONDS
 from taskmaster.master.registry import SlaveRecord, SlaveRegistry, queue_after_give_back
 from taskmaster.master.reports import Findings, Reports
 from taskmaster.master.shutdown import Phase, Shutdown
@@ -50,6 +49,7 @@ from taskmaster.wire.security import CurveKeys
 log = logging.getLogger("taskmaster.master")
 
 SlaveMessage = protocol.Report | protocol.Ack | protocol.Heartbeat | protocol.GiveBack  # those with a token
+TICK_SECONDS = 0.1  # housekeeping period: progress, leases, rate (`process` ticks at least this often)
 STALL_SECONDS = 1.0  # ticks this far apart mean the master itself stalled (they come every TICK_SECONDS)
 
 
@@ -120,16 +120,11 @@ class Master:
         self.reports = Reports(self.ledger, self.registry, self.pace, self.failed_jobs)
         secure = self.endpoint.keys is not None
         self.control = Controls(
-            self.config, secure, self.pace, self.ledger, self.registry, self.shutdown, self.endpoint.send,
-            self.on_signal, self.snapshot,
+            self.config, secure, self.pace, self.ledger, self.registry, self.shutdown, self.endpoint.send
         )
         return None
 
     # -------------------------------------------------------------- run
-
-    def run(self) -> Outcome:
-        """Prepare, bind, serve until the run ends; the Outcome says how (see taskmaster.master.process)."""
-        return process.run(self)
 
     def start(self, now: float) -> None:
         """The run starts at `now`: its clock, its progress bar, its first checkpoint time."""
@@ -180,14 +175,14 @@ class Master:
         if self.dispatcher.parked:
             self.dispatcher.serve_parked(now)
         if self.control.pending:
-            self.control.answer_settled(now)
+            self._carry_out(self.control.answer_settled(now), now)
         if now >= self.next_tick:
             self.next_tick = now + TICK_SECONDS
             for slave in self.registry.expire(now):
                 self.dispatcher.forget(slave.id)
             self.rate.sample(now, self.resolved())
             self.show_progress()
-            self.control.check_failures()
+            self._carry_out(self.control.check_failures(now), now)
             if self.pace.holding:
                 self.control.recall_again(now)
         if now >= self.next_checkpoint:
@@ -241,7 +236,7 @@ class Master:
             slave = self._admit(identity, msg, Channel.ACK)
             if slave is not None:
                 self.registry.seen(slave, now)
-                self._act_on(self.reports.record(slave, msg))
+                self._act_on(self.reports.record(slave, msg), now)
         elif isinstance(msg, (protocol.Heartbeat, protocol.GiveBack)):
             slave = self._admit(identity, msg, Channel.BEAT)
             if slave is not None:
@@ -250,7 +245,7 @@ class Master:
                     self.reports.take_back(slave, msg.cuts)
                     self.registry.note_queue(slave, queue_after_give_back(slave.queue, msg.queue, msg.cuts))
                     if self.pace.holding:
-                        self.control.on_news(slave, now)
+                        self._carry_out(self.control.on_news(slave, now), now)
                     elif self.dispatcher.parked:
                         # At once, to the dry slave it was recalled for: a request
                         # from another slave, or the giver's own next one, must not
@@ -261,7 +256,7 @@ class Master:
         elif isinstance(msg, protocol.StatusRequest):
             self.endpoint.send(identity, protocol.status_reply(self.snapshot()))
         elif isinstance(msg, protocol.ControlRequest):
-            self.control.handle(identity, msg, now)
+            self._carry_out(self.control.handle(identity, msg, now), now)
         else:
             self._on_request(identity, msg, now)
 
@@ -308,9 +303,9 @@ class Master:
         slave.last_seq, slave.last_batch = msg.seq, None
         self.registry.note_queue(slave, msg.queue)
         self.reports.take_back(slave, msg.cuts)
-        self._act_on(self.reports.record(slave, msg))
+        self._act_on(self.reports.record(slave, msg), now)
         if self.pace.holding:
-            self.control.on_news(slave, now)
+            self._carry_out(self.control.on_news(slave, now), now)
         if slave.gone:
             self.endpoint.send(identity, protocol.quit_("goodbye"))  # it said BYE already
         elif msg.leaving:
@@ -320,26 +315,59 @@ class Master:
         else:
             self.dispatcher.answer(slave, msg.want, now, reported_failures=bool(msg.failures))
 
-    def _act_on(self, found: Findings) -> None:
+    def _act_on(self, found: Findings, now: float) -> None:
         """What a report showed: malformed parts counted, a failure not recorded stops the run, --max-failures."""
         for reason in found.bad:
             self.bad(None, reason)
         for error in found.disk_errors:
             self.stop_for_disk(error)
         if found.failures:
-            self.control.check_failures()
+            self._carry_out(self.control.check_failures(now), now)
+
+    def _carry_out(self, due: Due, now: float) -> None:
+        """What tm-ctl or --max-failures left to do: stop as SIGTERM would, then answer tm-ctl with the state."""
+        if due.stop:
+            self.stop(signal.SIGTERM, now)
+        if not due.replies:
+            return
+        snap = self.snapshot()
+        stopping = self.shutdown.stop_signal is not None
+        for reply in due.replies:
+            answer = protocol.control_reply(state_reply(snap, reply.command, reply.unsettled, stopping))
+            for identity in reply.identities:
+                self.endpoint.send(identity, answer)
 
     # ------------------------------------------------- checkpoint, status
 
+    def view(self) -> status.RunView:
+        """The run as tm-status and /metrics read it, now: its parts and where it stands."""
+        return status.RunView(
+            target=self.target,
+            kwargs=self.kwargs,
+            config=self.config,
+            ledger=self.ledger,
+            registry=self.registry,
+            source=self.source,
+            pace=self.pace,
+            shutdown=self.shutdown,
+            failed_jobs=self.failed_jobs,
+            resumed_from=self.resumed_from,
+            rate=self.rate,
+            started=self.started,
+            total=self.total,
+            ended=self.ended,
+            checkpointed_at=self.checkpointed_at,
+        )
+
     def buffered(self) -> int:
         """Jobs pulled from the iterator, not resolved and not with a slave: waiting to be handed out."""
-        return max(0, self.ledger.pending() - self.registry.in_flight())
+        return self.view().buffered()
 
     def finished_overall(self) -> int:
-        return self.resumed_from.finished + self.ledger.finished
+        return self.view().finished_overall()
 
     def resolved(self) -> int:
-        return self.resumed_from.finished + self.resumed_from.failed + self.ledger.finished + self.ledger.failed
+        return self.view().resolved()
 
     def _checkpoint(self, complete: bool = False) -> None:
         if not self.config.retry_failed:  # a replay writes no progress (only its counts, at its end)
@@ -349,7 +377,7 @@ class Master:
 
     def snapshot(self) -> dict[str, Any]:
         """The run as tm-status shows it."""
-        return status.snapshot(self, time.monotonic())
+        return status.snapshot(self.view(), time.monotonic())
 
     # ------------------------------------------------------------ end
 

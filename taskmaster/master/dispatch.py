@@ -15,7 +15,6 @@ handing out is that of the master's live settings: none while paused,
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from taskmaster.master.shutdown import Phase
@@ -23,13 +22,12 @@ from taskmaster.master.window import SMALL_JOB_BYTES
 from taskmaster.wire import protocol
 
 if TYPE_CHECKING:
+    from taskmaster.master.endpoint import Send
     from taskmaster.master.ledger import Ledger
     from taskmaster.master.pace import Pace
     from taskmaster.master.registry import SlaveRecord, SlaveRegistry
     from taskmaster.master.shutdown import Shutdown
     from taskmaster.master.source import JobSource
-
-Send = Callable[[bytes, list[bytes]], None]  # a message to the peer with that routing id
 
 MAX_BATCH = 20000  # jobs in one reply, at most
 # A request that finds no job to hand out waits for one this long at most.  A

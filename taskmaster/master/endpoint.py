@@ -10,6 +10,7 @@ import logging
 import os
 import socket as stdlib_socket
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import zmq.green as zmq
@@ -26,6 +27,8 @@ RECEIVE_BURST = 512  # messages taken per poll before the loop does anything els
 # (EHOSTUNREACH, under ROUTER_MANDATORY) or its queue is full (EAGAIN).
 PEER_ERRORS = frozenset({zmq.EAGAIN, zmq.EHOSTUNREACH})
 CONNECTION_EVENTS = zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED
+
+Send = Callable[[bytes, list[bytes]], None]  # a message to the peer with that routing id (a Transport's send)
 
 
 def _ipc_in_use(path: str) -> bool:

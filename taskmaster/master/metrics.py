@@ -22,7 +22,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
@@ -31,12 +31,11 @@ from prometheus_client.registry import Collector
 
 from taskmaster import __version__
 from taskmaster.errors import UsageError
+from taskmaster.master.status import RunView, snapshot
 from taskmaster.options import parse_address
 
 if TYPE_CHECKING:
     from gevent.pywsgi import WSGIServer
-
-    from taskmaster.master.core import Master
 
 log = logging.getLogger("taskmaster.master")
 
@@ -58,29 +57,30 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 
 
 class MasterCollector(Collector):
-    """The master's numbers, read from it at each scrape."""
+    """The master's numbers, read at each scrape from the view `read` returns (the master's ``view``)."""
 
-    def __init__(self, master: Master) -> None:
-        self.master = master
+    def __init__(self, read: Callable[[], RunView]) -> None:
+        self.read = read
 
     def collect(self) -> Iterator[Metric]:
-        m = self.master
-        snap = m.snapshot()
+        run = self.read()
+        snap = snapshot(run, time.monotonic())
         yield InfoMetricFamily(
-            "taskmaster", "what this master runs", value={"target": m.target, "version": __version__}
+            "taskmaster", "what this master runs", value={"target": run.target, "version": __version__}
         )
         yield CounterMetricFamily(
-            "taskmaster_jobs_finished", "jobs finished by a slave in this run of the master", value=m.ledger.finished
+            "taskmaster_jobs_finished", "jobs finished by a slave in this run of the master",
+            value=run.ledger.finished,
         )
         yield CounterMetricFamily(
             "taskmaster_jobs_failed",
             "jobs failed for good (every retry used) in this run of the master",
-            value=m.ledger.failed,
+            value=run.ledger.failed,
         )
         yield CounterMetricFamily(
             "taskmaster_jobs_retried",
             "failed tries of a job that was then handed out again, in this run of the master",
-            value=m.failed_jobs.retried,
+            value=run.failed_jobs.retried,
         )
         yield _gauge(
             "taskmaster_jobs_resolved",
@@ -101,17 +101,17 @@ class MasterCollector(Collector):
         for state, n in counts.items():
             slaves.add_metric([state], n)
         yield slaves
-        run = GaugeMetricFamily("taskmaster_run_state", "1 for the state the run is in", labels=["state"])
+        run_state = GaugeMetricFamily("taskmaster_run_state", "1 for the state the run is in", labels=["state"])
         for state in dict.fromkeys((*RUN_STATES, snap["state"])):
-            run.add_metric([state], 1 if state == snap["state"] else 0)
-        yield run
-        rate_limit, paused = m.pace.rate_limit or 0, int(m.pace.paused)
+            run_state.add_metric([state], 1 if state == snap["state"] else 0)
+        yield run_state
+        rate_limit, paused = run.pace.rate_limit or 0, int(run.pace.paused)
         yield _gauge("taskmaster_rate_limit", "most jobs started per second (0: no limit)", rate_limit)
         yield _gauge("taskmaster_paused", "1 while no new jobs are handed out on request (tm-ctl pause)", paused)
         # Before the first checkpoint: nothing done yet, nothing a crash would lose.  A
         # replay of failures (--retry-failed) writes no state file: no age to show.
-        checkpointed = m.started if m.checkpointed_at is None else m.checkpointed_at
-        if not m.config.retry_failed:
+        checkpointed = run.started if run.checkpointed_at is None else run.checkpointed_at
+        if not run.config.retry_failed:
             yield _gauge(
                 "taskmaster_checkpoint_age_seconds",
                 "seconds since the state file last held the run's progress",
@@ -171,14 +171,14 @@ def _handler_class() -> type:
 class MetricsServer:
     """``/metrics`` over HTTP on the master's gevent hub."""
 
-    def __init__(self, master: Master, address: str) -> None:
+    def __init__(self, read: Callable[[], RunView], address: str) -> None:
         self.address = address
         try:
             self.host, self.port = parse_address(address)
         except ValueError as exc:  # the CLI checks first; this is for MasterConfig built in Python
             raise UsageError(f"{address!r} is not a metrics address ({exc}); use HOST:PORT") from None
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(MasterCollector(master))
+        self.registry.register(MasterCollector(read))
         self.server: WSGIServer | None = None
 
     def _app(self, environ: dict[str, Any], start_response: Any) -> Any:

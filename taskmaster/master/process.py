@@ -1,12 +1,17 @@
 """A Master as a real process: its socket, its filler greenlet, its signals, its loop.
 
-The master's logic is driven through two calls, ``Master.handle`` (a
-message arrived at time t) and ``Master.tick`` (the time is t): in-process
-tests make those calls themselves, with their own clock and transport.  This
-module is the rest, which only a real process needs: bind the socket (and
-/metrics), run the filler greenlet that pulls from get_jobs, turn SIGINT and
-SIGTERM into a stop, and loop - receive, handle each message, tick - until
-the run is over; then close everything, whatever happened.
+The top of the master package: it runs a ``core.Master`` it is given
+(``run``), and nothing below imports it.  The master's logic is driven
+through two calls, ``Master.handle`` (a message arrived at time t) and
+``Master.tick`` (the time is t): in-process tests make those calls
+themselves, with their own clock and transport.  This module is the rest,
+which only a real process needs: bind the socket (and /metrics), run the
+filler greenlet that pulls from get_jobs, turn SIGINT and SIGTERM into a
+stop, and loop - receive, handle each message, tick - until the run is over;
+then close everything, whatever happened.
+
+``Master`` here is the one ``taskmaster.Master`` names: the core's, with
+``run()`` (this module's ``run``) for embedding.
 """
 
 from __future__ import annotations
@@ -19,19 +24,27 @@ from typing import TYPE_CHECKING, Any
 
 import gevent
 
+from taskmaster.master import core
+from taskmaster.master.core import TICK_SECONDS
 from taskmaster.master.shutdown import Phase
 
 if TYPE_CHECKING:
-    from taskmaster.master.core import Master
     from taskmaster.master.outcome import Outcome
 
 log = logging.getLogger("taskmaster.master")
 
-TICK_SECONDS = 0.1  # housekeeping period: progress, leases, rate
 LINGER_POLL_MS = 10  # while lingering (see taskmaster.shutdown), look for stragglers this often
 
 
-def run(m: Master) -> Outcome:
+class Master(core.Master):
+    """A master to embed: ``Master(get_jobs, target, kwargs, config).run()`` serves until its run ends."""
+
+    def run(self) -> Outcome:
+        """Prepare, bind, serve until the run ends; the Outcome says how."""
+        return run(self)
+
+
+def run(m: core.Master) -> Outcome:
     """Prepare, bind, serve until the run ends; the Outcome says how."""
     early = m.prepare()
     if early is not None:
@@ -71,7 +84,7 @@ def run(m: Master) -> Outcome:
     return outcome
 
 
-def serve(m: Master) -> Outcome:
+def serve(m: core.Master) -> Outcome:
     """The loop of a real master: receive, handle each message, tick; until the run ends."""
     while True:
         for frames in m.endpoint.receive(poll_ms(m)):
@@ -81,7 +94,7 @@ def serve(m: Master) -> Outcome:
             return outcome
 
 
-def poll_ms(m: Master) -> int:
+def poll_ms(m: core.Master) -> int:
     """How long to wait for messages before the next tick."""
     if m.phase is Phase.CLOSING:
         return LINGER_POLL_MS
@@ -93,10 +106,10 @@ def poll_ms(m: Master) -> int:
     return 1 if filling else 5 if parked else int(TICK_SECONDS * 1000)
 
 
-def _start_metrics(m: Master) -> Any:
+def _start_metrics(m: core.Master) -> Any:
     """Serve /metrics if asked to; UsageError if its address cannot be had."""
     if m.config.metrics_address is None:
         return None
     from taskmaster.master.metrics import MetricsServer  # prometheus_client only when asked for
 
-    return MetricsServer(m, m.config.metrics_address).start()
+    return MetricsServer(m.view, m.config.metrics_address).start()

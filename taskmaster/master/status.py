@@ -2,19 +2,32 @@
 
 The master builds the snapshot only when asked (``snapshot``), from counters
 it keeps anyway, so answering tm-status costs the run nothing measurable.
+What the snapshot reads is a ``RunView``: the run's parts (the ledger, the
+slave registry, the pace...) and where it stands, handed over by the master;
+nothing here reaches back into the master, and nothing here changes the run.
+/metrics reads the same view.
 """
 
 from __future__ import annotations
 
 import os
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from taskmaster.master.shutdown import Phase
 from taskmaster.text import duration_text
 
 if TYPE_CHECKING:
-    from taskmaster.master.core import Master
+    from taskmaster.config import MasterConfig
+    from taskmaster.master.checkpoint import State
+    from taskmaster.master.failures_file import FailedJobs
+    from taskmaster.master.ledger import Ledger
+    from taskmaster.master.outcome import EndReason
+    from taskmaster.master.pace import Pace
+    from taskmaster.master.registry import SlaveRegistry
+    from taskmaster.master.shutdown import Shutdown
+    from taskmaster.master.source import JobSource
 
 RATE_WINDOW_SECONDS = 10.0
 
@@ -37,44 +50,83 @@ class RateMeter:
         return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
 
 
-def snapshot(m: Master, now: float) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RunView:
+    """A running master as tm-status and /metrics read it: its parts, and where the run stands.
+
+    The parts are the master's own objects, read and never changed here; the
+    plain values are those of the moment the view was made (the master makes
+    one for each snapshot or scrape).
+    """
+
+    target: str
+    kwargs: dict[str, str]
+    config: MasterConfig
+    ledger: Ledger
+    registry: SlaveRegistry
+    source: JobSource
+    pace: Pace
+    shutdown: Shutdown
+    failed_jobs: FailedJobs
+    resumed_from: State  # what earlier runs of the state file did
+    rate: RateMeter
+    started: float
+    total: int | None
+    ended: EndReason | None
+    checkpointed_at: float | None  # when the state file last held the run's progress (monotonic)
+
+    def finished_overall(self) -> int:
+        """Jobs finished, in this run and in those it resumed."""
+        return self.resumed_from.finished + self.ledger.finished
+
+    def resolved(self) -> int:
+        """Jobs finished or failed for good, in this run and in those it resumed."""
+        return self.finished_overall() + self.resumed_from.failed + self.ledger.failed
+
+    def buffered(self) -> int:
+        """Jobs pulled from the iterator, not resolved and not with a slave: waiting to be handed out."""
+        return max(0, self.ledger.pending() - self.registry.in_flight())
+
+
+def snapshot(run: RunView, now: float) -> dict[str, Any]:
     """The run as tm-status shows it, at time `now`."""
-    rate_10s = m.rate.rate()
-    elapsed = now - m.started
-    resolved = m.resolved()
-    if m.phase is Phase.CLOSING:
+    rate_10s = run.rate.rate()
+    elapsed = now - run.started
+    resolved = run.resolved()
+    phase = run.shutdown.phase
+    if phase is Phase.CLOSING:
         state = "finished"
-    elif m.phase is Phase.STOPPING or m.source.exhausted and not m.ledger.undispatched():
+    elif phase is Phase.STOPPING or run.source.exhausted and not run.ledger.undispatched():
         state = "draining"  # nothing more to hand out: waiting for the jobs in flight
-    elif m.pace.paused:
+    elif run.pace.paused:
         state = "paused"
     else:
         state = "running"
     return {
-        "target": m.target,
-        "kwargs": m.kwargs,
+        "target": run.target,
+        "kwargs": run.kwargs,
         "state": state,
-        "finished": m.finished_overall(),
-        "failed": m.resumed_from.failed + m.ledger.failed,
-        "in_flight": m.registry.in_flight(),
-        "buffered": m.buffered(),
-        "size": m.ledger.limit,  # the window in force: --size, or the master's own choice
-        "size_explicit": m.config.size is not None,
-        "total": m.total,
-        "percent": 100.0 * resolved / m.total if m.total else None,
+        "finished": run.finished_overall(),
+        "failed": run.resumed_from.failed + run.ledger.failed,
+        "in_flight": run.registry.in_flight(),
+        "buffered": run.buffered(),
+        "size": run.ledger.limit,  # the window in force: --size, or the master's own choice
+        "size_explicit": run.config.size is not None,
+        "total": run.total,
+        "percent": 100.0 * resolved / run.total if run.total else None,
         "rate_10s": rate_10s,
-        "rate_overall": (m.ledger.finished + m.ledger.failed) / elapsed if elapsed > 0 else 0.0,
-        "eta_seconds": eta_seconds(m.total, resolved, rate_10s),
+        "rate_overall": (run.ledger.finished + run.ledger.failed) / elapsed if elapsed > 0 else 0.0,
+        "eta_seconds": eta_seconds(run.total, resolved, rate_10s),
         "elapsed": elapsed,
-        "state_file": os.path.abspath(m.config.state_path),
-        "failures_file": os.path.abspath(m.config.failures_path),
+        "state_file": os.path.abspath(run.config.state_path),
+        "failures_file": os.path.abspath(run.config.failures_path),
         "pid": os.getpid(),
-        "ended": m.ended.value if m.ended else None,  # the EndReason's value: tm-status --watch reads it
-        "slaves": m.registry.rows(now),
-        "paused": m.pace.paused,
-        "rate_limit": m.pace.rate_limit,
-        "max_failures": str(m.config.max_failures) if m.config.max_failures else None,
-        "halted": m.pace.halted,
+        "ended": run.ended.value if run.ended else None,  # the EndReason's value: tm-status --watch reads it
+        "slaves": run.registry.rows(now),
+        "paused": run.pace.paused,
+        "rate_limit": run.pace.rate_limit,
+        "max_failures": str(run.config.max_failures) if run.config.max_failures else None,
+        "halted": run.pace.halted,
     }
 
 

@@ -33,7 +33,7 @@ def prepared_master(tmp_path, total=None) -> Master:
 
 def scrape(master: Master) -> dict[tuple[str, tuple], float]:
     """Every sample, by (name, sorted labels)."""
-    text = generate_latest(MetricsServer(master, "9999").registry).decode()
+    text = generate_latest(MetricsServer(master.view, "9999").registry).decode()
     samples = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
@@ -128,4 +128,4 @@ def test_a_bad_address_given_in_python_is_a_usage_error(tmp_path):
     from taskmaster.errors import UsageError
 
     with pytest.raises(UsageError, match="is not a metrics address"):
-        MetricsServer(prepared_master(tmp_path), "localhost:http")
+        MetricsServer(prepared_master(tmp_path).view, "localhost:http")
