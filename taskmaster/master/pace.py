@@ -79,6 +79,7 @@ class Pace:
     def __init__(self, rate: float | None, now: float) -> None:
         self.paused = False
         self.rate_limit = rate
+        # A rate of 0 is no limit, as tm-status and /metrics show it (tm-ctl and --rate refuse it).
         self.throttle: Throttle | None = Throttle(rate, now) if rate else None
         self.halted: str | None = None  # why --max-failures halted the run
 
@@ -98,9 +99,9 @@ class Pace:
         return was_paused
 
     def set_rate(self, rate: float | None, now: float) -> None:
-        """The rate limit from `now` on: `rate` jobs a second, or none."""
+        """The rate limit from `now` on: `rate` jobs a second, or none (None or 0)."""
         self.rate_limit = rate
-        if rate is None:
+        if not rate:
             self.throttle = None
         elif self.throttle is None:
             self.throttle = Throttle(rate, now)
@@ -112,8 +113,8 @@ class Pace:
         self.halted = reason
 
     def allowance(self, want: int, now: float) -> int:
-        """How many of `want` jobs may go out now: none while paused, what --rate's tokens allow."""
-        if self.paused:
+        """How many of `want` jobs may go out now: none while paused or halted, what --rate's tokens allow."""
+        if self.holding:
             return 0
         return want if self.throttle is None else self.throttle.allowance(want, now)
 
