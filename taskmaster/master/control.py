@@ -121,6 +121,10 @@ class Controls:
                 )
             self.send(identity, protocol.control_reply({"ok": False, "error": refusal}))
             return Due()
+        if request.command not in protocol.CONTROL_COMMANDS:  # the wire refuses those; a caller in code may not
+            error = f"unknown command {request.command!r} ({', '.join(protocol.CONTROL_COMMANDS)})"
+            self.send(identity, protocol.control_reply({"ok": False, "error": error}))
+            return Due()
         if request.command == "pause":
             self.pause(now)
             wait = min(PAUSE_SETTLE_SECONDS, request.timeout_ms / 2000)
