@@ -13,6 +13,16 @@ The master is driven by two calls: ``handle(frames, now)`` for each message
 and ``tick(now)`` for the passing of time; ``process`` makes those calls in a
 real process, tests make them in-process.  Where a run starts is decided in
 ``start``, how it ends in ``shutdown`` and ``outcome``.
+
+A REQUEST goes down one pass in ``handle``, each stop calling down, none
+back up into the master (the package's docstring names them): decode
+(``protocol``), admit (``_admit``: ``admission.TokenBinding``), settle
+(``registry.requested``, then ``Reports.take_back`` and ``Reports.record``,
+which return ``Findings``), act on what was found (``_act_on``: a bad part
+counted, a disk error stops the run, failures asked of ``Controls``, whose
+``Due`` the master carries out), then hand out and reply
+(``Dispatcher.answer``, or QUIT).  tm-status and /metrics read a
+``status.RunView`` the master makes when asked (``view``), not the master.
 """
 
 from __future__ import annotations
@@ -146,12 +156,12 @@ class Master:
         if self.shutdown.stop(signum, now):
             log.warning("stopping: waiting up to %gs for the jobs in flight (again to stop now)", self.config.grace)
 
-    def stop_for_disk(self, error: str) -> None:
+    def stop_for_disk(self, error: str, now: float) -> None:
         """Stop at once: a job that cannot be recorded must not be counted as resolved."""
         if self.disk_error is None:
             log.error("%s; stopping", error)
             self.disk_error = error
-        self.shutdown.stop_now(signal.SIGTERM, time.monotonic())
+        self.shutdown.stop_now(signal.SIGTERM, now)
 
     def tick(self, now: float) -> Outcome | None:
         """The time is `now`: serve parked requests, take back expired leases,
@@ -294,14 +304,7 @@ class Master:
         slave = self._admit(identity, msg, Channel.REQUEST)
         if slave is None:
             return
-        slave.identity = identity  # the slave's current connection (a Lazy Pirate retry opens a new one)
-        self.registry.seen(slave, now)
-        if msg.seq == slave.last_seq and slave.last_batch in slave.batches:
-            # The same request again: our answer never reached the slave, so
-            # the batch in it is nobody's - back to the queue with it.
-            self.registry.take_back_batch(slave, slave.last_batch)
-        slave.last_seq, slave.last_batch = msg.seq, None
-        self.registry.note_queue(slave, msg.queue)
+        self.registry.requested(slave, identity, msg.seq, msg.queue, now)
         self.reports.take_back(slave, msg.cuts)
         self._act_on(self.reports.record(slave, msg), now)
         if self.pace.holding:
@@ -320,7 +323,7 @@ class Master:
         for reason in found.bad:
             self.bad(None, reason)
         for error in found.disk_errors:
-            self.stop_for_disk(error)
+            self.stop_for_disk(error, now)
         if found.failures:
             self._carry_out(self.control.check_failures(now), now)
 

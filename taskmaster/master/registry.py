@@ -152,6 +152,19 @@ class SlaveRegistry:
             slave.lost = False
             log.info("slave %s is back", slave.id, extra={"event": "slave_back", "slave": slave.id})
 
+    def requested(
+        self, slave: SlaveRecord, identity: bytes, seq: int, queue: list[tuple[int, int, int]], now: float
+    ) -> None:
+        """`slave` sent its request `seq` on connection `identity`, with `queue` not started yet."""
+        slave.identity = identity  # the slave's current connection (a Lazy Pirate retry opens a new one)
+        self.seen(slave, now)
+        if seq == slave.last_seq and slave.last_batch in slave.batches:
+            # The same request again: our answer never reached the slave, so
+            # the batch in it is nobody's - back to the queue with it.
+            self.take_back_batch(slave, slave.last_batch)
+        slave.last_seq, slave.last_batch = seq, None
+        self.note_queue(slave, queue)
+
     def live_count(self) -> int:
         return sum(1 for s in self.slaves.values() if s.live)
 
