@@ -43,7 +43,7 @@ PRELOAD = (
     "zmq.green",
     "gevent",
     "gevent.monkey",
-    "taskmaster.master.core",
+    "taskmaster.master.process",  # and the core beneath it
     "taskmaster.slave.core",
     "taskmaster.wire.security",
     "taskmaster.master.checkpoint",
