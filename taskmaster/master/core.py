@@ -17,8 +17,8 @@ real process, tests make them in-process.  Where a run starts is decided in
 A REQUEST goes down one pass in ``handle``, each stop calling down, none
 back up into the master (the package's docstring names them): decode
 (``protocol``), admit (``_admit``: ``admission.TokenBinding``), settle
-(``registry.requested``, then ``Reports.take_back`` and ``Reports.record``,
-which return ``Findings``), act on what was found (``_act_on``: a bad part
+(``registry.requested``, ``Reports.take_back``, then ``Reports.record``,
+which returns ``Findings``), act on what was found (``_act_on``: a bad part
 counted, a disk error stops the run, failures asked of ``Controls``, whose
 ``Due`` the master carries out), then hand out and reply
 (``Dispatcher.answer``, or QUIT).  tm-status and /metrics read a
