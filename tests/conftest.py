@@ -179,6 +179,34 @@ class Procs:
                 pass
 
 
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist, lay the tests out so that the workers end together.
+
+    Its worksteal scheduler hands each worker a contiguous share of this
+    list, then moves tests from the longest queue to workers that ran dry.
+    So the long tests (``slow``) are dealt to the front of every share, not
+    left to end one worker's run alone, and the ``alone`` tests go last: one
+    met in the middle would stop every other worker until the tests beside
+    it ended and it ran (see ``machine_share``).  Every worker computes the
+    same order, as xdist requires.
+    """
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
+    if workers <= 1:
+        return
+    alone = [item for item in items if item.get_closest_marker("alone")]
+    rest = [item for item in items if not item.get_closest_marker("alone")]
+    slow = [item for item in rest if item.get_closest_marker("slow")]
+    quick = iter([item for item in rest if not item.get_closest_marker("slow")])
+    shares: list[list] = [slow[w::workers] for w in range(workers)]
+    remaining = len(items)
+    for w, share in enumerate(shares):  # the sizes xdist cuts the list into
+        size = remaining // (workers - w)
+        remaining -= size
+        share.extend(itertools.islice(quick, max(0, size - len(share))))
+    shares[-1].extend(quick)  # none left unless the slow ones overfilled a share
+    items[:] = [item for share in shares for item in share] + alone
+
+
 @pytest.fixture(autouse=True)
 def machine_share(request, tmp_path_factory):
     """Tests marked ``alone`` run with no other test beside them, also in pytest-xdist's workers.

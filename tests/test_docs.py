@@ -45,6 +45,7 @@ def site(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # .ci/run builds them too, before the tests: the quick loop leaves this to CI
 @pytest.mark.timeout(300)
 def test_the_docs_build_as_html_without_a_warning(tmp_path):
     """The command .ci/run runs, in a fresh output directory."""
@@ -131,7 +132,7 @@ def test_the_readme_is_a_landing_page_with_the_quickstart_and_the_contract():
         assert section in readme, section
     # .ci/run greps the test command out of the README: the two Quickstart commands, exactly.
     assert "pip install . && tm-run taskmaster/example.py 2" in readme
-    assert "pip install '.[test]' && python -m pytest -n 4" in readme
+    assert "pip install '.[test]' && python -m pytest -n 8" in readme
 
 
 def test_the_readme_is_valid_restructuredtext():

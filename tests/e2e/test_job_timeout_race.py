@@ -18,6 +18,8 @@ import json
 import pytest
 from conftest import handled, start_logged, tail, tcp_address, tm, wait_exit, wait_listening, write_module
 
+pytestmark = pytest.mark.slow  # a stress test: it spins both cores until the race would have shown
+
 SPINNING_JOBS = '''
 import os
 

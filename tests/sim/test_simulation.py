@@ -102,6 +102,7 @@ def test_a_seed_replays_exactly():
         assert first.trace == again.trace and first.digest == again.digest
 
 
+@pytest.mark.slow  # a check of the seeds, not of the code: it changes only when the simulation does
 @pytest.mark.timeout(300)
 def test_the_seeds_go_through_every_path_the_promises_depend_on():
     wanted = {
