@@ -8,7 +8,8 @@ real process (its socket, filler greenlet, signals and loop) and serves
 failures), ``control`` (tm-ctl and --max-failures), ``admission`` (which
 connections may speak for a slave), ``status`` (what tm-status shows, read
 from a ``RunView``) and ``start`` (afresh, resume or replay).  The state
-beneath: ``registry`` (slaves and their leases), ``source`` (the user's
+beneath: ``registry`` (slaves and their leases; the one module that writes a
+slave's record), ``source`` (the user's
 iterator), ``shutdown``/``outcome`` (how a run ends), ``pace`` (paused, the
 rate limit, halted: one owner), ``checkpoint``, ``failures_file``,
 ``endpoint`` (the socket); under those ``ledger`` (every job's fate),

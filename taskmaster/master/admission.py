@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from taskmaster.logformat import now_and_then
 
 if TYPE_CHECKING:
-    from taskmaster.master.registry import SlaveRecord
+    from taskmaster.master.registry import SlaveRecord, SlaveRegistry
 
 log = logging.getLogger("taskmaster.master")
 
@@ -46,7 +46,8 @@ ANSWERED = (Verdict.UNKNOWN_RUN, Verdict.UNKNOWN_TOKEN, Verdict.FOREIGN)
 
 
 class TokenBinding:
-    def __init__(self) -> None:
+    def __init__(self, registry: SlaveRegistry) -> None:
+        self.registry = registry  # where a slave's newest connection is recorded
         self.refused = 0  # messages with a slave's token from a connection it was not issued on
 
     def admit(
@@ -102,7 +103,7 @@ class TokenBinding:
             return False
         if number < slave.newest_conn:
             return True
-        slave.newest_conn = number
+        self.registry.spoke_on(slave, number)
         return False
 
     def stale_hello(self, known: SlaveRecord, conn: bytes, identity: bytes) -> bool:
@@ -120,7 +121,7 @@ class TokenBinding:
 
     def opened(self, slave: SlaveRecord, identity: bytes, newest: int) -> None:
         """`slave` said hello on `identity`: its newest connection, unless it used a newer one (`newest`)."""
-        slave.newest_conn = max(newest, self.connection_number(slave, identity) or 0)
+        self.registry.spoke_on(slave, max(newest, self.connection_number(slave, identity) or 0))
 
     def foreign(self, slave: SlaveRecord, identity: bytes, bound: bytes | None) -> bool:
         """Does a message with `slave`'s token come from a connection other than the one it is bound to?"""

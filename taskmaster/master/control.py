@@ -160,7 +160,7 @@ class Controls:
             return
         if not force and now - slave.recalled_at < RECALL_AGAIN_SECONDS:
             return
-        slave.recalled_at = now
+        self.registry.recalled(slave, now)
         # Every batch handed out so far, also one still on its way to the slave.
         upto = self.registry.next_batch
         self.send(slave.beat_identity, protocol.recall(protocol.MAX_WANT, upto))

@@ -84,7 +84,6 @@ class Master:
         self.run_id = uuid.uuid4().hex
         self.bad_messages = 0
         self.shutdown = Shutdown(config.grace, config.linger)  # the phase: running, stopping, closing
-        self.binding = TokenBinding()  # a token counts only on its slave's own connections
         self.disk_error: str | None = None  # a failed job could not be recorded: stop now
         self.ended: EndReason | None = None  # how the run ended: tm-status --watch reports it
         self.duration = 0.0  # from the start to the end of the run (set at its end)
@@ -103,6 +102,7 @@ class Master:
         self.progress = Progress(False, show_queue=True)  # the real one comes with `start`
         self.ledger: Ledger
         self.registry: SlaveRegistry
+        self.binding: TokenBinding  # a token counts only on its slave's own connections (made by `prepare`)
         self.source: JobSource
         self.saver: checkpoint.Saver
         self.dispatcher: Dispatcher  # hands out batches, parks requests that find none (made by `prepare`)
@@ -123,6 +123,7 @@ class Master:
         self.source.job_repr = self.config.job_repr
         self.resumed_from = opened.resumed_from
         self.registry = SlaveRegistry(self.ledger, self.config.lease_timeout)
+        self.binding = TokenBinding(self.registry)
         self.saver = checkpoint.Saver(self.config.state_path, self.resumed_from)
         self.dispatcher = Dispatcher(
             self.ledger, self.registry, self.source, self.pace, self.shutdown, self.endpoint.send
@@ -283,8 +284,7 @@ class Master:
             return
         # A new incarnation asks afresh: the old one's parked request gets no answer.
         self.dispatcher.forget(slave.id)
-        slave.beat_identity = msg.beat.encode() if msg.beat else None  # its liveness thread: where recalls go
-        slave.conn = msg.conn.encode()
+        self.registry.hello(slave, msg.beat.encode() if msg.beat else None, msg.conn.encode())
         self.binding.opened(slave, identity, known.newest_conn if known is not None else 0)
         lease = self.config.lease_timeout
         self.endpoint.send(identity, protocol.welcome(self.run_id, slave.token, lease, lease / 3))
@@ -391,7 +391,7 @@ class Master:
         self.shutdown.close(now, self.started)
         for slave in self.registry.slaves.values():
             if slave.live and not slave.told_quit:
-                slave.told_quit = True
+                self.registry.told_to_quit(slave)
                 self.endpoint.send(slave.identity, protocol.quit_(self.shutdown.quit_reason()))
 
     def _finish(self) -> Outcome:

@@ -111,7 +111,7 @@ class Dispatcher:
         self.job_bytes = 0.9 * self.job_bytes + 0.1 * per_job if self.job_bytes else per_job
         self.ledger.stretch(self.job_bytes <= SMALL_JOB_BYTES)
         batch_id = self.registry.hand_out(slave, ranges)
-        slave.last_batch = batch_id
+        self.registry.handed(slave, batch_id)
         self.send(slave.identity, protocol.jobs(batch_id, ranges, payload))
         return True
 
@@ -130,7 +130,7 @@ class Dispatcher:
     def answer_idle(self, slave: SlaveRecord) -> None:
         """Reply to a slave that gets no jobs now: QUIT when the run is over."""
         if self.shutdown.phase is Phase.CLOSING:
-            slave.told_quit = True
+            self.registry.told_to_quit(slave)
             self.send(slave.identity, protocol.quit_(self.shutdown.quit_reason()))
         else:
             self.send(slave.identity, protocol.no_jobs())

@@ -1,5 +1,18 @@
 """The slaves a master knows, the batches each was handed, and their leases.
 
+The registry owns every ``SlaveRecord``: other modules read records but
+never write one; they tell the registry what happened, and only this module
+changes a record (tests/unit/master/test_record_owner.py checks it).  What
+changes a record: a HELLO (``join``, then ``hello``: where recalls go and
+which connections are the slave's), a request (``requested``), any message
+(``seen``), a request on a newer connection (``spoke_on``, from admission),
+a batch handed out (``hand_out``, and ``handed``: the answer carried it),
+jobs reported not started (``note_queue``), acknowledged (``acknowledged``),
+failed (``failed_here``) or given back (``give_back``), a recall
+(``recall_from``, ``recalled``), QUIT told (``told_to_quit``), BYE
+(``leave``), a lease run out (``expire``), and a stall of the master's own
+(``excuse``).
+
 A batch stays recorded under the slave it was handed to until every job in
 it is resolved, also after its lease ran out and its jobs were requeued: a
 slave that comes back late may still acknowledge them, and an
@@ -165,6 +178,31 @@ class SlaveRegistry:
         slave.last_seq, slave.last_batch = seq, None
         self.note_queue(slave, queue)
 
+    def hello(self, slave: SlaveRecord, beat_identity: bytes | None, conn: bytes) -> None:
+        """`slave` said hello naming its liveness connection (where recalls go) and its request connections."""
+        slave.beat_identity = beat_identity
+        slave.conn = conn
+
+    def spoke_on(self, slave: SlaveRecord, number: int) -> None:
+        """`slave`'s newest request connection is now conn.`number`: older ones it gave up."""
+        slave.newest_conn = number
+
+    def handed(self, slave: SlaveRecord, batch_id: int) -> None:
+        """The answer to `slave`'s last request carried that batch (see ``requested``: a repeat takes it back)."""
+        slave.last_batch = batch_id
+
+    def told_to_quit(self, slave: SlaveRecord) -> None:
+        slave.told_quit = True
+
+    def recalled(self, slave: SlaveRecord, now: float) -> None:
+        """`slave` was asked to give back jobs it has not started: not again before RECALL_AGAIN_SECONDS."""
+        slave.recalled_at = now
+
+    def acknowledged(self, slave: SlaveRecord, batch_id: int, ranges: list[tuple[int, int]]) -> None:
+        """`slave` finished those jobs of the batch: the newly resolved count as its own, and the batch may settle."""
+        slave.finished += self.ledger.mark_done(ranges)
+        self.settle(slave, batch_id)
+
     def live_count(self) -> int:
         return sum(1 for s in self.slaves.values() if s.live)
 
@@ -224,7 +262,7 @@ class SlaveRegistry:
                 best, backlog = slave, n
         if best is None:
             return None
-        best.recalled_at = now
+        self.recalled(best, now)
         return best, (backlog + 1) // 2
 
     def give_back(self, slave: SlaveRecord, batch_id: int, keep: int) -> int:

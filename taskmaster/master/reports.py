@@ -87,5 +87,4 @@ class Reports:
             if batch is None or not batch.covers(ranges):
                 found.bad.append(f"slave {slave.id} acknowledged jobs it was not handed (batch {batch_id})")
                 continue
-            slave.finished += self.ledger.mark_done(ranges)
-            self.registry.settle(slave, batch_id)
+            self.registry.acknowledged(slave, batch_id, ranges)

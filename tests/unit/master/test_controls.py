@@ -43,14 +43,14 @@ class Desk:
 
     def join(self, name: str):
         slave = self.registry.join(name, "host", 1, 4, 3000, name.encode(), now=0.0)
-        slave.beat_identity = f"{name}-beat".encode()
+        self.registry.hello(slave, f"{name}-beat".encode(), b"")
         return slave
 
     def hand(self, slave, n: int) -> int:
         """A batch of `n` jobs handed to `slave` and not started yet; its id."""
         _, ranges = self.ledger.take(n, slave.id, alone=False)
         batch = self.registry.hand_out(slave, ranges)
-        slave.last_batch = batch  # as the dispatcher records it
+        self.registry.handed(slave, batch)  # as the dispatcher records it
         return batch
 
     def command(self, command: str, rate: float | None = None, timeout_ms: int = 2500, now: float = 0.0) -> Due:

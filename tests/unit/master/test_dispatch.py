@@ -34,7 +34,7 @@ class Books:
 
     def join(self, name: str):
         slave = self.registry.join(name, "host", 1, 4, 3000, name.encode(), now=0.0)
-        slave.beat_identity = f"{name}-beat".encode()
+        self.registry.hello(slave, f"{name}-beat".encode(), b"")
         return slave
 
     def to(self, identity: bytes) -> list[tuple[bytes, dict, list | None]]:

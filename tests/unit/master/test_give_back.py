@@ -71,7 +71,7 @@ def test_acknowledgements_count_each_job_once_and_settle_the_batch():
 def test_recall_picks_the_largest_backlog_and_asks_for_half():
     ledger, registry, a, b, batch = registry_with_batch(10)
     assert registry.recall_from(b, now=1.0) is None  # a's liveness thread has not spoken: no address
-    a.beat_identity = b"A-beat"
+    registry.hello(a, b"A-beat", b"")
     victim, want = registry.recall_from(b, now=1.0)
     assert victim is a and want == 5
     assert registry.recall_from(b, now=1.0) is None  # asked a moment ago: not again yet
