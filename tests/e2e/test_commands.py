@@ -159,8 +159,10 @@ def test_python_dash_m_forms(procs, recording):
     """python -m taskmaster master/spawn and python -m taskmaster.cli.master/slave run the same way."""
     module, record, env = recording
     address = tcp_address()
+    # --linger 0.5: the one slave runs jobs, so it joined before the end and is told to quit on its
+    # request; the default linger would hold this short run's master 3 s from its start.
     master = procs.start([PYTHON, "-m", "taskmaster.cli.master", str(module), "n=2000", "--address", address,
-                          "--no-progress"], env=env)
+                          "--no-progress", "--linger", "0.5"], env=env)
     slave = procs.start([PYTHON, "-m", "taskmaster.cli.slave", str(module), "--address", address, "--no-progress"],
                         env=env)
     _, m_err = master.communicate(timeout=60)

@@ -350,7 +350,10 @@ def test_stop_is_sigterm_and_the_same_command_resumes(procs, tmp_path, jobs):
     env = {**env, "TM_DELAY": "0.02"}
     address = tcp_address()
     n = 2000
-    master, mlog = start_master(procs, tmp_path, module, address, f"n={n}", env=env)
+    # --linger 0.5: each master's one slave runs jobs, so it joined before the end and is told to
+    # quit on its request; the default linger would hold a short run's master 3 s from its start.
+    linger = ("--linger", "0.5")
+    master, mlog = start_master(procs, tmp_path, module, address, f"n={n}", *linger, env=env)
     slave, slog = start_slave(procs, tmp_path, module, address, env=env)
     wait_for(lambda: len(joblog.starts()) >= 50, 60, what="50 jobs started")
     stopped = ctl(procs, address, "stop")
@@ -359,7 +362,7 @@ def test_stop_is_sigterm_and_the_same_command_resumes(procs, tmp_path, jobs):
     assert wait_exit(master, 60, mlog) == 143, tail(mlog)  # 128 + SIGTERM, as for the signal
     assert "interrupted: " in last_line(mlog) and "run the same command to resume" in last_line(mlog)
     wait_exit(slave, 60, slog)
-    resumed, rlog = start_master(procs, tmp_path, module, address, f"n={n}", env=env, name="master2")
+    resumed, rlog = start_master(procs, tmp_path, module, address, f"n={n}", *linger, env=env, name="master2")
     slave2, slog2 = start_slave(procs, tmp_path, module, address, env=env, name="slave2")
     assert wait_exit(resumed, 120, rlog) == 0, tail(rlog)
     wait_exit(slave2, 60, slog2)

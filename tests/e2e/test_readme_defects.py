@@ -75,9 +75,11 @@ def test_a_late_slurm_task_after_a_run_with_failures_exits_0_at_once(procs, tmp_
     run_dir = tmp_path / "taskmaster-run"
     port = free_port()
     master_env = slurm_env(run_dir, TM_BIND=f"tcp://127.0.0.1:{port}", TM_HOST="127.0.0.1", TM_PORT=str(port))
-    master = procs.start(
-        ["bash", str(REPO / "deploy/slurm/master.sbatch"), str(jobs), "n=60", "--max-retries", "0"], env=master_env
-    )
+    # --linger 0.5: the one task runs every job, so it joined before the end and is told to quit on its
+    # request; the default linger would only hold the master 3 s from its start.
+    argv = ["bash", str(REPO / "deploy/slurm/master.sbatch"), str(jobs), "n=60", "--max-retries", "0"]
+    argv += ["--linger", "0.5"]
+    master = procs.start(argv, env=master_env)
     task_env = slurm_env(run_dir, TASKMASTER_WAIT_FOR_MASTER="30", TM_FAIL_EVERY="10")
     task = procs.start(["bash", str(REPO / "deploy/slurm/slaves.sbatch"), str(jobs)], env=task_env)
     _, master_err = master.communicate(timeout=90)
@@ -103,7 +105,9 @@ def test_a_late_slurm_task_after_a_stopped_master_waits_for_the_next_one(procs, 
     run_dir = tmp_path / "taskmaster-run"
     port = free_port()
     master_env = slurm_env(run_dir, TM_BIND=f"tcp://127.0.0.1:{port}", TM_HOST="127.0.0.1", TM_PORT=str(port))
-    master = procs.start(["bash", str(REPO / "deploy/slurm/master.sbatch"), str(jobs), "n=60"], env=master_env)
+    # --linger 0: no slave ever joins this master; the default would only hold it 3 s from its start.
+    argv = ["bash", str(REPO / "deploy/slurm/master.sbatch"), str(jobs), "n=60", "--linger", "0"]
+    master = procs.start(argv, env=master_env)
     wait_for(lambda: (run_dir / "master.address").exists() and (run_dir / "secret").exists(), 30, what="the address")
     address = (run_dir / "master.address").read_text().strip()
     status = [script("tm-status"), "--address", address, "--secret-file", str(run_dir / "secret"), "--timeout", "500"]
@@ -116,10 +120,13 @@ def test_a_late_slurm_task_after_a_stopped_master_waits_for_the_next_one(procs, 
 
     late = procs.run(
         ["bash", str(REPO / "deploy/slurm/slaves.sbatch"), str(jobs)],
-        env=slurm_env(run_dir, TASKMASTER_WAIT_FOR_MASTER="2"),
+        # 500 ms tries instead of 2500: how long each try lasts is not what is checked, only that
+        # the slave waits for a master (and gives up, none coming) instead of calling the run over
+        env=slurm_env(run_dir, TASKMASTER_WAIT_FOR_MASTER="2", TASKMASTER_TIMEOUT="500"),
         timeout=60,
     )
     assert late.returncode == 1  # it waited for a resubmitted master, which never came
+    assert "--wait-for-master" in late.stderr, late.stderr
     assert "is over" not in late.stderr
 
 

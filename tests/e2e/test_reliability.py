@@ -35,6 +35,12 @@ from conftest import (
 
 from taskmaster.slave.core import MAX_JOBS_PER_REPORT
 
+# For a master whose slaves all ran jobs (so joined before the run ended and
+# hear "quit" on their requests): the default --linger keeps a short run's
+# master up 3 s from its start for slaves that never came, a wait that is not
+# what these tests check.
+SHORT_LINGER = ("--linger", 0.5)
+
 # What each knob does:
 #   TM_RECORD   a line "i" per job that finished (written last, so a job that
 #               raised or was cut short leaves none)
@@ -287,10 +293,10 @@ def test_cpu_bound_handler_keeps_its_lease(procs, tmp_path):
 def test_a_finished_run_with_failed_jobs_run_again_exits_1_and_points_to_retry_failed(procs, tmp_path):
     """Running a finished run again is no success while jobs wait in the failures file."""
     run = Run(procs, tmp_path, 50, TM_BAD="7")
-    master = run.master("--max-retries", 0)
+    master = run.master("--max-retries", 0, *SHORT_LINGER)
     run.slave()
     assert run.wait(master, 60) == 1, run.log(master)
-    again = run.master("--max-retries", 0)
+    again = run.master("--max-retries", 0, *SHORT_LINGER)
     assert run.wait(again, 30) == 1, run.log(again)
     line = summary_line(run.log(again))
     assert "already finished" in line and "1 jobs failed for good" in line, line
@@ -303,7 +309,7 @@ def test_failing_jobs_are_recorded_then_retry_failed_replays_them(procs, tmp_pat
     bad = [7, 123, 250, 499]
     fixed, gate = tmp_path / "fixed.txt", tmp_path / "gate"
     run = Run(procs, tmp_path, 500, TM_BAD=",".join(map(str, bad)), TM_FIXED=fixed, TM_GATE=gate)
-    master = run.master("--max-retries", 2, "--lease-timeout", 3)
+    master = run.master("--max-retries", 2, "--lease-timeout", 3, *SHORT_LINGER)
     slaves = [run.slave(), run.slave()]
     # No job runs before both slaves joined, so that retries can go to the other one.
     wait_for(lambda: run.log(master).count(" joined ") == 2, 20, what="both slaves to join")
@@ -340,7 +346,7 @@ def test_failing_jobs_are_recorded_then_retry_failed_replays_them(procs, tmp_pat
 
     # Replay with the handler fixed for all but one job: that one stays in the file.
     fixed.write_text("250")
-    master = run.master("--max-retries", 2, "--lease-timeout", 3, "--retry-failed")
+    master = run.master("--max-retries", 2, "--lease-timeout", 3, "--retry-failed", *SHORT_LINGER)
     slave = run.slave()
     assert run.wait(master, 60) == 1, run.log(master)
     run.wait(slave, 15)
@@ -352,7 +358,7 @@ def test_failing_jobs_are_recorded_then_retry_failed_replays_them(procs, tmp_pat
 
     # Fixed for good: the last one leaves the file too.
     fixed.write_text("")
-    master = run.master("--max-retries", 2, "--lease-timeout", 3, "--retry-failed")
+    master = run.master("--max-retries", 2, "--lease-timeout", 3, "--retry-failed", *SHORT_LINGER)
     slave = run.slave()
     assert run.wait(master, 60) == 0, run.log(master)
     run.wait(slave, 15)
@@ -371,7 +377,7 @@ def test_failing_jobs_are_recorded_then_retry_failed_replays_them(procs, tmp_pat
 def test_job_timeout(procs, tmp_path, how):
     """--job-timeout fails a job that runs too long, whether it yields (sleep) or not (a busy loop)."""
     run = Run(procs, tmp_path, 20, TM_SLOW="5", **{how: 60})
-    master = run.master("--max-retries", 1, "--lease-timeout", 3)
+    master = run.master("--max-retries", 1, "--lease-timeout", 3, *SHORT_LINGER)
     started = time.monotonic()
     slave = run.slave("--job-timeout", 1, "--concurrency", 2)
     assert run.wait(master, 40) == 1, run.log(master)
@@ -392,7 +398,7 @@ def test_job_timeout(procs, tmp_path, how):
 def test_get_jobs_exception_stops_cleanly_and_same_command_resumes(procs, tmp_path):
     fixed = tmp_path / "source-fixed"
     run = Run(procs, tmp_path, 3000, TM_SOURCE_FAIL_AT=1700, TM_SOURCE_FIXED=fixed)
-    master = run.master("--size", 500)
+    master = run.master("--size", 500, *SHORT_LINGER)
     slave = run.slave()
     assert run.wait(master, 40) == 1, run.log(master)
     log = run.log(master)
@@ -407,7 +413,7 @@ def test_get_jobs_exception_stops_cleanly_and_same_command_resumes(procs, tmp_pa
     assert doc["complete"] is False and doc["finished"] == len(done), doc
 
     fixed.touch()
-    master = run.master("--size", 500)
+    master = run.master("--size", 500, *SHORT_LINGER)
     slave = run.slave()
     assert run.wait(master, 40) == 0, run.log(master)
     assert f"{run.n - len(done)} finished, 0 failed" in summary_line(run.log(master))
@@ -423,7 +429,7 @@ def test_get_jobs_exception_stops_cleanly_and_same_command_resumes(procs, tmp_pa
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_signal_to_master_interrupts_and_same_command_resumes(procs, tmp_path, sig, code):
     run = Run(procs, tmp_path, 3000, TM_SLEEP=0.01)
-    master = run.master("--grace", 20)
+    master = run.master("--grace", 20, *SHORT_LINGER)
     slave = run.slave()
     run.wait_handled(500)
     master.send_signal(sig)
@@ -438,7 +444,7 @@ def test_signal_to_master_interrupts_and_same_command_resumes(procs, tmp_path, s
     assert finished == len(run.handled()) == run.state_doc()["finished"], line
     assert finished < run.n
 
-    master = run.master("--grace", 20)
+    master = run.master("--grace", 20, *SHORT_LINGER)
     slave = run.slave()
     assert run.wait(master, 60) == 0, run.log(master)
     assert f"{run.n - finished} finished, 0 failed" in summary_line(run.log(master))
@@ -450,7 +456,7 @@ def test_signal_to_master_interrupts_and_same_command_resumes(procs, tmp_path, s
 def test_second_sigint_skips_the_grace_period(procs, tmp_path):
     """Jobs that take a minute, --grace 60: the second Ctrl-C stops the master at once."""
     run = Run(procs, tmp_path, 20, TM_SLEEP=60)
-    master = run.master("--grace", 60)
+    master = run.master("--grace", 60, *SHORT_LINGER)
     run.slave("--concurrency", 3)
     wait_for(lambda: len(run.started_jobs()) >= 3, 20, what="jobs in flight")
     master.send_signal(signal.SIGINT)
@@ -473,7 +479,7 @@ def test_master_stopped_with_jobs_in_flight_tells_its_slaves_to_quit(procs, tmp_
     to ask the master until one of them ends.
     """
     run = Run(procs, tmp_path, 20, TM_SLEEP=60)
-    master = run.master("--grace", 1)
+    master = run.master("--grace", 1, *SHORT_LINGER)
     slave = run.slave("--concurrency", 3)
     wait_for(lambda: len(run.started_jobs()) >= 3, 20, what="jobs in flight")
     master.send_signal(signal.SIGINT)
@@ -520,8 +526,9 @@ def test_sigint_to_slave_finishes_running_jobs_and_master_resends_the_rest(procs
     """A slave told to stop runs its current jobs to the end, reports them and leaves;
     the jobs it held but never started go to the next slave at once, not after the
     (here: 60 s) lease."""
-    run = Run(procs, tmp_path, 12, TM_SLEEP=2)
-    master = run.master("--lease-timeout", 60)
+    # 1 s jobs: ample time for the SIGINT to reach a slave mid-job (sent once two started)
+    run = Run(procs, tmp_path, 12, TM_SLEEP=1)
+    master = run.master("--lease-timeout", 60, *SHORT_LINGER)
     leaving = run.slave("--concurrency", 2)
     wait_for(lambda: len(run.started_jobs()) >= 2, 20, what="two jobs running")
     leaving.send_signal(signal.SIGINT)
@@ -531,7 +538,7 @@ def test_sigint_to_slave_finishes_running_jobs_and_master_resends_the_rest(procs
     assert sorted(run.handled()) == running, "the running jobs were not finished"
     assert "Traceback" not in run.log(leaving)
 
-    slave = run.slave("--concurrency", 6)
+    slave = run.slave("--concurrency", 10)  # the 10 jobs left, in one round
     assert run.wait(master, 25) == 0, run.log(master)
     log = run.log(master)
     assert "silent" not in log, log

@@ -125,8 +125,10 @@ def test_interrupted_shard_resumes_within_its_range(procs, tmp_path):
         ''')
     env = {"SHARDED_RECORD": str(record)}
     address = f"tcp://127.0.0.1:{free_port()}"
+    # --linger 0.5: each master's one slave runs keys, so it joined before the end and is told to quit
+    # on its request; the default linger would hold each short master run 3 s from its start.
     command = tm("master", SHARDED, "shard=1", "shards=3", f"n={n}", "--address", address, "--size", 100,
-                 "--no-progress")
+                 "--no-progress", "--linger", 0.5)
 
     slave_argv = tm("slave", slow, "--address", address, "--concurrency", 5, "--timeout", 500, "--retries", 40,
                     "--no-progress")

@@ -54,7 +54,10 @@ def test_a_slave_started_long_before_its_master_waits_joins_and_exits_0(procs, t
     master_log = tmp_path / "master.log"
     master = start(
         procs,
-        tm("master", module, "n=300", "--address", address, "--state-file", tmp_path / "run.state", "--no-progress"),
+        # --linger 0.5: the waiting slave joins and runs the jobs, so it is told to quit on its request;
+        # the default linger would only hold this short run's master 3 s from its start.
+        tm("master", module, "n=300", "--address", address, "--state-file", tmp_path / "run.state", "--no-progress",
+           "--linger", 0.5),
         master_log,
         env,
     )
@@ -118,7 +121,10 @@ def test_a_master_stopped_by_sigterm_mid_run_is_waited_for_not_taken_for_the_end
     address = tcp_address()
     state = tmp_path / "run.state"
     env = {**env, "TM_DELAY": "0.01"}
-    master_argv = tm("master", module, "n=2000", "--address", address, "--state-file", state, "--no-progress")
+    # --linger 0.5: the one slave runs jobs for both masters (it joined each before its end) and is
+    # told "stopping"/"quit" on its requests; the default linger only held each master 3 s from its start.
+    master_argv = tm("master", module, "n=2000", "--address", address, "--state-file", state, "--no-progress",
+                     "--linger", 0.5)
     first_log = tmp_path / "master1.log"
     master = start(procs, master_argv, first_log, env)
     slave_log = tmp_path / "slave.log"
