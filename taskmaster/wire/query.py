@@ -42,7 +42,7 @@ def ask(address: str, frames: list[bytes], kind: bytes, timeout_ms: int, keys: C
             sock.setsockopt(zmq.IPV6, 1)
         if keys is not None:
             keys.secure_client(sock)
-        monitor = sock.get_monitor_socket(security.MONITORED)
+        monitor = sock.get_monitor_socket(security.MONITORED | zmq.EVENT_CONNECTED)
         sock.connect(address)
         try:
             sock.send_multipart(frames, zmq.NOBLOCK)  # not blocking: the timeout bounds the whole question
@@ -53,17 +53,26 @@ def ask(address: str, frames: list[bytes], kind: bytes, timeout_ms: int, keys: C
         poller.register(monitor, zmq.POLLIN)
         deadline = time.monotonic() + timeout_ms / 1000
         failures = 0
+        # A handshake cut short (no detail) is also what a master that dies in
+        # the middle of it leaves: believe it a refusal only if the master was
+        # still there to connect to afterwards, as one holding another secret is.
+        refused = False
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 and failures:
+            if left <= 0 and refused:
                 raise _refused(address, keys)
             if left <= 0:
                 raise NoAnswer(f"no master answered at {address} within {timeout_ms} ms")
             ready = dict(poller.poll(max(1, int(left * 1000))))
             if sock in ready:
                 return _decode(sock.recv_multipart(), kind, address)
-            if monitor in ready and security.monitor_event(monitor) & security.HANDSHAKE_FAILED:
-                failures += 1
+            if monitor in ready:
+                event = security.monitor_event(monitor)
+                if event & security.HANDSHAKE_FAILED:
+                    failures += 1
+                    refused = refused or bool(event & security.REFUSED)
+                elif event == zmq.EVENT_CONNECTED and failures:
+                    refused = True
             if failures >= REFUSALS_BELIEVED:
                 # Keys that do not match fail the same way every time: no point waiting on.
                 # (Once is not enough: a master short of connections drops some mid-handshake;
